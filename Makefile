@@ -1,0 +1,46 @@
+# wheelwell developer targets. Every target fails loudly; none swallows an error.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv run test test-fast e2e lint fmt cov bench check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "wheelwell needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	if [ -d .git ]; then git config core.hooksPath .githooks; fi
+	touch $(STAMP)
+
+run: venv
+	$(BIN)/wheelwell serve
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q tests/unit tests/integration tests/test_layers.py
+
+e2e: venv
+	$(BIN)/python -m pytest -q tests/e2e
+
+lint: venv
+	$(BIN)/ruff format --check proxy tests bench
+	$(BIN)/ruff check proxy tests bench
+	$(BIN)/mypy
+
+fmt: venv
+	$(BIN)/ruff format proxy tests bench
+	$(BIN)/ruff check --fix proxy tests bench
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

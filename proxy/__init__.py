@@ -1,0 +1,3 @@
+"""wheelwell: a private Python package index and caching pull-through mirror."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""`create_app(config)`: builds every service, stores it under an AppKey, wires the routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy import __version__
+from proxy.config import Config, IndexKind
+from proxy.fetch import Fetcher
+from proxy.indexes import Index, IndexRegistry
+from proxy.metrics import Metrics
+from proxy.mirror import MirrorIndex
+from proxy.model import IndexName, mask_url
+from proxy.private import PrivateIndex
+from proxy.storage.blobs import BlobStore
+from proxy.storage.pagecache import PageCache
+from proxy.upstream import UpstreamClient
+from proxy.web import files, keys, ops, simple
+from proxy.web.middleware import error_middleware
+
+log = logging.getLogger(__name__)
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    data_dir = app[keys.CONFIG].storage.data_dir
+    blobs = BlobStore(data_dir)
+    blobs.open()
+    app[keys.BLOBS] = blobs
+    pages = PageCache(data_dir / "pages")
+    pages.open()
+    app[_PAGES] = pages
+    yield
+    pages.close()
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    connector = aiohttp.TCPConnector(limit=200, limit_per_host=64, ttl_dns_cache=300)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": f"wheelwell/{__version__}"},
+        trust_env=True,
+    )
+    app[keys.UPSTREAM] = UpstreamClient(session, cfg.upstream, app[keys.METRICS])
+    app[keys.FETCHER] = Fetcher(app[keys.UPSTREAM], app[keys.BLOBS], app[keys.METRICS])
+    yield
+    await app[keys.FETCHER].close(cfg.server.shutdown_timeout)
+    await session.close()
+
+
+async def _indexes(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    indexes: dict[IndexName, Index] = {}
+    for index_cfg in cfg.indexes:
+        name = IndexName(index_cfg.name)
+        if index_cfg.kind is IndexKind.MIRROR:
+            indexes[name] = MirrorIndex(
+                name,
+                cfg.upstream_url(index_cfg),
+                client=app[keys.UPSTREAM],
+                pages=app[_PAGES],
+                blobs=app[keys.BLOBS],
+                fetcher=app[keys.FETCHER],
+                metrics=app[keys.METRICS],
+                cfg=cfg.upstream,
+            )
+        else:
+            indexes[name] = PrivateIndex(name, index_cfg)
+    registry = IndexRegistry(cfg, indexes)
+    app[keys.INDEXES] = registry
+    for index_cfg in cfg.indexes:
+        upstream = (
+            f" mirroring {mask_url(cfg.upstream_url(index_cfg))}"
+            if index_cfg.kind is IndexKind.MIRROR
+            else ""
+        )
+        log.info("index %s (%s)%s", index_cfg.name, index_cfg.kind.value, upstream)
+    yield
+    await registry.close()
+
+
+_PAGES = web.AppKey("wheelwell.pages", PageCache)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    app[keys.CONFIG] = config
+    app[keys.METRICS] = Metrics()
+    app[keys.STARTED_AT] = time.time()
+    app.cleanup_ctx.extend([_storage, _upstream, _indexes])
+    ops.add_routes(app)
+    simple.add_routes(app)
+    files.add_routes(app)
+    return app

@@ -1,0 +1,112 @@
+"""The `wheelwell` command line: `serve`, `config check`, `config show`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy import __version__, logs
+from proxy.app import create_app
+from proxy.config import Config, load
+from proxy.errors import ConfigError
+from proxy.model import mask_url
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wheelwell", description="private Python package index")
+    parser.add_argument("--version", action="version", version=f"wheelwell {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the daemon")
+    _config_arg(serve)
+    serve.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default from config: 3141)")
+    serve.add_argument("--data-dir", type=Path, help="where files and state are stored")
+    serve.add_argument("--upstream", help="the index to mirror (overrides upstream.url)")
+    config = commands.add_parser("config", help="check or show the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    _config_arg(config_commands.add_parser("check", help="validate and report every problem"))
+    _config_arg(config_commands.add_parser("show", help="print the effective config as JSON"))
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="YAML config file (default: $WHEELWELL_CONFIG, else built-in)"
+    )
+
+
+def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
+    server = cfg.server
+    if args.host:
+        server = dataclasses.replace(server, host=args.host)
+    if args.port is not None:
+        server = dataclasses.replace(server, port=args.port)
+    cfg = dataclasses.replace(cfg, server=server)
+    if args.data_dir:
+        cfg = dataclasses.replace(
+            cfg, storage=dataclasses.replace(cfg.storage, data_dir=args.data_dir)
+        )
+    if args.upstream:
+        cfg = dataclasses.replace(
+            cfg, upstream=dataclasses.replace(cfg.upstream, url=args.upstream)
+        )
+    return cfg
+
+
+def _jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+def serve(cfg: Config) -> int:
+    logs.setup(cfg.logging)
+    log.info(
+        "wheelwell %s listening on http://%s:%d (config %s, data %s, upstream %s)",
+        __version__,
+        cfg.server.host,
+        cfg.server.port,
+        cfg.source,
+        cfg.storage.data_dir,
+        mask_url(cfg.upstream.url),
+    )
+    web.run_app(
+        create_app(cfg),
+        host=cfg.server.host,
+        port=cfg.server.port,
+        shutdown_timeout=cfg.server.shutdown_timeout,
+        access_log_class=logs.AccessLogger,
+        print=None,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load(args.config)
+        if args.command == "serve":
+            return serve(_apply_overrides(cfg, args))
+    except ConfigError as exc:
+        print(f"wheelwell: configuration error:\n{exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.config_command == "show":
+        print(json.dumps(_jsonable(cfg), indent=2))  # noqa: T201
+    else:
+        print(f"{cfg.source}: OK")  # noqa: T201
+    return 0

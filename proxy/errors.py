@@ -1,0 +1,134 @@
+"""The whole exception hierarchy: structured fields, messages that name the thing and the place.
+
+Free of HTTP on purpose; `web/middleware.py` maps these to responses in one table.
+"""
+
+from __future__ import annotations
+
+
+class WheelwellError(Exception):
+    """Base of every error wheelwell raises on purpose."""
+
+
+class ConfigError(WheelwellError):
+    """One or more configuration problems, each naming file, key and reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class NotFoundError(WheelwellError):
+    """Something asked for does not exist."""
+
+
+class IndexNotFoundError(NotFoundError):
+    def __init__(self, index: str) -> None:
+        self.index = index
+        super().__init__(f"index '{index}' not found")
+
+
+class ProjectNotFoundError(NotFoundError):
+    def __init__(self, project: str, index: str) -> None:
+        self.project = project
+        self.index = index
+        super().__init__(f"project '{project}' not found in index '{index}'")
+
+
+class DistributionNotFoundError(NotFoundError):
+    def __init__(self, filename: str, index: str) -> None:
+        self.filename = filename
+        self.index = index
+        super().__init__(f"file '{filename}' not found in index '{index}'")
+
+
+class InvalidInputError(WheelwellError):
+    """The request itself is wrong; repeating it will not help."""
+
+
+class InvalidNameError(InvalidInputError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        super().__init__(f"invalid name '{shown}': {reason}")
+
+
+class UnsafePathError(InvalidInputError):
+    def __init__(self, segment: str) -> None:
+        self.segment = segment
+        super().__init__(f"unsafe path segment {segment[:60]!r}")
+
+
+class NotAcceptableError(InvalidInputError):
+    def __init__(self, accept: str, offered: list[str]) -> None:
+        self.accept = accept
+        self.offered = offered
+        super().__init__(f"none of {', '.join(offered)} is acceptable to Accept: {accept[:200]}")
+
+
+class InvalidUploadError(InvalidInputError):
+    """An upload is malformed or inconsistent."""
+
+
+class ConflictError(WheelwellError):
+    """The request contradicts state already stored."""
+
+
+class AuthError(WheelwellError):
+    """Authentication or authorisation failed."""
+
+
+class UnauthorizedError(AuthError):
+    pass
+
+
+class ForbiddenError(AuthError):
+    pass
+
+
+class StorageError(WheelwellError):
+    """Local storage failed."""
+
+
+class StorageFullError(StorageError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"no space left on device while writing under {path}")
+
+
+class UpstreamError(WheelwellError):
+    """The upstream index failed us; `upstream` is the URL (credentials masked)."""
+
+    def __init__(self, upstream: str, reason: str) -> None:
+        self.upstream = upstream
+        self.reason = reason
+        super().__init__(f"upstream {upstream}: {reason}")
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Could not connect, or the connection broke."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not answer in time."""
+
+
+class UpstreamStatusError(UpstreamError):
+    def __init__(self, upstream: str, status: int) -> None:
+        self.status = status
+        super().__init__(upstream, f"answered HTTP {status}")
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream answered something we cannot parse."""
+
+
+class HashMismatchError(UpstreamError):
+    def __init__(self, upstream: str, filename: str, expected: str, actual: str) -> None:
+        self.filename = filename
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            upstream, f"sha256 mismatch for '{filename}': expected {expected}, got {actual}"
+        )

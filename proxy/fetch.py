@@ -1,0 +1,185 @@
+"""Single-flight downloads: one upstream GET per file, tee'd to every reader as bytes arrive.
+
+The download writes to a temp file; readers follow it with pread, each at its own pace, so memory
+stays flat whatever the file size or client count. The last byte is held back from readers until
+the sha256 is verified, so a client can never receive a complete body of a file that fails its
+check: on a mismatch its connection drops one byte short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from proxy.errors import (
+    HashMismatchError,
+    StorageError,
+    UpstreamError,
+    UpstreamUnavailableError,
+)
+from proxy.metrics import Metrics
+from proxy.model import mask_url
+from proxy.storage.blobs import BlobStore, TempBlob
+from proxy.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+
+
+class Download:
+    """One file on its way from upstream to the store; readers join with `stream()`."""
+
+    def __init__(self, key: str, url: str, filename: str, expected_sha256: str | None) -> None:
+        self.key = key
+        self.url = url
+        self.filename = filename
+        self.expected_sha256 = expected_sha256
+        self.content_length: int | None = None
+        self.written = 0
+        self.done = False  #: finished, successfully or not
+        self.error: BaseException | None = None
+        self.path: Path | None = None  #: the committed blob once verified
+        self.temp: TempBlob | None = None
+        self.started = asyncio.Event()  #: upstream headers arrived, or the download failed
+        self._progress = asyncio.Event()
+        self._readers = 0
+
+    def notify(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def wait_started(self) -> None:
+        """Raise the download's error if it failed before sending headers."""
+        await self.started.wait()
+        if self.error is not None and self.written == 0:
+            raise self.error
+
+    def _release(self) -> None:
+        if self.done and self._readers == 0 and self.temp is not None:
+            self.temp.discard()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The file's bytes as they arrive; raises the download's error instead of ending short."""
+        self._readers += 1
+        loop = asyncio.get_running_loop()
+        offset = 0
+        try:
+            while True:
+                available = self.written if self.done and self.error is None else self.written - 1
+                if offset < available and self.temp is not None:
+                    length = min(available - offset, READ_CHUNK)
+                    data = await loop.run_in_executor(None, self.temp.read_at, offset, length)
+                    offset += len(data)
+                    yield data
+                    continue
+                if self.error is not None:
+                    raise self.error
+                if self.done:
+                    return
+                await self._progress.wait()
+        finally:
+            self._readers -= 1
+            self._release()
+
+
+class Fetcher:
+    """Owns in-flight downloads, so a client that hangs up does not cancel a cache fill."""
+
+    def __init__(self, upstream: UpstreamClient, blobs: BlobStore, metrics: Metrics) -> None:
+        self.upstream = upstream
+        self.blobs = blobs
+        self.metrics = metrics
+        self._inflight: dict[str, Download] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def fetch(self, key: str, url: str, filename: str, expected_sha256: str | None) -> Download:
+        """Join the download of `key`, starting it if nobody has."""
+        download = self._inflight.get(key)
+        if download is not None:
+            self.metrics.file_cache.labels("joined").inc()
+            return download
+        self.metrics.file_cache.labels("miss").inc()
+        download = Download(key, url, filename, expected_sha256)
+        self._inflight[key] = download
+        task = asyncio.create_task(self._run(download), name=f"download {filename}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return download
+
+    async def _run(self, download: Download) -> None:
+        self.metrics.downloads_in_flight.inc()
+        try:
+            await self._download(download)
+            log.info(
+                "fetched %s (%d bytes) from %s",
+                download.filename,
+                download.written,
+                mask_url(download.url),
+                extra={"file": download.filename, "upstream": mask_url(download.url)},
+            )
+        except (UpstreamError, StorageError) as exc:
+            download.error = exc
+            log.warning("download of %s failed: %s", download.filename, exc)
+        except asyncio.CancelledError:
+            download.error = UpstreamUnavailableError(
+                mask_url(download.url), "download cancelled by shutdown"
+            )
+            raise
+        except Exception as exc:
+            download.error = exc
+            log.exception("download of %s failed unexpectedly", download.filename)
+        finally:
+            self._finish(download)
+
+    def _finish(self, download: Download) -> None:
+        self.metrics.downloads_in_flight.dec()
+        self._inflight.pop(download.key, None)
+        download.done = True
+        download.started.set()
+        if download.error is not None and download.temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                download.temp.path.unlink()
+        download.notify()
+        download._release()
+
+    async def _download(self, download: Download) -> None:
+        temp = self.blobs.create_temp()
+        download.temp = temp
+        async with self.upstream.open_file(download.url) as resp:
+            download.content_length = resp.content_length
+            download.started.set()
+            async for chunk in resp.content.iter_chunked(READ_CHUNK):
+                await temp.write(chunk)
+                download.written += len(chunk)
+                self.metrics.bytes_from_upstream.inc(len(chunk))
+                download.notify()
+        if download.content_length is not None and download.written != download.content_length:
+            raise UpstreamUnavailableError(
+                mask_url(download.url),
+                f"body ended at {download.written} of {download.content_length} bytes",
+            )
+        actual = temp.hexdigest()
+        if download.expected_sha256 and actual != download.expected_sha256:
+            self.metrics.hash_mismatches.inc()
+            raise HashMismatchError(
+                mask_url(download.url), download.filename, download.expected_sha256, actual
+            )
+        aliases = () if download.key == actual else (download.key,)
+        download.path = await self.blobs.commit(temp, aliases)
+
+    async def close(self, grace: float) -> None:
+        """Let in-flight downloads finish within `grace` seconds, then cancel the rest."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

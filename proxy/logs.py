@@ -1,0 +1,83 @@
+"""Logging setup (text or JSON to stderr) and the access logger; only the CLI calls `setup`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+from proxy.config import LogFormat, LoggingConfig
+from proxy.web.keys import REQUEST_ID
+
+_EXTRA_KEYS = (
+    "project",
+    "index",
+    "file",
+    "upstream",
+    "serial",
+    "request_id",
+    "duration_ms",
+    "path",
+    "status",
+    "bytes",
+    "method",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra=` keys become fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in _EXTRA_KEYS:
+            if key in record.__dict__:
+                data[key] = record.__dict__[key]
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def setup(cfg: LoggingConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if cfg.format is LogFormat.JSON:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(cfg.level.upper())
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request with request id, status, bytes and duration."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        request_id = request.get(REQUEST_ID, "-")
+        self.logger.info(
+            "%s %s %s %d %d %.1fms id=%s",
+            request.remote,
+            request.method,
+            request.path_qs,
+            response.status,
+            response.body_length,
+            time * 1000,
+            request_id,
+            extra={
+                "method": request.method,
+                "path": request.path_qs,
+                "status": response.status,
+                "bytes": response.body_length,
+                "duration_ms": round(time * 1000, 1),
+                "request_id": request_id,
+            },
+        )

@@ -1,0 +1,63 @@
+"""Prometheus metrics, one registry per app so that test sessions can build many apps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The metric objects; services receive this so lower layers count without the web layer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "wheelwell_http_requests_total",
+            "HTTP requests by route class and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "wheelwell_http_request_duration_seconds",
+            "HTTP request latency by route class",
+            ["route"],
+            registry=r,
+        )
+        self.page_cache = Counter(
+            "wheelwell_page_cache_total",
+            "Project page lookups by outcome (hit, miss, revalidated, stale)",
+            ["outcome"],
+            registry=r,
+        )
+        self.file_cache = Counter(
+            "wheelwell_file_cache_total",
+            "File requests by outcome (hit, miss, joined, range)",
+            ["outcome"],
+            registry=r,
+        )
+        self.bytes_from_cache = Counter(
+            "wheelwell_file_cache_served_bytes_total", "Bytes of files served from disk", registry=r
+        )
+        self.bytes_from_upstream = Counter(
+            "wheelwell_upstream_received_bytes_total",
+            "Bytes of files received from the upstream",
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "wheelwell_upstream_requests_total",
+            "Upstream requests by kind and outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "wheelwell_upstream_request_duration_seconds",
+            "Upstream time to response headers",
+            ["kind"],
+            registry=r,
+        )
+        self.downloads_in_flight = Gauge(
+            "wheelwell_downloads_in_flight", "Upstream file downloads in progress", registry=r
+        )
+        self.hash_mismatches = Counter(
+            "wheelwell_hash_mismatches_total", "Downloads rejected for a wrong sha256", registry=r
+        )

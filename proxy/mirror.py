@@ -1,0 +1,352 @@
+"""A mirror index: upstream pages with TTL, revalidation, stale-if-error and negative entries."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.config import UpstreamConfig
+from proxy.errors import (
+    DistributionNotFoundError,
+    ProjectNotFoundError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from proxy.fetch import Download, Fetcher
+from proxy.metrics import Metrics
+from proxy.model import (
+    Distribution,
+    IndexName,
+    NormalizedName,
+    ProjectList,
+    ProjectPage,
+    is_sha256,
+    mask_url,
+)
+from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list, render_json
+from proxy.storage.blobs import BlobStore
+from proxy.storage.pagecache import CachedPage, PageCache
+from proxy.upstream import PageResponse, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+_MEMORY_PAGES = 4096
+_LIST_KEY = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """The file is on disk: serve it with sendfile."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """The file is streaming in from upstream: follow the download."""
+
+    download: Download
+
+
+@dataclass(frozen=True, slots=True)
+class Passthrough:
+    """Not cached and not worth caching now (a Range or HEAD probe): ask upstream directly."""
+
+    url: str
+    size: int | None
+
+
+FileSource = Cached | InFlight | Passthrough
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    cached: CachedPage
+    page: ProjectPage | None  #: None for a remembered 404
+    served: ProjectPage | None  #: `page` with URLs rewritten to our +f/ paths
+
+
+class MirrorIndex:
+    """Mirror of one upstream simple index, exposed under `name`."""
+
+    def __init__(
+        self,
+        name: IndexName,
+        upstream_url: str,
+        *,
+        client: UpstreamClient,
+        pages: PageCache,
+        blobs: BlobStore,
+        fetcher: Fetcher,
+        metrics: Metrics,
+        cfg: UpstreamConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.base_url = upstream_url.rstrip("/") + "/"
+        self.client = client
+        self.pages = pages
+        self.blobs = blobs
+        self.fetcher = fetcher
+        self.metrics = metrics
+        self.cfg = cfg
+        self.clock = clock
+        self._memory: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[_Entry]] = {}
+        self._tasks: set[asyncio.Task[_Entry]] = set()
+        self.stale_serves = 0
+
+    # ---- pages ---------------------------------------------------------------------------
+
+    def _cache_key(self, project: str) -> str:
+        return f"{self.name}:{project}"
+
+    def _fresh(self, entry: _Entry) -> bool:
+        ttl = self.cfg.page_ttl if entry.cached.status == 200 else self.cfg.not_found_ttl
+        return self.clock() - entry.cached.fetched_at < ttl
+
+    def _remember(self, project: str, entry: _Entry) -> None:
+        self._memory[project] = entry
+        self._memory.move_to_end(project)
+        while len(self._memory) > _MEMORY_PAGES:
+            self._memory.popitem(last=False)
+
+    async def _lookup(self, project: str) -> _Entry | None:
+        entry = self._memory.get(project)
+        if entry is not None:
+            self._memory.move_to_end(project)
+            return entry
+        cached = await self.pages.load(self._cache_key(project))
+        if cached is None:
+            return None
+        entry = self._entry_from(project, cached)
+        self._remember(project, entry)
+        return entry
+
+    def _entry_from(self, project: str, cached: CachedPage) -> _Entry:
+        if cached.status != 200 or project == _LIST_KEY:
+            return _Entry(cached, None, None)
+        page = parse_json(cached.body, self.base_url)
+        return _Entry(cached, page, self._rewrite(page) if project else None)
+
+    def _rewrite(self, page: ProjectPage) -> ProjectPage:
+        files = tuple(
+            dataclasses.replace(d, url=f"{self.name}/+f/{d.key}/{d.filename}") for d in page.files
+        )
+        return dataclasses.replace(page, files=files, versions=page.all_versions())
+
+    async def _entry(self, project: str) -> _Entry:
+        entry = await self._lookup(project)
+        if entry is not None and self._fresh(entry):
+            self.metrics.page_cache.labels("hit").inc()
+            return entry
+        task = self._inflight.get(project)
+        if task is None:
+            task = asyncio.create_task(self._refresh(project, entry), name=f"page {project}")
+            self._inflight[project] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _: self._inflight.pop(project, None))
+        return await asyncio.shield(task)
+
+    async def project_page(self, project: NormalizedName) -> ProjectPage:
+        """The upstream page with upstream URLs; ProjectNotFoundError when upstream has none."""
+        entry = await self._entry(project)
+        if entry.page is None:
+            raise ProjectNotFoundError(project, self.name)
+        return entry.page
+
+    async def served_page(self, project: NormalizedName) -> ProjectPage:
+        """The page as this index serves it, file URLs pointing at `{index}/+f/…`."""
+        entry = await self._entry(project)
+        if entry.served is None:
+            raise ProjectNotFoundError(project, self.name)
+        return entry.served
+
+    async def project_list(self) -> ProjectList:
+        entry = await self._entry(_LIST_KEY)
+        if entry.cached.status != 200:
+            return ProjectList()
+        body = entry.cached.body.decode()
+        return ProjectList(names=tuple(body.split("\n")) if body else ())
+
+    def _url_for(self, project: str) -> str:
+        return self.base_url if project == _LIST_KEY else f"{self.base_url}{project}/"
+
+    async def _refresh(self, project: str, old: _Entry | None) -> _Entry:
+        url = self._url_for(project)
+        validators = old is not None and old.cached.status == 200
+        try:
+            resp = await self.client.fetch_page(
+                url,
+                etag=old.cached.etag if old and validators else None,
+                last_modified=old.cached.last_modified if old and validators else None,
+            )
+            entry = self._entry_from_response(project, resp, old)
+        except UpstreamError as exc:
+            if old is None:
+                raise
+            self.metrics.page_cache.labels("stale").inc()
+            self.stale_serves += 1
+            log.warning(
+                "serving stale page %s/%s: %s",
+                self.name,
+                project or "+simple",
+                exc,
+                extra={"project": project, "index": self.name},
+            )
+            return old
+        if entry is not old:
+            await self.pages.store(self._cache_key(project), entry.cached)
+        self._remember(project, entry)
+        return entry
+
+    def _entry_from_response(self, project: str, resp: PageResponse, old: _Entry | None) -> _Entry:
+        now = self.clock()
+        if resp.status == 304 and old is not None:
+            self.metrics.page_cache.labels("revalidated").inc()
+            return _Entry(dataclasses.replace(old.cached, fetched_at=now), old.page, old.served)
+        if resp.status == 404:
+            self.metrics.page_cache.labels("miss").inc()
+            return _Entry(CachedPage(body=b"", fetched_at=now, status=404), None, None)
+        if resp.status != 200:
+            raise UpstreamStatusError(mask_url(resp.url), resp.status)
+        self.metrics.page_cache.labels("miss").inc()
+        if project == _LIST_KEY:
+            names = self._parse_list(resp)
+            cached = CachedPage(body="\n".join(names.names).encode(), fetched_at=now)
+            return _Entry(cached, None, None)
+        page = self._parse_page(project, resp)
+        serial = resp.serial if resp.serial is not None else page.last_serial
+        old_serial = old.cached.serial if old is not None else None
+        if (
+            old is not None
+            and serial is not None
+            and old_serial is not None
+            and serial < old_serial
+        ):
+            log.warning(
+                "upstream page %s has serial %d < cached %d; keeping the cached page",
+                mask_url(resp.url),
+                serial,
+                old_serial,
+            )
+            self.metrics.page_cache.labels("stale").inc()
+            return old
+        page = dataclasses.replace(page, last_serial=serial)
+        cached = CachedPage(
+            body=render_json(page),
+            fetched_at=now,
+            etag=resp.etag,
+            last_modified=resp.last_modified,
+            serial=serial,
+        )
+        log.info(
+            "fetched page %s (%d files) from %s",
+            project,
+            len(page.files),
+            mask_url(resp.url),
+            extra={"project": project, "index": self.name, "upstream": mask_url(resp.url)},
+        )
+        return _Entry(cached, page, self._rewrite(page))
+
+    def _parse_page(self, project: str, resp: PageResponse) -> ProjectPage:
+        ctype = resp.content_type.split(";")[0].strip().lower()
+        if ctype.endswith("json"):
+            page = parse_json(resp.body, resp.url)
+        elif "html" in ctype or not ctype:
+            page = parse_html(resp.body, resp.url, project)
+        else:
+            raise UpstreamProtocolError(mask_url(resp.url), f"unexpected content type {ctype!r}")
+        return dataclasses.replace(page, name=page.name or project)
+
+    def _parse_list(self, resp: PageResponse) -> ProjectList:
+        if resp.content_type.split(";")[0].strip().lower().endswith("json"):
+            return parse_json_list(resp.body, resp.url)
+        return parse_html_list(resp.body, resp.url)
+
+    # ---- files ---------------------------------------------------------------------------
+
+    async def find_dist(self, project: NormalizedName, key: str, filename: str) -> Distribution:
+        page = await self.project_page(project)
+        dist = page.find(filename)
+        if dist is None or dist.key != key:
+            raise DistributionNotFoundError(filename, self.name)
+        return dist
+
+    async def locate_file(
+        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+    ) -> FileSource:
+        """Where to read a file from; `probe` (HEAD or Range) never starts a whole download."""
+        path = self.blobs.find_key(key)
+        if path is not None:
+            self.metrics.file_cache.labels("hit").inc()
+            return Cached(path)
+        dist = await self.find_dist(project, key, filename)
+        if probe:
+            self.metrics.file_cache.labels("passthrough").inc()
+            return Passthrough(dist.url, dist.size)
+        return InFlight(self.fetcher.fetch(key, dist.url, filename, dist.sha256))
+
+    async def locate_metadata(self, project: NormalizedName, key: str, filename: str) -> Cached:
+        """PEP 658 metadata: from cache, from upstream, or extracted from the wheel itself."""
+        alias = f"{key}.metadata"
+        path = self.blobs.find_key(alias)
+        if path is not None:
+            self.metrics.file_cache.labels("hit").inc()
+            return Cached(path)
+        dist = await self.find_dist(project, key, filename)
+        body: bytes | None = None
+        if dist.metadata:
+            try:
+                async with self.client.open_file(dist.url + ".metadata") as resp:
+                    body = await resp.read()
+            except UpstreamStatusError as exc:
+                if exc.status != 404:
+                    raise
+        if body is None:
+            if not filename.endswith(".whl"):
+                raise DistributionNotFoundError(filename + ".metadata", self.name)
+            body = await self._extract_metadata(key, dist)
+        expected = dist.metadata_hashes.get("sha256")
+        if expected and is_sha256(expected):
+            actual = hashlib.sha256(body).hexdigest()
+            if actual != expected:
+                log.warning("metadata of %s: sha256 %s, page says %s", filename, actual, expected)
+        return Cached(await self.blobs.store_bytes(body, (alias,)))
+
+    async def _extract_metadata(self, key: str, dist: Distribution) -> bytes:
+        """The wheel's own METADATA, for upstreams that advertise metadata they do not serve."""
+        path = self.blobs.find_key(key)
+        if path is None:
+            download = self.fetcher.fetch(key, dist.url, dist.filename, dist.sha256)
+            async for _ in download.stream():
+                pass
+            path = download.path
+        if path is None:
+            raise DistributionNotFoundError(dist.filename, self.name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, _read_wheel_metadata, path, dist.filename)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _read_wheel_metadata(path: Path, filename: str) -> bytes:
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
+                return zf.read(name)
+    raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")

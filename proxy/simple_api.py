@@ -1,0 +1,397 @@
+"""PEP 503/691 codec: parse upstream pages into the model, render the model, negotiate Accept.
+
+Pure: no I/O. PEP unions (bool-or-reason, bool-or-hashes, two metadata spellings) are settled here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from packaging.utils import canonicalize_name
+
+from proxy.errors import NotAcceptableError, UpstreamProtocolError
+from proxy.model import Distribution, ProjectList, ProjectPage
+
+
+class Format(StrEnum):
+    """The response formats, named by their content types."""
+
+    JSON = "application/vnd.pypi.simple.v1+json"
+    HTML = "application/vnd.pypi.simple.v1+html"
+    LEGACY_HTML = "text/html"
+
+
+#: server preference when a client rates several formats equally (HTML first, as PEP 691 suggests
+#: for */*, since every client understands it)
+_PREFERENCE = (Format.LEGACY_HTML, Format.HTML, Format.JSON)
+_FORMAT_ALIASES = {
+    "json": Format.JSON,
+    "html": Format.HTML,
+    Format.JSON.value: Format.JSON,
+    Format.HTML.value: Format.HTML,
+    Format.LEGACY_HTML.value: Format.LEGACY_HTML,
+}
+_METADATA_HASH_PREFERENCE = ("sha256", "sha384", "sha512", "blake2b", "md5")
+
+
+# ---- negotiation -----------------------------------------------------------------------------
+
+
+def _accept_entries(accept: str) -> list[tuple[str, float]]:
+    entries: list[tuple[str, float]] = []
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        entries.append((media.lower(), q))
+    return entries
+
+
+def _quality(fmt: Format, entries: list[tuple[str, float]]) -> float:
+    """The q-value of the most specific Accept range that matches fmt (RFC 9110 12.5.1)."""
+    main = fmt.value.split("/")[0]
+    best: tuple[int, float] = (-1, 0.0)
+    for media, q in entries:
+        if media == fmt.value:
+            specificity = 2
+        elif media == f"{main}/*":
+            specificity = 1
+        elif media == "*/*":
+            specificity = 0
+        else:
+            continue
+        if specificity > best[0]:
+            best = (specificity, q)
+    return best[1]
+
+
+def negotiate(accept: str | None, format_param: str | None = None) -> Format:
+    """Pick the response format: `?format=` wins, then Accept by q-value, then our preference."""
+    if format_param:
+        fmt = _FORMAT_ALIASES.get(format_param.strip().lower())
+        if fmt is None:
+            raise NotAcceptableError(f"format={format_param}", [f.value for f in _PREFERENCE])
+        return fmt
+    if not accept or not accept.strip():
+        return Format.LEGACY_HTML
+    entries = _accept_entries(accept)
+    scored = [(fmt, _quality(fmt, entries)) for fmt in _PREFERENCE]
+    best = max(scored, key=lambda item: item[1])
+    if best[1] <= 0.0:
+        raise NotAcceptableError(accept, [f.value for f in _PREFERENCE])
+    return best[0]
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+
+def _hashes_from(value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k).lower(): str(v).lower() for k, v in value.items() if isinstance(v, str)}
+    return {}
+
+
+def _metadata_from(value: Any) -> tuple[bool, dict[str, str]]:
+    """PEP 658/714 value: false, true, or a hash mapping (JSON) / "true" or "sha256=..." (HTML)."""
+    if value is None or value is False:
+        return False, {}
+    if value is True:
+        return True, {}
+    if isinstance(value, Mapping):
+        return True, _hashes_from(value)
+    if isinstance(value, str):
+        name, sep, digest = value.partition("=")
+        if sep and digest:
+            return True, {name.strip().lower(): digest.strip().lower()}
+        return value.strip().lower() != "false", {}
+    return False, {}
+
+
+def _yanked_from(value: Any) -> tuple[bool, str | None]:
+    if value is None or value is False:
+        return False, None
+    if isinstance(value, str):
+        return True, value or None
+    return bool(value), None
+
+
+def _filename_from_url(url: str) -> str:
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def parse_json(body: bytes, base_url: str) -> ProjectPage:
+    """A PEP 691 project page; relative file URLs are resolved against `base_url`."""
+    data = _load_json(body, base_url)
+    raw_files = data.get("files")
+    if not isinstance(raw_files, list):
+        raise UpstreamProtocolError(base_url, "JSON project page has no 'files' list")
+    files: list[Distribution] = []
+    for raw in raw_files:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("url"), str):
+            continue
+        url = urljoin(base_url, raw["url"])
+        url, _ = urldefrag(url)
+        filename = raw.get("filename") or _filename_from_url(url)
+        meta_value = raw.get("core-metadata", raw.get("dist-info-metadata"))
+        metadata, metadata_hashes = _metadata_from(meta_value)
+        yanked, reason = _yanked_from(raw.get("yanked"))
+        size = raw.get("size")
+        upload_time = raw.get("upload-time")
+        requires_python = raw.get("requires-python")
+        files.append(
+            Distribution(
+                filename=str(filename),
+                url=url,
+                hashes=_hashes_from(raw.get("hashes")),
+                requires_python=requires_python if isinstance(requires_python, str) else None,
+                yanked=yanked,
+                yanked_reason=reason,
+                metadata=metadata,
+                metadata_hashes=metadata_hashes,
+                size=size if isinstance(size, int) and size >= 0 else None,
+                upload_time=upload_time if isinstance(upload_time, str) else None,
+                gpg_sig=raw.get("gpg-sig") if isinstance(raw.get("gpg-sig"), bool) else None,
+            )
+        )
+    versions = data.get("versions")
+    return ProjectPage(
+        name=str(data.get("name", "")),
+        files=tuple(files),
+        versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (),
+        last_serial=_serial_from(data),
+    )
+
+
+def parse_json_list(body: bytes, base_url: str) -> ProjectList:
+    data = _load_json(body, base_url)
+    projects = data.get("projects")
+    if not isinstance(projects, list):
+        raise UpstreamProtocolError(base_url, "JSON index page has no 'projects' list")
+    names = tuple(
+        str(p["name"])
+        for p in projects
+        if isinstance(p, Mapping) and isinstance(p.get("name"), str)
+    )
+    return ProjectList(names=names, last_serial=_serial_from(data))
+
+
+def _load_json(body: bytes, base_url: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UpstreamProtocolError(base_url, f"invalid JSON page: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(base_url, "JSON page is not an object")
+    return data
+
+
+def _serial_from(data: Mapping[str, Any]) -> int | None:
+    meta = data.get("meta")
+    serial = meta.get("_last-serial") if isinstance(meta, Mapping) else None
+    if isinstance(serial, str) and serial.isdigit():
+        return int(serial)
+    return serial if isinstance(serial, int) and not isinstance(serial, bool) else None
+
+
+class _AnchorParser(HTMLParser):
+    """Collects <a> attributes and the <base href>, which HTMLParser already unescapes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.anchors: list[dict[str, str | None]] = []
+        self.texts: list[str] = []
+        self._in_anchor = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+        elif tag == "a":
+            self.anchors.append(dict(attrs))
+            self.texts.append("")
+            self._in_anchor = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._in_anchor = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_anchor and self.texts:
+            self.texts[-1] += data
+
+
+def _parse_anchors(body: bytes, base_url: str) -> tuple[_AnchorParser, str]:
+    parser = _AnchorParser()
+    try:
+        parser.feed(body.decode("utf-8", errors="replace"))
+        parser.close()
+    except (AssertionError, ValueError) as exc:  # HTMLParser's own failure modes
+        raise UpstreamProtocolError(base_url, f"invalid HTML page: {exc}") from exc
+    base = urljoin(base_url, parser.base) if parser.base else base_url
+    return parser, base
+
+
+def parse_html(body: bytes, base_url: str, name: str = "") -> ProjectPage:
+    """A PEP 503 project page; hrefs (relative or absolute) resolve against <base> or base_url."""
+    parser, base = _parse_anchors(body, base_url)
+    files: list[Distribution] = []
+    for attrs in parser.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url, fragment = urldefrag(urljoin(base, href))
+        filename = _filename_from_url(url)
+        if not filename:
+            continue
+        hashes: dict[str, str] = {}
+        algo, sep, digest = fragment.partition("=")
+        if sep and digest:
+            hashes[algo.lower()] = digest.lower()
+        core = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        has_core = "data-core-metadata" in attrs or "data-dist-info-metadata" in attrs
+        metadata, metadata_hashes = _metadata_from(core if core is not None else has_core)
+        yanked = "data-yanked" in attrs
+        reason = attrs.get("data-yanked") or None
+        gpg = attrs.get("data-gpg-sig")
+        files.append(
+            Distribution(
+                filename=filename,
+                url=url,
+                hashes=hashes,
+                requires_python=attrs.get("data-requires-python") or None,
+                yanked=yanked,
+                yanked_reason=reason if yanked else None,
+                metadata=metadata,
+                metadata_hashes=metadata_hashes,
+                gpg_sig=None if gpg is None else gpg.lower() == "true",
+            )
+        )
+    return ProjectPage(name=name, files=tuple(files))
+
+
+def parse_html_list(body: bytes, base_url: str) -> ProjectList:
+    parser, _ = _parse_anchors(body, base_url)
+    names = tuple(text.strip() for text in parser.texts if text.strip())
+    return ProjectList(names=names)
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def api_version(page: ProjectPage) -> str:
+    """1.1 (PEP 700) only when every file has a size, since 1.1 makes `size` mandatory."""
+    return "1.1" if all(d.size is not None for d in page.files) else "1.0"
+
+
+def _metadata_attr(dist: Distribution) -> str:
+    for algo in _METADATA_HASH_PREFERENCE:
+        if algo in dist.metadata_hashes:
+            return f"{algo}={dist.metadata_hashes[algo]}"
+    return "true"
+
+
+def render_html(page: ProjectPage, url_prefix: str = "") -> bytes:
+    """PEP 503 page; file URLs are `url_prefix + dist.url` with the best hash as fragment."""
+    esc = html.escape
+    name = esc(page.name)
+    out = [
+        "<!DOCTYPE html>\n<html>\n  <head>\n",
+        f'    <meta name="pypi:repository-version" content="{api_version(page)}">\n',
+        f"    <title>Links for {name}</title>\n  </head>\n  <body>\n",
+        f"    <h1>Links for {name}</h1>\n",
+    ]
+    for dist in page.files:
+        href = url_prefix + dist.url
+        for algo in ("sha256", *sorted(dist.hashes)):
+            if algo in dist.hashes:
+                href += f"#{algo}={dist.hashes[algo]}"
+                break
+        attrs = [f'href="{esc(href)}"']
+        if dist.requires_python:
+            attrs.append(f'data-requires-python="{esc(dist.requires_python)}"')
+        if dist.metadata:
+            value = esc(_metadata_attr(dist))
+            attrs.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
+        if dist.yanked:
+            attrs.append(f'data-yanked="{esc(dist.yanked_reason or "")}"')
+        if dist.gpg_sig is not None:
+            attrs.append(f'data-gpg-sig="{"true" if dist.gpg_sig else "false"}"')
+        out.append(f"    <a {' '.join(attrs)}>{esc(dist.filename)}</a><br/>\n")
+    out.append("  </body>\n</html>\n")
+    return "".join(out).encode()
+
+
+def _file_json(dist: Distribution, url_prefix: str) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "filename": dist.filename,
+        "url": url_prefix + dist.url,
+        "hashes": dict(dist.hashes),
+    }
+    if dist.requires_python:
+        item["requires-python"] = dist.requires_python
+    if dist.metadata:
+        item["core-metadata"] = dict(dist.metadata_hashes) or True
+    if dist.yanked:
+        item["yanked"] = dist.yanked_reason or True
+    if dist.gpg_sig is not None:
+        item["gpg-sig"] = dist.gpg_sig
+    if dist.size is not None:
+        item["size"] = dist.size
+    if dist.upload_time:
+        item["upload-time"] = dist.upload_time
+    return item
+
+
+def render_json(page: ProjectPage, url_prefix: str = "") -> bytes:
+    """PEP 691 page (with PEP 700 `versions`, `size` and `upload-time`)."""
+    meta: dict[str, Any] = {"api-version": api_version(page)}
+    if page.last_serial is not None:
+        meta["_last-serial"] = page.last_serial
+    data = {
+        "meta": meta,
+        "name": page.name,
+        "files": [_file_json(d, url_prefix) for d in page.files],
+        "versions": list(page.all_versions()),
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def render_page(page: ProjectPage, fmt: Format, url_prefix: str = "") -> bytes:
+    if fmt is Format.JSON:
+        return render_json(page, url_prefix)
+    return render_html(page, url_prefix)
+
+
+def render_list(projects: ProjectList, fmt: Format) -> bytes:
+    """The root page; project links are relative (`name/`), as PEP 503 allows."""
+    if fmt is Format.JSON:
+        meta: dict[str, Any] = {"api-version": "1.0"}
+        if projects.last_serial is not None:
+            meta["_last-serial"] = projects.last_serial
+        data = {"meta": meta, "projects": [{"name": n} for n in projects.names]}
+        return json.dumps(data, separators=(",", ":")).encode()
+    out = [
+        "<!DOCTYPE html>\n<html>\n  <head>\n",
+        '    <meta name="pypi:repository-version" content="1.0">\n',
+        "    <title>Simple index</title>\n  </head>\n  <body>\n",
+    ]
+    out.extend(
+        f'    <a href="{html.escape(canonicalize_name(n))}/">{html.escape(n)}</a><br/>\n'
+        for n in projects.names
+    )
+    out.append("  </body>\n</html>\n")
+    return "".join(out).encode()

@@ -1,0 +1,86 @@
+"""File handlers: sendfile from the store, follow a download, or pass a probe upstream."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.errors import DistributionNotFoundError
+from proxy.mirror import Cached, InFlight, MirrorIndex, Passthrough
+from proxy.model import check_file_key, check_filename, project_of
+from proxy.web import keys
+from proxy.web.common import index_name
+
+IMMUTABLE = "max-age=31536000, public, immutable"
+_METADATA_SUFFIX = ".metadata"
+_PASSTHROUGH_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "Last-Modified")
+
+
+def _file_headers() -> dict[str, str]:
+    return {
+        "Cache-Control": IMMUTABLE,
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+
+
+async def serve_file(request: web.Request) -> web.StreamResponse:
+    name = index_name(request)
+    key = check_file_key(request.match_info["key"])
+    filename = check_filename(request.match_info["filename"])
+    index = request.app[keys.INDEXES].get(name)
+    is_metadata = filename.endswith(_METADATA_SUFFIX)
+    dist_filename = filename[: -len(_METADATA_SUFFIX)] if is_metadata else filename
+    project = project_of(dist_filename)
+    if project is None or not isinstance(index, MirrorIndex):
+        raise DistributionNotFoundError(filename, name)
+    metrics = request.app[keys.METRICS]
+    if is_metadata:
+        cached = await index.locate_metadata(project, key, dist_filename)
+        return web.FileResponse(cached.path, headers=_file_headers())
+    probe = request.method == "HEAD" or "Range" in request.headers
+    source = await index.locate_file(project, key, filename, probe=probe)
+    if isinstance(source, Cached):
+        metrics.bytes_from_cache.inc(source.path.stat().st_size)
+        return web.FileResponse(source.path, headers=_file_headers())
+    if isinstance(source, Passthrough):
+        return await _passthrough(request, source)
+    return await _follow(request, source)
+
+
+async def _follow(request: web.Request, source: InFlight) -> web.StreamResponse:
+    """Stream a download to this client as its bytes arrive."""
+    download = source.download
+    await download.wait_started()
+    response = web.StreamResponse(headers=_file_headers())
+    if download.content_length is not None:
+        response.content_length = download.content_length
+    await response.prepare(request)
+    async for chunk in download.stream():
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _passthrough(request: web.Request, source: Passthrough) -> web.StreamResponse:
+    """HEAD and Range on an uncached file go upstream as they are: no whole-file download."""
+    upstream = request.app[keys.UPSTREAM]
+    headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
+    async with upstream.open_file(source.url, method=request.method, headers=headers) as resp:
+        response = web.StreamResponse(status=resp.status, headers=_file_headers())
+        for header in _PASSTHROUGH_HEADERS:
+            if header in resp.headers:
+                response.headers[header] = resp.headers[header]
+        if request.method == "HEAD":
+            if "Content-Length" not in resp.headers and source.size is not None:
+                response.headers["Content-Length"] = str(source.size)
+            await response.prepare(request)
+            return response
+        await response.prepare(request)
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/{user}/{index}/+f/{key}/{filename}", serve_file, name="file")

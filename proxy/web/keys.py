@@ -1,0 +1,23 @@
+"""Typed AppKey/RequestKey constants, apart so that app and handlers never import each other."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.config import Config
+from proxy.fetch import Fetcher
+from proxy.indexes import IndexRegistry
+from proxy.metrics import Metrics
+from proxy.storage.blobs import BlobStore
+from proxy.upstream import UpstreamClient
+
+CONFIG = web.AppKey("wheelwell.config", Config)
+METRICS = web.AppKey("wheelwell.metrics", Metrics)
+BLOBS = web.AppKey("wheelwell.blobs", BlobStore)
+UPSTREAM = web.AppKey("wheelwell.upstream", UpstreamClient)
+FETCHER = web.AppKey("wheelwell.fetcher", Fetcher)
+INDEXES = web.AppKey("wheelwell.indexes", IndexRegistry)
+STARTED_AT = web.AppKey("wheelwell.started_at", float)
+
+REQUEST_ID = web.RequestKey("wheelwell.request_id", str)
+CACHE_OUTCOME = web.RequestKey("wheelwell.cache_outcome", str)

@@ -1,0 +1,121 @@
+"""The one place errors become HTTP responses, and the one place they are logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotAcceptableError,
+    NotFoundError,
+    StorageFullError,
+    UnauthorizedError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+    WheelwellError,
+)
+from proxy.web import keys
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: looked up along the exception's MRO, so the most specific class wins
+STATUS_FOR: dict[type[BaseException], int] = {
+    NotFoundError: 404,
+    NotAcceptableError: 406,
+    InvalidInputError: 400,
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    AuthError: 403,
+    ConflictError: 409,
+    UpstreamTimeoutError: 504,
+    UpstreamError: 502,
+    StorageFullError: 507,
+    WheelwellError: 500,
+}
+
+
+def status_for(exc: BaseException) -> int:
+    if isinstance(exc, UpstreamStatusError) and exc.status == 404:
+        return 502
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR:
+            return STATUS_FOR[cls]
+    return 500
+
+
+def _wants_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "json" in accept and "html" not in accept.split(",")[0]
+
+
+def error_response(request: web.Request, status: int, message: str) -> web.Response:
+    request_id = request.get(keys.REQUEST_ID, "")
+    headers = {"X-Request-Id": request_id}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="wheelwell"'
+    if _wants_json(request):
+        body = json.dumps({"status": status, "error": message, "request_id": request_id})
+        return web.Response(
+            status=status, text=body, content_type="application/json", headers=headers
+        )
+    return web.Response(status=status, text=f"{status}: {message}\n", headers=headers)
+
+
+def _route_class(request: web.Request) -> str:
+    route = request.match_info.route
+    return route.name or "other" if route is not None else "other"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, metrics, and the exception → response table; errors are logged once here."""
+    request[keys.REQUEST_ID] = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    metrics = request.app[keys.METRICS]
+    route = _route_class(request)
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers.setdefault("X-Request-Id", request[keys.REQUEST_ID])
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except WheelwellError as exc:
+        status = status_for(exc)
+        if request.writer is not None and request.writer.output_size > 0:
+            log.error("response to %s broken off after it started: %s", request.path, exc)
+            raise
+        extra = {"request_id": request[keys.REQUEST_ID], "path": request.path}
+        if status >= 500:
+            log.error("%s %s -> %d: %s", request.method, request.path, status, exc, extra=extra)
+        else:
+            log.info("%s %s -> %d: %s", request.method, request.path, status, exc, extra=extra)
+        return error_response(request, status, str(exc))
+    except Exception as exc:
+        if request.writer is not None and request.writer.output_size > 0:
+            raise
+        log.exception(
+            "unexpected error on %s %s (request id %s)",
+            request.method,
+            request.path,
+            request[keys.REQUEST_ID],
+        )
+        message = f"internal error ({type(exc).__name__}); request id {request[keys.REQUEST_ID]}"
+        return error_response(request, 500, message)
+    finally:
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.request_seconds.labels(route).observe(time.monotonic() - started)
