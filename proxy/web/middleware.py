@@ -93,7 +93,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except web.HTTPException as exc:
         status = exc.status
-        raise
+        if status < 400:
+            raise
+        response = error_response(request, status, exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except WheelwellError as exc:
         status = status_for(exc)
         if request.writer is not None and request.writer.output_size > 0:

@@ -48,9 +48,11 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     if raw != project or not request.path.endswith("/"):
         location = request.rel_url.with_path(f"{simple_root(request)}{project}/")
         raise web.HTTPMovedPermanently(location=str(location))
+    registry = request.app[keys.INDEXES]
+    registry.get(name)
     fmt = negotiate(request.headers.get("Accept"), request.query.get("format"))
     prefix = "../" * (request.path.count("/") - 1)
-    rendered = await request.app[keys.INDEXES].render(name, project, fmt, prefix)
+    rendered = await registry.render(name, project, fmt, prefix)
     return _respond(request, rendered, fmt)
 
 

@@ -1,0 +1,89 @@
+"""In-process fixtures: the real app (create_app) against a FakeIndex in the same event loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from proxy.app import create_app
+from proxy.config import Config, IndexConfig, IndexKind, StorageConfig, UpstreamConfig
+from tests.fakes.index import FakeIndex
+
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@dataclass
+class Mirror:
+    """A running app, its fake upstream and its data dir."""
+
+    client: TestClient[Any, Any]
+    fake: FakeIndex
+    server: TestServer
+    data_dir: Path
+
+    def blob_files(self) -> list[Path]:
+        return [p for p in (self.data_dir / "blobs").rglob("*") if p.is_file()]
+
+    def temp_files(self) -> list[Path]:
+        return list((self.data_dir / "tmp").iterdir())
+
+
+MirrorFactory = Callable[..., Awaitable[Mirror]]
+
+
+def make_config(upstream: str, data_dir: Path, **upstream_overrides: Any) -> Config:
+    settings: dict[str, Any] = {
+        "url": upstream,
+        "retries": 0,
+        "read_timeout": 2.0,
+        "connect_timeout": 2.0,
+        "backoff": 0.01,
+    }
+    settings.update(upstream_overrides)
+    return Config(
+        storage=StorageConfig(data_dir=data_dir),
+        upstream=UpstreamConfig(**settings),
+        indexes=(
+            IndexConfig(name="root/pypi", kind=IndexKind.MIRROR),
+            IndexConfig(name="root/public", kind=IndexKind.PRIVATE, bases=("root/pypi",)),
+        ),
+    )
+
+
+@pytest.fixture
+def mirror_factory(
+    tmp_path: Path,
+    fake_index: FakeIndex,
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+) -> MirrorFactory:
+    """Start the fake upstream once, then as many apps over the same data dir as a test wants."""
+    servers: list[tuple[TestServer, str]] = []
+
+    async def factory(**upstream_overrides: Any) -> Mirror:
+        if not servers:
+            server = await aiohttp_server(fake_index.app)
+            servers.append((server, str(server.make_url("/simple/"))))
+        server, url = servers[0]
+        data_dir = tmp_path / "data"
+        cfg = make_config(url, data_dir, **upstream_overrides)
+        client = await aiohttp_client(create_app(cfg))
+        return Mirror(client, fake_index, server, data_dir)
+
+    return factory
+
+
+@pytest.fixture
+async def mirror(mirror_factory: MirrorFactory) -> Mirror:
+    return await mirror_factory()
+
+
+def replace_upstream(cfg: Config, **changes: Any) -> Config:
+    return dataclasses.replace(cfg, upstream=dataclasses.replace(cfg.upstream, **changes))
