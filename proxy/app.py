@@ -32,10 +32,10 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     blobs.open()
     app[keys.BLOBS] = blobs
     pages = PageCache(data_dir / "pages")
-    pages.open()
+    await pages.start()
     app[_PAGES] = pages
     yield
-    pages.close()
+    await pages.close()
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:

@@ -41,10 +41,12 @@ class Download:
         self.content_length: int | None = None
         self.written = 0
         self.done = False  #: finished, successfully or not
+        self.verified = False  #: every byte arrived and the sha256 matched
         self.error: BaseException | None = None
         self.path: Path | None = None  #: the committed blob once verified
         self.temp: TempBlob | None = None
         self.started = asyncio.Event()  #: upstream headers arrived, or the download failed
+        self.finished = asyncio.Event()  #: committed to the store, or failed
         self._progress = asyncio.Event()
         self._readers = 0
 
@@ -69,17 +71,20 @@ class Download:
         offset = 0
         try:
             while True:
-                available = self.written if self.done and self.error is None else self.written - 1
+                complete = self.verified
+                available = self.written if complete else self.written - 1
                 if offset < available and self.temp is not None:
                     length = min(available - offset, READ_CHUNK)
                     data = await loop.run_in_executor(None, self.temp.read_at, offset, length)
                     offset += len(data)
                     yield data
                     continue
+                if complete:
+                    return
                 if self.error is not None:
                     raise self.error
                 if self.done:
-                    return
+                    raise UpstreamUnavailableError(mask_url(self.url), "download ended early")
                 await self._progress.wait()
         finally:
             self._readers -= 1
@@ -98,6 +103,9 @@ class Fetcher:
 
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    def find(self, key: str) -> Download | None:
+        return self._inflight.get(key)
 
     def fetch(self, key: str, url: str, filename: str, expected_sha256: str | None) -> Download:
         """Join the download of `key`, starting it if nobody has."""
@@ -143,6 +151,7 @@ class Fetcher:
         self._inflight.pop(download.key, None)
         download.done = True
         download.started.set()
+        download.finished.set()
         if download.error is not None and download.temp is not None:
             with contextlib.suppress(FileNotFoundError):
                 download.temp.path.unlink()
@@ -171,6 +180,8 @@ class Fetcher:
             raise HashMismatchError(
                 mask_url(download.url), download.filename, download.expected_sha256, actual
             )
+        download.verified = True  # readers may finish now; the commit below is ours to wait for
+        download.notify()
         aliases = () if download.key == actual else (download.key,)
         download.path = await self.blobs.commit(temp, aliases)
 

@@ -25,6 +25,7 @@ Index = MirrorIndex | PrivateIndex
 
 _RENDER_CACHE_SIZE = 4096
 _GZIP_MIN = 1024
+_INLINE_LIMIT = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,28 +129,44 @@ class IndexRegistry:
             return hit[1]
         page = _merge(parts)
         body = render_page(page, fmt, url_prefix)
-        loop = asyncio.get_running_loop()
-        rendered = await loop.run_in_executor(None, _make_rendered, body, page.last_serial)
+        if len(body) < _INLINE_LIMIT:  # cheaper than a hop to the thread pool
+            rendered = _make_rendered(body, page.last_serial)
+        else:
+            loop = asyncio.get_running_loop()
+            rendered = await loop.run_in_executor(None, _make_rendered, body, page.last_serial)
         self._rendered[key] = (parts, rendered)
         while len(self._rendered) > _RENDER_CACHE_SIZE:
             self._rendered.popitem(last=False)
         return rendered
 
-    async def project_list(self, name: str) -> ProjectList:
-        names: dict[str, None] = {}
+    async def _list_parts(self, name: str) -> tuple[tuple[str, ...], ...]:
+        parts: list[tuple[str, ...]] = []
         for index in self.resolution_order(name):
             if isinstance(index, PrivateIndex):
-                names.update(dict.fromkeys(await index.own_projects()))
+                parts.append(await index.own_projects())
             else:
-                names.update(dict.fromkeys((await index.project_list()).names))
+                parts.append((await index.project_list()).names)
+        return tuple(parts)
+
+    async def project_list(self, name: str) -> ProjectList:
+        names: dict[str, None] = {}
+        for part in await self._list_parts(name):
+            names.update(dict.fromkeys(part))
         return ProjectList(names=tuple(names))
 
     async def render_list(self, name: str, fmt: Format) -> Rendered:
+        """The root page; rendered again only when a part changed (a mirror's list is large)."""
+        parts = await self._list_parts(name)
+        key = (name, "", fmt, "")
+        hit = self._rendered.get(key)
+        if hit is not None and _same(hit[0], parts):
+            return hit[1]
         projects = await self.project_list(name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, _make_rendered, render_list(projects, fmt), projects.last_serial
-        )
+        body = await loop.run_in_executor(None, render_list, projects, fmt)
+        rendered = await loop.run_in_executor(None, _make_rendered, body, projects.last_serial)
+        self._rendered[key] = (parts, rendered)
+        return rendered
 
     async def close(self) -> None:
         for index in self.indexes.values():

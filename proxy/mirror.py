@@ -17,6 +17,7 @@ from proxy.config import UpstreamConfig
 from proxy.errors import (
     DistributionNotFoundError,
     ProjectNotFoundError,
+    StorageError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _MEMORY_PAGES = 4096
 _LIST_KEY = ""
+_EMPTY_LIST = ProjectList()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,13 @@ class Passthrough:
     size: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class InMemory:
+    """A small body (core metadata) just fetched, answered while it is being stored."""
+
+    body: bytes
+
+
 FileSource = Cached | InFlight | Passthrough
 
 
@@ -73,6 +82,7 @@ class _Entry:
     cached: CachedPage
     page: ProjectPage | None  #: None for a remembered 404
     served: ProjectPage | None  #: `page` with URLs rewritten to our +f/ paths
+    names: ProjectList | None = None  #: the root page's project names
 
 
 class MirrorIndex:
@@ -104,6 +114,9 @@ class MirrorIndex:
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
         self._tasks: set[asyncio.Task[_Entry]] = set()
         self.stale_serves = 0
+        self._metadata_inflight: dict[str, asyncio.Task[bytes]] = {}
+        self._metadata_pending: dict[str, bytes] = {}
+        self._stores: set[asyncio.Task[None]] = set()
 
     # ---- pages ---------------------------------------------------------------------------
 
@@ -133,8 +146,11 @@ class MirrorIndex:
         return entry
 
     def _entry_from(self, project: str, cached: CachedPage) -> _Entry:
-        if cached.status != 200 or project == _LIST_KEY:
+        if cached.status != 200:
             return _Entry(cached, None, None)
+        if project == _LIST_KEY:
+            body = cached.body.decode()
+            return _Entry(cached, None, None, ProjectList(tuple(body.split("\n")) if body else ()))
         page = parse_json(cached.body, self.base_url)
         return _Entry(cached, page, self._rewrite(page) if project else None)
 
@@ -174,10 +190,7 @@ class MirrorIndex:
 
     async def project_list(self) -> ProjectList:
         entry = await self._entry(_LIST_KEY)
-        if entry.cached.status != 200:
-            return ProjectList()
-        body = entry.cached.body.decode()
-        return ProjectList(names=tuple(body.split("\n")) if body else ())
+        return entry.names or _EMPTY_LIST
 
     def _url_for(self, project: str) -> str:
         return self.base_url if project == _LIST_KEY else f"{self.base_url}{project}/"
@@ -206,7 +219,7 @@ class MirrorIndex:
             )
             return old
         if entry is not old:
-            await self.pages.store(self._cache_key(project), entry.cached)
+            self.pages.store(self._cache_key(project), entry.cached)
         self._remember(project, entry)
         return entry
 
@@ -224,7 +237,7 @@ class MirrorIndex:
         if project == _LIST_KEY:
             names = self._parse_list(resp)
             cached = CachedPage(body="\n".join(names.names).encode(), fetched_at=now)
-            return _Entry(cached, None, None)
+            return _Entry(cached, None, None, names)
         page = self._parse_page(project, resp)
         serial = resp.serial if resp.serial is not None else page.last_serial
         old_serial = old.cached.serial if old is not None else None
@@ -287,6 +300,9 @@ class MirrorIndex:
         self, project: NormalizedName, key: str, filename: str, *, probe: bool
     ) -> FileSource:
         """Where to read a file from; `probe` (HEAD or Range) never starts a whole download."""
+        download = self.fetcher.find(key)
+        if download is not None and download.verified:
+            await download.finished.wait()  # only the rename is left: wait, then use the store
         path = self.blobs.find_key(key)
         if path is not None:
             self.metrics.file_cache.labels("hit").inc()
@@ -297,13 +313,26 @@ class MirrorIndex:
             return Passthrough(dist.url, dist.size)
         return InFlight(self.fetcher.fetch(key, dist.url, filename, dist.sha256))
 
-    async def locate_metadata(self, project: NormalizedName, key: str, filename: str) -> Cached:
-        """PEP 658 metadata: from cache, from upstream, or extracted from the wheel itself."""
+    async def locate_metadata(
+        self, project: NormalizedName, key: str, filename: str
+    ) -> Cached | InMemory:
+        """PEP 658 metadata: from disk, from memory while being stored, or fetched (one flight)."""
         alias = f"{key}.metadata"
         path = self.blobs.find_key(alias)
         if path is not None:
             self.metrics.file_cache.labels("hit").inc()
             return Cached(path)
+        body = self._metadata_pending.get(alias)
+        if body is not None:
+            return InMemory(body)
+        task = self._metadata_inflight.get(alias)
+        if task is None:
+            task = asyncio.create_task(self._fetch_metadata(project, key, filename))
+            self._metadata_inflight[alias] = task
+            task.add_done_callback(lambda _: self._metadata_inflight.pop(alias, None))
+        return InMemory(await asyncio.shield(task))
+
+    async def _fetch_metadata(self, project: NormalizedName, key: str, filename: str) -> bytes:
         dist = await self.find_dist(project, key, filename)
         body: bytes | None = None
         if dist.metadata:
@@ -322,7 +351,21 @@ class MirrorIndex:
             actual = hashlib.sha256(body).hexdigest()
             if actual != expected:
                 log.warning("metadata of %s: sha256 %s, page says %s", filename, actual, expected)
-        return Cached(await self.blobs.store_bytes(body, (alias,)))
+        alias = f"{key}.metadata"
+        self._metadata_pending[alias] = body
+        store = asyncio.create_task(self._store_metadata(alias, body))
+        self._stores.add(store)
+        store.add_done_callback(self._stores.discard)
+        return body
+
+    async def _store_metadata(self, alias: str, body: bytes) -> None:
+        """Behind the response: the client has its bytes before the fsync."""
+        try:
+            await self.blobs.store_bytes(body, (alias,))
+        except StorageError as exc:
+            log.error("could not store %s: %s", alias, exc)
+        finally:
+            self._metadata_pending.pop(alias, None)
 
     async def _extract_metadata(self, key: str, dist: Distribution) -> bytes:
         """The wheel's own METADATA, for upstreams that advertise metadata they do not serve."""
@@ -338,9 +381,13 @@ class MirrorIndex:
         return await loop.run_in_executor(None, _read_wheel_metadata, path, dist.filename)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        """Cancel page refreshes; let queued metadata writes finish."""
+        for task in list(self._tasks) + list(self._metadata_inflight.values()):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *self._tasks, *self._metadata_inflight.values(), return_exceptions=True
+        )
+        await asyncio.gather(*self._stores, return_exceptions=True)
 
 
 def _read_wheel_metadata(path: Path, filename: str) -> bytes:

@@ -1,14 +1,23 @@
-"""Upstream project pages on disk (diskcache), so a restart or a dead upstream still has them."""
+"""Upstream project pages on disk (diskcache), so a restart or a dead upstream still has them.
+
+SQLite allows one writer at a time, so all access goes through one dedicated thread, and writes
+are queued and committed in batches behind the response (write-behind): a client never waits for
+the disk to learn about a page it has already been served from memory.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import concurrent.futures
+import contextlib
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import diskcache  # type: ignore[import-untyped]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,19 +33,40 @@ class CachedPage:
 
 
 class PageCache:
-    """diskcache is synchronous SQLite, so every call runs in the executor."""
+    """diskcache behind one thread; `known` spares a disk lookup for pages never stored."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._cache: diskcache.Cache | None = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pagecache")
+        self._known: set[str] = set()
+        self._pending: dict[str, CachedPage] = {}
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
-    def open(self) -> None:
+    def _open(self) -> None:
         self._cache = diskcache.Cache(str(self.directory), size_limit=2**32)
+        self._known = set(self._cache.iterkeys())
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        await self._call(self._open)
+        self._writer = asyncio.create_task(self._write_loop(), name="pagecache writer")
+
+    async def close(self) -> None:
+        """Flush queued writes, then close the database."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self._flush()
         if self._cache is not None:
-            self._cache.close()
+            await self._call(self._cache.close)
             self._cache = None
+        self._thread.shutdown(wait=True)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     @property
     def cache(self) -> diskcache.Cache:
@@ -44,11 +74,13 @@ class PageCache:
             raise RuntimeError("page cache is not open")
         return self._cache
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
-
     async def load(self, key: str) -> CachedPage | None:
-        raw = await self._run(self.cache.get, key)
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
+        if key not in self._known:
+            return None
+        raw = await self._call(self.cache.get, key)
         if not isinstance(raw, dict):
             return None
         try:
@@ -56,5 +88,28 @@ class PageCache:
         except TypeError:
             return None
 
-    async def store(self, key: str, page: CachedPage) -> None:
-        await self._run(self.cache.set, key, asdict(page))
+    def store(self, key: str, page: CachedPage) -> None:
+        """Queue a write; the latest page for a key wins."""
+        self._pending[key] = page
+        self._known.add(key)
+        self._wakeup.set()
+
+    def _write_batch(self, batch: dict[str, CachedPage]) -> None:
+        with self.cache.transact():
+            for key, page in batch.items():
+                self.cache.set(key, asdict(page))
+
+    async def _flush(self) -> None:
+        if not self._pending or self._cache is None:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            await self._call(self._write_batch, batch)
+        except (OSError, diskcache.Timeout) as exc:
+            log.error("could not store %d pages: %s", len(batch), exc)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._flush()

@@ -35,8 +35,10 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         raise DistributionNotFoundError(filename, name)
     metrics = request.app[keys.METRICS]
     if is_metadata:
-        cached = await index.locate_metadata(project, key, dist_filename)
-        return web.FileResponse(cached.path, headers=_file_headers())
+        found = await index.locate_metadata(project, key, dist_filename)
+        if isinstance(found, Cached):
+            return web.FileResponse(found.path, headers=_file_headers())
+        return web.Response(body=found.body, headers=_file_headers())
     probe = request.method == "HEAD" or "Range" in request.headers
     source = await index.locate_file(project, key, filename, probe=probe)
     if isinstance(source, Cached):
