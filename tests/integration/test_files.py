@@ -151,6 +151,7 @@ async def test_restarted_app_serves_cached_file_without_upstream(
 ) -> None:
     first = await mirror_factory()
     await (await first.client.get(file_url(dists.beta2))).read()
+    await first.client.close()  # a graceful stop lets the cache fill finish
     await first.server.close()
     second = await mirror_factory()  # same data dir, empty memory
     resp = await second.client.get(file_url(dists.beta2))
