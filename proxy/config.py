@@ -112,6 +112,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 10m")
     if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"expected a duration like 30s, 10m, 250ms; got {value!r}")
         return float(value)
     match = _DURATION_RE.match(str(value))
     if not match:
@@ -124,6 +126,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a size like 10GiB")
     if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"expected a size like 500MB or 10GiB; got {value!r}")
         return value
     match = _SIZE_RE.match(str(value))
     if not match:
@@ -166,12 +170,15 @@ class _Converter:
             if not isinstance(node, yaml.SequenceNode):
                 self.problem(node, path, "expected a list")
                 return ()
-            return tuple(
+            items = (
                 self.convert(item, item_hint, f"{path}[{i}]") for i, item in enumerate(node.value)
             )
+            return tuple(item for item in items if item is not None)
         return self._scalar(node, path, hint, None)
 
     def _dataclass(self, node: yaml.Node, cls: type, path: str) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, path, "expected a mapping")
             return None
@@ -281,9 +288,8 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         if index.kind is IndexKind.MIRROR:
             if index.bases:
                 report(f"indexes[{n}].bases", "a mirror index has no bases")
-            url = cfg.upstream_url(index)
-            if url and urlsplit(url).scheme not in {"http", "https"}:
-                report(f"indexes[{n}].upstream", f"'{url}' is not an http(s) URL")
+            if index.upstream and urlsplit(index.upstream).scheme not in {"http", "https"}:
+                report(f"indexes[{n}].upstream", f"'{index.upstream}' is not an http(s) URL")
         elif index.upstream:
             report(f"indexes[{n}].upstream", "only mirror indexes have an upstream")
     cycle = _find_cycle(cfg)
@@ -335,7 +341,7 @@ def parse_config(text: str, source: str) -> Config:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
         return Config(source=source)
     converter = _Converter(source)
     cfg = converter.convert(node, Config, "")

@@ -35,11 +35,12 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 200
-_PROJECT_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-_INDEX_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_URLKEY_RE = re.compile(r"^u[0-9a-f]{40}$")
-_FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,254}$")
+# \Z, not $: "$" also matches before a trailing newline. ASCII: no Unicode case folding.
+_PROJECT_RE = re.compile(r"([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
+_INDEX_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z", re.ASCII)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z", re.ASCII)
+_URLKEY_RE = re.compile(r"u[0-9a-f]{40}\Z", re.ASCII)
+_FILENAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,254}\Z", re.ASCII)
 
 IndexName = NewType("IndexName", str)
 """`user/index`, e.g. `root/pypi`."""
@@ -184,4 +185,6 @@ def mask_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
+    # a lone user name is often a token itself, so only a user beside a password is shown
+    masked = f"{user}:***@{host}" if user and parts.password is not None else f"***@{host}"
+    return urlunsplit(parts._replace(netloc=masked))

@@ -5,6 +5,7 @@ Pure: no I/O. PEP unions (bool-or-reason, bool-or-hashes, two metadata spellings
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ def _accept_entries(accept: str) -> list[tuple[str, float]]:
         media, *params = (p.strip() for p in part.split(";"))
         if not media:
             continue
+        media = media.replace(".simple.latest+", ".simple.v1+")  # PEP 691: latest is v1 here
         q = 1.0
         for param in params:
             key, _, value = param.partition("=")
@@ -125,7 +127,7 @@ def _yanked_from(value: Any) -> tuple[bool, str | None]:
     if value is None or value is False:
         return False, None
     if isinstance(value, str):
-        return True, value or None
+        return (True, value) if value else (False, None)  # "" is not yanked, as pip reads it
     return bool(value), None
 
 
@@ -162,7 +164,7 @@ def parse_json(body: bytes, base_url: str) -> ProjectPage:
                 yanked_reason=reason,
                 metadata=metadata,
                 metadata_hashes=metadata_hashes,
-                size=size if isinstance(size, int) and size >= 0 else None,
+                size=size if type(size) is int and size >= 0 else None,
                 upload_time=upload_time if isinstance(upload_time, str) else None,
                 gpg_sig=raw.get("gpg-sig") if isinstance(raw.get("gpg-sig"), bool) else None,
             )
@@ -259,7 +261,7 @@ def parse_html(body: bytes, base_url: str, name: str = "") -> ProjectPage:
             continue
         hashes: dict[str, str] = {}
         algo, sep, digest = fragment.partition("=")
-        if sep and digest:
+        if sep and digest and algo.lower() in hashlib.algorithms_guaranteed:
             hashes[algo.lower()] = digest.lower()
         core = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         has_core = "data-core-metadata" in attrs or "data-dist-info-metadata" in attrs

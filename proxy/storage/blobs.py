@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 
 from proxy.errors import StorageError, StorageFullError
-from proxy.model import is_sha256
+from proxy.model import check_filename, is_sha256
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class BlobStore:
         return final
 
     def _write_alias(self, alias: str, sha: str) -> None:
+        check_filename(alias)
         tmp = self.tmp / f"{secrets.token_hex(8)}.alias"
         tmp.write_text(sha)
         tmp.replace(self.aliases / alias)

@@ -1,0 +1,207 @@
+"""The import-direction rule of STYLE.md: a module imports only from its own layer or lower ones.
+
+Every module under proxy/ must be placed in LAYERS, so a new module fails here until it is.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PROXY = Path(__file__).resolve().parents[1] / "proxy"
+
+#: module name (or "package.*" for every module below a package) → layer
+LAYERS: dict[str, int] = {
+    "proxy": 0,
+    "proxy.errors": 0,
+    "proxy.metrics": 0,
+    "proxy.model": 1,
+    "proxy.simple_api": 1,
+    "proxy.config": 1,
+    "proxy.storage": 2,
+    "proxy.storage.*": 2,
+    "proxy.upstream": 3,
+    "proxy.fetch": 3,
+    "proxy.indexes": 4,
+    "proxy.mirror": 4,
+    "proxy.private": 4,
+    "proxy.wheelhouse": 4,
+    "proxy.uploads": 4,
+    "proxy.auth": 4,
+    "proxy.replication": 4,
+    "proxy.export": 4,
+    "proxy.hooks": 4,
+    "proxy.web": 5,
+    "proxy.web.*": 5,
+    "proxy.app": 6,
+    "proxy.logs": 6,
+    "proxy.cli": 6,
+    "proxy.__main__": 6,
+}
+
+#: the one module allowed to read the process environment (STYLE.md, "Configuration")
+ENVIRONMENT_READERS = {"proxy.config"}
+_ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+
+
+def module_name(path: Path, root: Path = PROXY) -> str:
+    parts = [root.name, *path.relative_to(root).with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def discover(root: Path = PROXY) -> dict[str, Path]:
+    return {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+
+
+MODULES = discover()
+
+
+def layer_of(module: str) -> int | None:
+    if module in LAYERS:
+        return LAYERS[module]
+    package, _, _ = module.rpartition(".")
+    while package:
+        if f"{package}.*" in LAYERS:
+            return LAYERS[f"{package}.*"]
+        package, _, _ = package.rpartition(".")
+    return None
+
+
+def imports_of(module: str, source: str, known: set[str]) -> set[str]:
+    """The first-party modules `source` imports, with `from pkg import submodule` resolved."""
+    is_package = module in known and any(m.startswith(module + ".") for m in known)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = module if is_package else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    anchor = anchor.rpartition(".")[0]
+                base = f"{anchor}.{node.module}" if node.module else anchor
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in known else base)
+    return {name for name in found if name == "proxy" or name.startswith("proxy.")}
+
+
+def _reads_environment(node: ast.AST) -> bool:
+    if isinstance(node, ast.Attribute):
+        return (
+            node.attr in _ENV_NAMES and isinstance(node.value, ast.Name) and node.value.id == "os"
+        )
+    if isinstance(node, ast.ImportFrom):
+        return node.module == "os" and any(alias.name in _ENV_NAMES for alias in node.names)
+    return False
+
+
+def environment_reads(source: str) -> list[int]:
+    """Line numbers where `os.environ`, `os.getenv` and friends are used or imported."""
+    return sorted(
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute | ast.ImportFrom) and _reads_environment(node)
+    )
+
+
+def test_modules_are_found() -> None:
+    assert {"proxy", "proxy.errors", "proxy.model", "proxy.app"} <= set(MODULES)
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(name for name in MODULES if layer_of(name) is None)
+    assert unplaced == [], "add these modules to LAYERS in tests/test_layers.py (and STYLE.md)"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module: str) -> None:
+    own = layer_of(module)
+    assert own is not None, f"{module} has no layer"
+    source = MODULES[module].read_text(encoding="utf-8")
+    violations = []
+    for imported in sorted(imports_of(module, source, set(MODULES))):
+        layer = layer_of(imported)
+        if layer is None or layer > own:
+            violations.append(f"{module} (L{own}) imports {imported} (L{layer})")
+    assert violations == []
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - ENVIRONMENT_READERS))
+def test_only_config_reads_the_environment(module: str) -> None:
+    source = MODULES[module].read_text(encoding="utf-8")
+    assert environment_reads(source) == [], f"{module} reads the environment"
+
+
+# ---- the checker itself can fail -------------------------------------------------------------
+
+
+KNOWN = {"proxy", "proxy.model", "proxy.web", "proxy.web.keys", "proxy.web.files", "proxy.app"}
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("proxy.model", "import os\nimport packaging.utils\n", set()),
+        ("proxy.model", "from proxy import __version__\n", {"proxy"}),
+        ("proxy.app", "from proxy.web import keys\n", {"proxy.web.keys"}),
+        ("proxy.app", "from proxy.web.keys import CONFIG\n", {"proxy.web.keys"}),
+        ("proxy.app", "import proxy.model\n", {"proxy.model"}),
+        ("proxy.web.files", "from . import keys\n", {"proxy.web.keys"}),
+        ("proxy.web.files", "from ..model import normalize\n", {"proxy.model"}),
+        ("proxy.web", "from .keys import X\n", {"proxy.web.keys"}),
+        ("proxy.model", "def f() -> None:\n    from proxy.app import create_app\n", {"proxy.app"}),
+        (
+            "proxy.model",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from proxy import app\n",
+            {"proxy.app"},
+        ),
+    ],
+)
+def test_imports_of(module: str, source: str, expected: set[str]) -> None:
+    assert imports_of(module, source, KNOWN) == expected
+
+
+@pytest.mark.parametrize(
+    ("module", "layer"),
+    [
+        ("proxy.storage.blobs", 2),
+        ("proxy.storage.db", 2),
+        ("proxy.web.simple", 5),
+        ("proxy.web.ui.pages", 5),
+        ("proxy.wheelhouse", 4),
+        ("proxy.utils", None),
+        ("proxy.model.extra", None),
+        ("elsewhere", None),
+    ],
+)
+def test_layer_of(module: str, layer: int | None) -> None:
+    assert layer_of(module) == layer
+
+
+@pytest.mark.parametrize(
+    ("source", "lines"),
+    [
+        ("import os\nos.environ['X']\n", [2]),
+        ("import os\nx = os.environ.get('X')\n", [2]),
+        ("import os\nos.getenv('X')\n", [2]),
+        ("from os import environ\n", [1]),
+        ("from os import getenv as g\n", [1]),
+        ("import os\nos.access('.', os.W_OK)\n", []),
+        ("from os import path\n", []),
+    ],
+)
+def test_environment_reads(source: str, lines: list[int]) -> None:
+    assert environment_reads(source) == lines
+
+
+def test_module_name() -> None:
+    assert module_name(PROXY / "__init__.py") == "proxy"
+    assert module_name(PROXY / "web" / "__init__.py") == "proxy.web"
+    assert module_name(PROXY / "storage" / "blobs.py") == "proxy.storage.blobs"
