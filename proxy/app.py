@@ -36,6 +36,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[_PAGES] = pages
     yield
     await pages.close()
+    blobs.close()
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
@@ -44,7 +45,8 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(
         connector=connector,
         headers={"User-Agent": f"wheelwell/{__version__}"},
-        trust_env=True,
+        trust_env=False,  # the proxy is settled once in config.load
+        cookie_jar=aiohttp.DummyCookieJar(),  # an index sets no cookies worth keeping
     )
     app[keys.UPSTREAM] = UpstreamClient(session, cfg.upstream, app[keys.METRICS])
     app[keys.FETCHER] = Fetcher(app[keys.UPSTREAM], app[keys.BLOBS], app[keys.METRICS])

@@ -52,6 +52,8 @@ class StorageConfig:
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     url: str = ""  #: empty: the index pip on this machine uses, resolved at start-up
+    #: HTTP proxy for upstream requests; empty: HTTPS_PROXY/HTTP_PROXY/NO_PROXY, read at start-up
+    proxy: str = ""
     connect_timeout: Seconds = 10.0
     read_timeout: Seconds = 30.0
     retries: int = 2
@@ -391,4 +393,19 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
     if not cfg.upstream.url:
         upstream = dataclasses.replace(cfg.upstream, url=pip_index_url(env))
         cfg = dataclasses.replace(cfg, upstream=upstream)
+    if not cfg.upstream.proxy:
+        proxy = env_proxy(cfg.upstream.url, env)
+        cfg = dataclasses.replace(cfg, upstream=dataclasses.replace(cfg.upstream, proxy=proxy))
     return cfg
+
+
+def env_proxy(url: str, env: Mapping[str, str]) -> str:
+    """The proxy the environment sets for `url`, settled once: per request it costs a thread hop."""
+    parts = urlsplit(url)
+    lowered = {k.lower(): v for k, v in env.items()}
+    no_proxy = lowered.get("no_proxy", "")
+    host = parts.hostname or ""
+    for entry in (e.strip().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return ""
+    return lowered.get(f"{parts.scheme}_proxy", "") or lowered.get("all_proxy", "")

@@ -24,7 +24,7 @@ from proxy.simple_api import Format, render_list, render_page
 Index = MirrorIndex | PrivateIndex
 
 _RENDER_CACHE_SIZE = 4096
-_GZIP_MIN = 1024
+_GZIP_MIN = 4096  #: smaller bodies fit in a few packets; compressing them costs more than it saves
 _INLINE_LIMIT = 16 * 1024
 
 
@@ -40,7 +40,7 @@ class Rendered:
 
 def _make_rendered(body: bytes, serial: int | None) -> Rendered:
     digest = hashlib.blake2b(body, digest_size=12).hexdigest()
-    gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_MIN else None
+    gzipped = gzip.compress(body, compresslevel=5, mtime=0) if len(body) >= _GZIP_MIN else None
     return Rendered(body=body, gzipped=gzipped, etag=f'"{digest}"', serial=serial)
 
 

@@ -61,6 +61,11 @@ def setup(cfg: LoggingConfig) -> None:
 class AccessLogger(AbstractAccessLogger):
     """One line per request with request id, status, bytes and duration."""
 
+    @property
+    def enabled(self) -> bool:
+        """aiohttp skips `log` entirely when False: no cost at level WARNING."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         request_id = request.get(REQUEST_ID, "-")
         self.logger.info(

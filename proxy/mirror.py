@@ -33,7 +33,7 @@ from proxy.model import (
     is_sha256,
     mask_url,
 )
-from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list, render_json
+from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list
 from proxy.storage.blobs import BlobStore
 from proxy.storage.pagecache import CachedPage, PageCache
 from proxy.upstream import PageResponse, UpstreamClient
@@ -219,7 +219,7 @@ class MirrorIndex:
             )
             return old
         if entry is not old:
-            self.pages.store(self._cache_key(project), entry.cached)
+            self.pages.store(self._cache_key(project), entry.cached, entry.page)
         self._remember(project, entry)
         return entry
 
@@ -257,7 +257,7 @@ class MirrorIndex:
             return old
         page = dataclasses.replace(page, last_serial=serial)
         cached = CachedPage(
-            body=render_json(page),
+            body=b"",  # rendered by the page cache's writer thread, off the event loop
             fetched_at=now,
             etag=resp.etag,
             last_modified=resp.last_modified,

@@ -81,6 +81,7 @@ class UpstreamClient:
         self.session = session
         self.cfg = cfg
         self.metrics = metrics
+        self.proxy = cfg.proxy or None
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=cfg.connect_timeout, sock_read=cfg.read_timeout
         )
@@ -121,7 +122,9 @@ class UpstreamClient:
     async def _fetch_page_once(self, url: str, headers: dict[str, str]) -> PageResponse:
         started = time.monotonic()
         with translate_client_errors(url):
-            async with self.session.get(url, headers=headers, timeout=self.timeout) as resp:
+            async with self.session.get(
+                url, headers=headers, timeout=self.timeout, proxy=self.proxy
+            ) as resp:
                 self.metrics.upstream_seconds.labels("page").observe(time.monotonic() - started)
                 final = str(resp.url)
                 if resp.status in (304, 404, 410):
@@ -156,7 +159,7 @@ class UpstreamClient:
             try:
                 with translate_client_errors(url):
                     resp = await self.session.request(
-                        method, url, headers=headers, timeout=self.timeout
+                        method, url, headers=headers, timeout=self.timeout, proxy=self.proxy
                     )
             except UpstreamError as exc:
                 self._failed("file", exc)

@@ -8,12 +8,14 @@ published without a hash, `.metadata` files) to the blob holding their bytes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
-import secrets
+import time
 from pathlib import Path
 
 from proxy.errors import StorageError, StorageFullError
@@ -38,7 +40,8 @@ class TempBlob:
         self._sha256 = hashlib.sha256()
         self.closed = False
 
-    def _write(self, data: bytes) -> None:
+    def write_sync(self, data: bytes) -> None:
+        """Blocking; for callers already on a worker thread."""
         view = memoryview(data)
         while view:
             written = os.write(self.fd, view)
@@ -47,7 +50,7 @@ class TempBlob:
 
     async def write(self, data: bytes) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._write, data)
+            await asyncio.get_running_loop().run_in_executor(None, self.write_sync, data)
         except OSError as exc:
             raise _translate_os_error(exc, self.path.parent) from exc
         self.size += len(data)
@@ -71,7 +74,10 @@ class BlobStore:
     """Owns `<data_dir>/blobs`, `<data_dir>/aliases` and `<data_dir>/tmp`."""
 
     def __init__(self, data_dir: Path) -> None:
+        #: fsync can take milliseconds; it gets its own threads so reads never queue behind it
+        self._commit_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="commit")
         self.root = data_dir
+        self._names = itertools.count(time.time_ns())  #: temp names: unique without urandom
         self.blobs = data_dir / "blobs"
         self.aliases = data_dir / "aliases"
         self.tmp = data_dir / "tmp"
@@ -83,6 +89,9 @@ class BlobStore:
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+    def close(self) -> None:
+        self._commit_pool.shutdown(wait=True)
 
     def path_for(self, sha256: str) -> Path:
         if not is_sha256(sha256):
@@ -106,7 +115,7 @@ class BlobStore:
         return self.find(sha) if sha else None
 
     def create_temp(self) -> TempBlob:
-        path = self.tmp / f"{secrets.token_hex(8)}.part"
+        path = self.tmp / f"{next(self._names):x}-{os.getpid()}.part"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
@@ -125,7 +134,7 @@ class BlobStore:
 
     def _write_alias(self, alias: str, sha: str) -> None:
         check_filename(alias)
-        tmp = self.tmp / f"{secrets.token_hex(8)}.alias"
+        tmp = self.tmp / f"{next(self._names):x}-{os.getpid()}.alias"
         tmp.write_text(sha)
         tmp.replace(self.aliases / alias)
 
@@ -133,16 +142,24 @@ class BlobStore:
         """fsync and rename the verified temp file into place; the temp fd stays readable."""
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                None, self._commit, temp, aliases
+                self._commit_pool, self._commit, temp, aliases
             )
         except OSError as exc:
             raise _translate_os_error(exc, self.blobs) from exc
 
-    async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> Path:
-        """Store a small body (a .metadata file) under its sha256."""
+    def _store_bytes(self, data: bytes, aliases: tuple[str, ...]) -> Path:
         temp = self.create_temp()
         try:
-            await temp.write(data)
-            return await self.commit(temp, aliases)
+            temp.write_sync(data)
+            return self._commit(temp, aliases)
         finally:
             temp.discard()
+
+    async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> Path:
+        """Store a small body (a .metadata file) under its sha256, in one trip to a thread."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._commit_pool, self._store_bytes, data, aliases
+            )
+        except OSError as exc:
+            raise _translate_os_error(exc, self.blobs) from exc

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import diskcache  # type: ignore[import-untyped]
+
+from proxy.model import ProjectPage
+from proxy.simple_api import render_json
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ class CachedPage:
     serial: int | None = None  #: upstream X-PyPI-Last-Serial
 
 
+def _with_body(cached: CachedPage, page: ProjectPage | None) -> CachedPage:
+    return cached if page is None else dataclasses.replace(cached, body=render_json(page))
+
+
 class PageCache:
     """diskcache behind one thread; `known` spares a disk lookup for pages never stored."""
 
@@ -40,7 +48,7 @@ class PageCache:
         self._cache: diskcache.Cache | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pagecache")
         self._known: set[str] = set()
-        self._pending: dict[str, CachedPage] = {}
+        self._pending: dict[str, tuple[CachedPage, ProjectPage | None]] = {}
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
@@ -77,7 +85,7 @@ class PageCache:
     async def load(self, key: str) -> CachedPage | None:
         pending = self._pending.get(key)
         if pending is not None:
-            return pending
+            return _with_body(*pending)
         if key not in self._known:
             return None
         raw = await self._call(self.cache.get, key)
@@ -88,16 +96,16 @@ class PageCache:
         except TypeError:
             return None
 
-    def store(self, key: str, page: CachedPage) -> None:
-        """Queue a write; the latest page for a key wins."""
-        self._pending[key] = page
+    def store(self, key: str, cached: CachedPage, page: ProjectPage | None = None) -> None:
+        """Queue a write (the latest per key wins); `page` is rendered to JSON off the loop."""
+        self._pending[key] = (cached, page)
         self._known.add(key)
         self._wakeup.set()
 
-    def _write_batch(self, batch: dict[str, CachedPage]) -> None:
+    def _write_batch(self, batch: dict[str, tuple[CachedPage, ProjectPage | None]]) -> None:
         with self.cache.transact():
-            for key, page in batch.items():
-                self.cache.set(key, asdict(page))
+            for key, (cached, page) in batch.items():
+                self.cache.set(key, asdict(_with_body(cached, page)))
 
     async def _flush(self) -> None:
         if not self._pending or self._cache is None:

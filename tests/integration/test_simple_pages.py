@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import html
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import Dists
+from tests.fakes.dists import build_wheel
 from tests.integration.conftest import Mirror, MirrorFactory
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -134,18 +136,19 @@ async def test_fresh_page_served_from_cache(mirror: Mirror) -> None:
     assert mirror.fake.hits("/simple/alpha/") == 1
 
 
-async def test_etag_304_and_gzip(mirror: Mirror) -> None:
-    first = await mirror.client.get(
-        "/root/pypi/+simple/beta/", headers={"Accept-Encoding": "identity"}
-    )
+async def test_etag_304_and_gzip(mirror: Mirror, tmp_path: Path) -> None:
+    for n in range(40):  # a page big enough to be worth compressing
+        mirror.fake.add(build_wheel(tmp_path / "many", "many", f"1.{n}"))
+    url = "/root/pypi/+simple/many/"
+    first = await mirror.client.get(url, headers={"Accept-Encoding": "identity"})
     etag = first.headers["ETag"]
+    assert "Content-Encoding" not in first.headers
     again = await mirror.client.get(
-        "/root/pypi/+simple/beta/",
-        headers={"If-None-Match": etag, "Accept-Encoding": "identity"},
+        url, headers={"If-None-Match": etag, "Accept-Encoding": "identity"}
     )
     assert again.status == 304
     zipped = await mirror.client.get(
-        "/root/pypi/+simple/beta/", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        url, headers={"Accept-Encoding": "gzip"}, auto_decompress=False
     )
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(await zipped.read()) == await first.read()
