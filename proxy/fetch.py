@@ -9,7 +9,6 @@ check: on a mismatch its connection drops one byte short.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,7 +47,6 @@ class Download:
         self.started = asyncio.Event()  #: upstream headers arrived, or the download failed
         self.finished = asyncio.Event()  #: committed to the store, or failed
         self._progress = asyncio.Event()
-        self._readers = 0
 
     def notify(self) -> None:
         event, self._progress = self._progress, asyncio.Event()
@@ -60,35 +58,26 @@ class Download:
         if self.error is not None and self.written == 0:
             raise self.error
 
-    def _release(self) -> None:
-        if self.done and self._readers == 0 and self.temp is not None:
-            self.temp.discard()
-
     async def stream(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive; raises the download's error instead of ending short."""
-        self._readers += 1
         loop = asyncio.get_running_loop()
         offset = 0
-        try:
-            while True:
-                complete = self.verified
-                available = self.written if complete else self.written - 1
-                if offset < available and self.temp is not None:
-                    length = min(available - offset, READ_CHUNK)
-                    data = await loop.run_in_executor(None, self.temp.read_at, offset, length)
-                    offset += len(data)
-                    yield data
-                    continue
-                if complete:
-                    return
-                if self.error is not None:
-                    raise self.error
-                if self.done:
-                    raise UpstreamUnavailableError(mask_url(self.url), "download ended early")
-                await self._progress.wait()
-        finally:
-            self._readers -= 1
-            self._release()
+        while True:
+            complete = self.verified
+            available = self.written if complete else self.written - 1
+            if offset < available and self.temp is not None:
+                length = min(available - offset, READ_CHUNK)
+                data = await loop.run_in_executor(None, self.temp.read_at, offset, length)
+                offset += len(data)
+                yield data
+                continue
+            if complete:
+                return
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                raise UpstreamUnavailableError(mask_url(self.url), "download ended early")
+            await self._progress.wait()
 
 
 class Fetcher:
@@ -153,10 +142,8 @@ class Fetcher:
         download.started.set()
         download.finished.set()
         if download.error is not None and download.temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                download.temp.path.unlink()
+            download.temp.unlink()
         download.notify()
-        download._release()
 
     async def _download(self, download: Download) -> None:
         temp = self.blobs.create_temp()

@@ -372,8 +372,9 @@ class MirrorIndex:
         path = self.blobs.find_key(key)
         if path is None:
             download = self.fetcher.fetch(key, dist.url, dist.filename, dist.sha256)
-            async for _ in download.stream():
-                pass
+            await download.finished.wait()
+            if download.error is not None:
+                raise download.error
             path = download.path
         if path is None:
             raise DistributionNotFoundError(dist.filename, self.name)

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 
 from proxy.errors import StorageError, StorageFullError
@@ -38,7 +39,9 @@ class TempBlob:
         self.fd = fd
         self.size = 0
         self._sha256 = hashlib.sha256()
-        self.closed = False
+        #: the fd lives as long as this object: a reader that joins a download late can still
+        #: read it after the rename, and a number is never closed while someone may read it
+        self._close = weakref.finalize(self, os.close, fd)
 
     def write_sync(self, data: bytes) -> None:
         """Blocking; for callers already on a worker thread."""
@@ -62,12 +65,14 @@ class TempBlob:
         """Blocking pread; callers run it in the executor."""
         return os.pread(self.fd, length, offset)
 
-    def discard(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)
+    def unlink(self) -> None:
+        """Remove the temp name (a no-op once committed); open readers keep their bytes."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+    def close(self) -> None:
+        self.unlink()
+        self._close()
 
 
 class BlobStore:
@@ -153,7 +158,7 @@ class BlobStore:
             temp.write_sync(data)
             return self._commit(temp, aliases)
         finally:
-            temp.discard()
+            temp.close()
 
     async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> Path:
         """Store a small body (a .metadata file) under its sha256, in one trip to a thread."""

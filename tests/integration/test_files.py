@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 from tests.conftest import Dists
@@ -171,3 +172,19 @@ async def test_file_without_upstream_hash_gets_a_stable_key(mirror: Mirror, dist
     again = await mirror.client.get(f"/root/pypi/+f/{key}/{dists.beta1.filename}")
     assert again.status == 200
     assert mirror.fake.hits(f"/files/{dists.beta1.filename}") == 1
+
+
+async def test_advertised_metadata_never_404s(mirror: Mirror, dists: Dists) -> None:
+    """An upstream that advertises metadata it cannot serve: read it out of the wheel."""
+    hosted = mirror.fake._files[dists.beta1.filename]
+    broken = dataclasses.replace(hosted, built=dataclasses.replace(hosted.built, metadata=None))
+    mirror.fake._files[dists.beta1.filename] = broken  # the page still advertises it
+    resp = await mirror.client.get(file_url(dists.beta1) + ".metadata")
+    assert resp.status == 200
+    assert hashlib.sha256(await resp.read()).hexdigest() == dists.beta1.metadata_sha256
+    assert mirror.fake.hits(f"/files/{dists.beta1.filename}.metadata") == 1
+
+
+async def test_sdist_metadata_is_404(mirror: Mirror, dists: Dists) -> None:
+    resp = await mirror.client.get(file_url(dists.gamma) + ".metadata")
+    assert resp.status == 404

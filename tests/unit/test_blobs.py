@@ -105,11 +105,23 @@ async def test_discarded_temp_blob_leaves_nothing(blobs: BlobStore) -> None:
     assert temp.size == len(b"partial download")
     assert temp.read_at(8, 4) == b"down"
     assert temp.path.parent == blobs.tmp
-    temp.discard()
-    temp.discard()  # twice is harmless
+    temp.close()
+    temp.close()  # twice is harmless
     assert tree(blobs.root) == []
     with pytest.raises(OSError):
         os.fstat(temp.fd)
+
+
+async def test_unlinked_temp_blob_stays_readable_until_dropped(blobs: BlobStore) -> None:
+    temp = blobs.create_temp()
+    await temp.write(b"late readers still get these bytes")
+    temp.unlink()
+    assert tree(blobs.root) == []
+    assert temp.read_at(0, 4) == b"late"
+    fd = temp.fd
+    del temp  # the last reference: the fd is closed with it
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 async def test_commit(blobs: BlobStore) -> None:
@@ -119,7 +131,7 @@ async def test_commit(blobs: BlobStore) -> None:
     assert temp.hexdigest() == SHA
     path = await blobs.commit(temp, (ALIAS,))
     assert temp.read_at(0, len(BODY)) == BODY  # the fd stays readable after the rename
-    temp.discard()
+    temp.close()
     assert path.read_bytes() == BODY
     assert blobs.find_key(ALIAS) == path
     assert tree(blobs.root) == sorted([f"aliases/{ALIAS}", f"blobs/{SHA[:2]}/{SHA}"])

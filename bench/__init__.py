@@ -1,0 +1,1 @@
+"""Benchmarks for `make bench`; the entry point is bench/run.py."""

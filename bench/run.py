@@ -1,0 +1,46 @@
+"""`make bench`: wheelwell against proxpi, devpi and plain nginx, all on loopback.
+
+What is measured, and why:
+1. warm simple pages (HTML and PEP 691 JSON; a 1-file and a 2,000-file project) with wrk:
+   req/s and p99, because page serving is what every resolver does most;
+2. warm ~20 MB file MiB/s vs nginx, because cached files should go out at sendfile speed;
+3. cold `pip download` of 20 wheels and 4. cold `uv pip compile` of a 100-package graph:
+   wall time and bytes pulled from the upstream, because a proxy must not slow a cold CI job
+   down or download more than the client would;
+5. 16 concurrent cold clients on one file: upstream GETs (single flight) and body hashes;
+6. wheelwell's peak RSS, because memory must not grow with file size or client count.
+The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
+generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="repetitions per figure (median)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument(
+        "--proxies",
+        default="wheelwell,proxpi,devpi",
+        help="comma-separated subset of wheelwell,proxpi,devpi",
+    )
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.scenarios import Settings
+    from bench.servers import PROXIES
+    from bench.suite import run_suite
+
+    proxies = [p for p in args.proxies.split(",") if p]
+    unknown = set(proxies) - set(PROXIES)
+    if unknown:
+        parser.error(f"unknown proxies: {', '.join(sorted(unknown))}")
+    return run_suite(proxies, Settings(runs=args.runs, duration=args.duration))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Run every scenario against every target, with all servers stopped at the end whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from bench import provision, report, scenarios
+from bench.dataset import Dataset, build_dataset
+from bench.procs import BenchError
+from bench.servers import PROXIES, REPO, WORK, Direct, DirectOneWorker, Nginx, Target
+
+
+def _say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _attempt(results: scenarios.Results, what: str, step: Callable[[], None]) -> None:
+    """Run one scenario step; a failure is recorded for the report and the run goes on."""
+    started = time.perf_counter()
+    try:
+        step()
+        _say(f"{what}: done in {time.perf_counter() - started:.1f}s")
+    except (BenchError, OSError) as exc:
+        _say(f"{what}: FAILED: {exc}")
+        results.errors.append(f"{what}: {exc}")
+
+
+def _measure(
+    targets: Sequence[Target], upstream: Nginx, ds: Dataset, cfg: scenarios.Settings
+) -> scenarios.Results:
+    results = scenarios.Results()
+    for target in targets:
+
+        def warm(t: Target = target) -> None:
+            scenarios.measure_warm(t, upstream, ds, cfg, results)
+
+        _attempt(results, f"warm pages and file: {target.name}", warm)
+    reference = DirectOneWorker(upstream)
+    try:
+        _attempt(
+            results,
+            "warm file: nginx with 1 worker",
+            lambda: scenarios.measure_warm(reference, upstream, ds, cfg, results, pages=False),
+        )
+    finally:
+        reference.stop()
+    _measure_cold(targets, upstream, ds, cfg, results)
+    for target in targets:
+        if target.is_proxy:
+
+            def stampede(t: Target = target) -> None:
+                results.stampede[t.name] = scenarios.measure_stampede(t, upstream, ds)
+
+            _attempt(results, f"{scenarios.STAMPEDE_CLIENTS} cold clients: {target.name}", stampede)
+    return results
+
+
+def _measure_cold(
+    targets: Sequence[Target],
+    upstream: Nginx,
+    ds: Dataset,
+    cfg: scenarios.Settings,
+    results: scenarios.Results,
+) -> None:
+    for label, client, store in (
+        ("cold pip download", scenarios.pip_client(ds), results.pip),
+        ("cold uv pip compile", scenarios.uv_client(ds.graph_requirements), results.uv),
+        (
+            "cold uv pip compile (chain)",
+            scenarios.uv_client(ds.chain_requirements),
+            results.uv_chain,
+        ),
+    ):
+        _say(f"{label}: {cfg.runs} runs x {len(targets)} targets")
+        rows, errors = scenarios.measure_cold(targets, upstream, client, cfg.runs, label)
+        store.update(rows)
+        results.errors.extend(errors)
+
+
+def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
+    """Set up, measure, stop everything, write BENCHMARKS.md; exit status 1 on any FAIL or error."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    provision.ensure_tools()
+    provision.ensure_bench_venv()
+    machine = provision.describe_machine()
+    _say("generating the upstream's data")
+    ds = build_dataset(WORK / "upstream")
+    upstream = Nginx(ds.root, WORK / "nginx")
+    targets: list[Target] = [Direct(upstream), *(PROXIES[name](upstream) for name in proxies)]
+    with contextlib.ExitStack() as stack:
+        stack.callback(upstream.stop)
+        for target in targets:
+            stack.callback(target.stop)
+        upstream.start()
+        results = _measure(targets, upstream, ds, cfg)
+    rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
+    checks = report.build_checks(results, rss.get("wheelwell", 0))
+    text = report.render(results, machine, cfg, rss, checks)
+    (REPO / "BENCHMARKS.md").write_text(text)
+    print(text)
+    failed = [c.what for c in checks if not c.passed]
+    _say(f"wrote BENCHMARKS.md; {len(failed)} target(s) failed, {len(results.errors)} error(s)")
+    return 1 if failed or results.errors else 0
