@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
 from proxy import __version__
-from proxy.config import Config, IndexKind
+from proxy.auth import Auth
+from proxy.config import Config, IndexConfig, IndexKind
 from proxy.fetch import Fetcher
 from proxy.indexes import Index, IndexRegistry
+from proxy.indexstore import IndexStore
 from proxy.metrics import Metrics
 from proxy.mirror import MirrorIndex
 from proxy.model import IndexName, mask_url
 from proxy.private import PrivateIndex
 from proxy.storage.blobs import BlobStore
+from proxy.storage.db import Database
 from proxy.storage.pagecache import PageCache
+from proxy.uploads import Uploads
 from proxy.upstream import UpstreamClient
-from proxy.web import files, keys, ops, simple
+from proxy.web import api, files, keys, ops, simple, upload
 from proxy.web.middleware import error_middleware
 
 log = logging.getLogger(__name__)
@@ -55,31 +59,51 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    db = Database(cfg.storage.data_dir / "wheelwell.sqlite3")
+    await db.start()
+    app[keys.DB] = db
+    app[keys.AUTH] = Auth(db, cfg.auth)
+    await app[keys.AUTH].bootstrap()
+    app[keys.UPLOADS] = Uploads(db, app[keys.BLOBS], app[keys.METRICS])
+    yield
+    await db.close()
+
+
+def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
+    cfg = app[keys.CONFIG]
+
+    def build(index_cfg: IndexConfig) -> Index:
+        name = IndexName(index_cfg.name)
+        if index_cfg.kind is IndexKind.PRIVATE:
+            return PrivateIndex(name, index_cfg, app[keys.DB])
+        return MirrorIndex(
+            name,
+            cfg.upstream_url(index_cfg),
+            client=app[keys.UPSTREAM],
+            pages=app[_PAGES],
+            blobs=app[keys.BLOBS],
+            fetcher=app[keys.FETCHER],
+            metrics=app[keys.METRICS],
+            cfg=cfg.upstream,
+        )
+
+    return build
+
+
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
-    indexes: dict[IndexName, Index] = {}
-    for index_cfg in cfg.indexes:
-        name = IndexName(index_cfg.name)
-        if index_cfg.kind is IndexKind.MIRROR:
-            indexes[name] = MirrorIndex(
-                name,
-                cfg.upstream_url(index_cfg),
-                client=app[keys.UPSTREAM],
-                pages=app[_PAGES],
-                blobs=app[keys.BLOBS],
-                fetcher=app[keys.FETCHER],
-                metrics=app[keys.METRICS],
-                cfg=cfg.upstream,
-            )
-        else:
-            indexes[name] = PrivateIndex(name, index_cfg)
-    registry = IndexRegistry(cfg, indexes)
+    registry = IndexRegistry((), _index_builder(app))
+    store = IndexStore(app[keys.DB], registry)
+    await store.load(cfg.indexes)
     app[keys.INDEXES] = registry
-    for index_cfg in cfg.indexes:
+    app[keys.INDEX_STORE] = store
+    for index_cfg in registry.configs.values():
         upstream = (
             f" mirroring {mask_url(cfg.upstream_url(index_cfg))}"
             if index_cfg.kind is IndexKind.MIRROR
-            else ""
+            else f" bases {', '.join(index_cfg.bases) or '-'}"
         )
         log.info("index %s (%s)%s", index_cfg.name, index_cfg.kind.value, upstream)
     yield
@@ -94,8 +118,10 @@ def create_app(config: Config) -> web.Application:
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_storage, _upstream, _indexes])
+    app.cleanup_ctx.extend([_storage, _database, _upstream, _indexes])
     ops.add_routes(app)
     simple.add_routes(app)
     files.add_routes(app)
+    upload.add_routes(app)
+    api.add_routes(app)
     return app

@@ -64,7 +64,12 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
 
 def _jsonable(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: "***"
+            if "password" in f.name and getattr(value, f.name)
+            else _jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     if isinstance(value, Path):

@@ -71,6 +71,16 @@ class IndexConfig:
     mirror_whitelist: tuple[str, ...] = ()
     volatile: bool = True
     wheelhouse: tuple[Path, ...] = ()
+    #: users who may upload besides root; empty means the index's own user
+    acl_upload: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    #: set from WHEELWELL_ROOT_PASSWORD in load(); empty: generate one at first start
+    root_password: str = ""
+    max_upload_size: ByteSize = 1024**3
+    token_lifetime: Seconds = 90 * 86400.0  #: default lifetime of tokens made by /+login
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     indexes: tuple[IndexConfig, ...] = field(default_factory=_default_indexes)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<defaults>"  #: where this config came from, for messages
 
@@ -396,6 +407,9 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
     if not cfg.upstream.proxy:
         proxy = env_proxy(cfg.upstream.url, env)
         cfg = dataclasses.replace(cfg, upstream=dataclasses.replace(cfg.upstream, proxy=proxy))
+    if env.get("WHEELWELL_ROOT_PASSWORD"):
+        auth = dataclasses.replace(cfg.auth, root_password=env["WHEELWELL_ROOT_PASSWORD"])
+        cfg = dataclasses.replace(cfg, auth=auth)
     return cfg
 
 

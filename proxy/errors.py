@@ -71,6 +71,10 @@ class InvalidUploadError(InvalidInputError):
     """An upload is malformed or inconsistent."""
 
 
+class UploadNotAllowedError(InvalidUploadError):
+    """An upload sent to a URL that takes none (a simple page, a mirror); names the right one."""
+
+
 class ConflictError(WheelwellError):
     """The request contradicts state already stored."""
 

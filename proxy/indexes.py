@@ -12,12 +12,15 @@ import dataclasses
 import gzip
 import hashlib
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from proxy.config import Config
+from packaging.utils import canonicalize_name
+
+from proxy.config import IndexConfig
 from proxy.errors import IndexNotFoundError, ProjectNotFoundError, UpstreamError
 from proxy.mirror import MirrorIndex
-from proxy.model import IndexName, NormalizedName, ProjectList, ProjectPage
+from proxy.model import NormalizedName, ProjectList, ProjectPage
 from proxy.private import PrivateIndex
 from proxy.simple_api import Format, render_list, render_page
 
@@ -45,49 +48,84 @@ def _make_rendered(body: bytes, serial: int | None) -> Rendered:
 
 
 class IndexRegistry:
-    """All indexes by name, their resolution orders, and a cache of rendered pages."""
+    """All indexes by name, their resolution orders, and a cache of rendered pages.
 
-    def __init__(self, config: Config, indexes: dict[IndexName, Index]) -> None:
-        self.config = config
-        self.indexes = indexes
-        self._orders: dict[IndexName, tuple[Index, ...]] = {}
+    Index objects are built by `build` and kept across configuration changes that do not alter
+    their kind or upstream, so their page caches survive a PATCH of bases or whitelist.
+    """
+
+    def __init__(
+        self, configs: Iterable[IndexConfig], build: Callable[[IndexConfig], Index]
+    ) -> None:
+        self._build = build
+        self.configs: dict[str, IndexConfig] = {}
+        self.indexes: dict[str, Index] = {}
+        self._orders: dict[str, tuple[Index, ...]] = {}
         self._rendered: OrderedDict[
             tuple[str, str, Format, str], tuple[tuple[object, ...], Rendered]
         ]
         self._rendered = OrderedDict()
+        for cfg in configs:
+            self.put(cfg)
 
     def get(self, name: str) -> Index:
-        index = self.indexes.get(IndexName(name))
+        index = self.indexes.get(name)
         if index is None:
             raise IndexNotFoundError(name)
         return index
 
+    def config(self, name: str) -> IndexConfig:
+        cfg = self.configs.get(name)
+        if cfg is None:
+            raise IndexNotFoundError(name)
+        return cfg
+
+    def put(self, cfg: IndexConfig) -> None:
+        """Add or replace an index's configuration (already validated)."""
+        old = self.configs.get(cfg.name)
+        index = self.indexes.get(cfg.name)
+        rebuild = (
+            index is None or old is None or old.kind is not cfg.kind or old.upstream != cfg.upstream
+        )
+        self.configs[cfg.name] = cfg
+        if rebuild:
+            self.indexes[cfg.name] = self._build(cfg)
+        elif isinstance(index, PrivateIndex):
+            index.cfg = cfg
+        self.changed()
+
+    def remove(self, name: str) -> Index:
+        self.configs.pop(name, None)
+        index = self.indexes.pop(name)
+        self.changed()
+        return index
+
+    def changed(self) -> None:
+        """Drop derived state: resolution orders and every rendered page."""
+        self._orders.clear()
+        self._rendered.clear()
+
     def resolution_order(self, name: str) -> tuple[Index, ...]:
-        cached = self._orders.get(IndexName(name))
+        cached = self._orders.get(name)
         if cached is not None:
             return cached
-        start = self.get(name)
         seen: dict[str, Index] = {}
-        queue: deque[Index] = deque([start])
+        queue: deque[str] = deque([self.get(name).name])
         while queue:
-            index = queue.popleft()
-            if index.name in seen:
+            current = queue.popleft()
+            if current in seen or current not in self.indexes:
                 continue
-            seen[index.name] = index
-            cfg = self.config.index(index.name)
-            for base in cfg.bases if cfg else ():
-                if base in self.indexes:
-                    queue.append(self.indexes[IndexName(base)])
+            seen[current] = self.indexes[current]
+            queue.extend(self.configs[current].bases)
         ordered: list[Index] = [i for i in seen.values() if not isinstance(i, MirrorIndex)]
         ordered += [i for i in seen.values() if isinstance(i, MirrorIndex)]
         result = tuple(ordered)
-        self._orders[IndexName(name)] = result
+        self._orders[name] = result
         return result
 
     def _whitelisted(self, name: str, project: NormalizedName) -> bool:
-        cfg = self.config.index(name)
-        whitelist = cfg.mirror_whitelist if cfg else ()
-        return "*" in whitelist or project in whitelist
+        whitelist = self.config(name).mirror_whitelist
+        return "*" in whitelist or project in {canonicalize_name(w) for w in whitelist}
 
     async def view_parts(self, name: str, project: NormalizedName) -> tuple[ProjectPage, ...]:
         """The pages that make up the view, in resolution order (mirrors dropped if shadowed)."""
@@ -114,6 +152,49 @@ class IndexRegistry:
                 raise upstream_error
             raise ProjectNotFoundError(project, name)
         return tuple(parts)
+
+    async def explain(self, name: str, project: NormalizedName) -> list[dict[str, object]]:
+        """For each index in the resolution order: what it contributed, what was hidden, why."""
+        steps: list[dict[str, object]] = []
+        seen: set[str] = set()
+        private_hit: str | None = None
+        for index in self.resolution_order(name):
+            step: dict[str, object] = {
+                "index": index.name,
+                "type": self.configs[index.name].kind.value,
+            }
+            try:
+                if isinstance(index, PrivateIndex):
+                    page = await index.own_page(project)
+                else:
+                    page = await index.served_page(project)
+            except ProjectNotFoundError:
+                page = None
+            except UpstreamError as exc:
+                page, step["error"] = None, str(exc)
+            files = [d.filename for d in page.files] if page else []
+            hide = page and isinstance(index, MirrorIndex) and private_hit
+            if hide and not self._whitelisted(name, project):
+                step.update(
+                    files=[],
+                    hidden=files,
+                    reason=(
+                        f"'{project}' is hosted privately in {private_hit}; mirror files are "
+                        f"hidden (dependency-confusion protection) unless whitelisted"
+                    ),
+                )
+                steps.append(step)
+                continue
+            if page and isinstance(index, PrivateIndex):
+                private_hit = private_hit or index.name
+            shadowed = [f for f in files if f in seen]
+            step["files"] = [f for f in files if f not in seen]
+            step["hidden"] = shadowed
+            if shadowed:
+                step["reason"] = "an index earlier in the order lists the same file names"
+            seen.update(files)
+            steps.append(step)
+        return steps
 
     async def view(self, name: str, project: NormalizedName) -> ProjectPage:
         return _merge(await self.view_parts(name, project))

@@ -58,6 +58,9 @@ class Metrics:
         self.downloads_in_flight = Gauge(
             "wheelwell_downloads_in_flight", "Upstream file downloads in progress", registry=r
         )
+        self.uploads = Counter(
+            "wheelwell_uploads_total", "Files uploaded, by index", ["index"], registry=r
+        )
         self.hash_mismatches = Counter(
             "wheelwell_hash_mismatches_total", "Downloads rejected for a wrong sha256", registry=r
         )

@@ -1,20 +1,136 @@
-"""A private index: hosted files (uploads and wheelhouses come with the next milestone)."""
+"""A private index: files uploaded into it (wheelhouse directories come later), read from SQLite.
+
+Pages are built once per change and kept in memory, so a warm private page costs what a warm
+mirror page costs; uploads, yanks and deletes call `invalidate`.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from proxy.config import IndexConfig
-from proxy.model import IndexName, NormalizedName, ProjectPage
+from proxy.errors import DistributionNotFoundError
+from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage
+from proxy.storage.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class HostedFile:
+    """One row of `files`."""
+
+    index: str
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    metadata_sha256: str | None
+    yanked: bool
+    yanked_reason: str | None
+    uploaded: float
+    uploader: str | None
+    summary: str
+    description: str
+    description_type: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> HostedFile:
+        return cls(
+            index=row["idx"],
+            project=row["project"],
+            version=row["version"],
+            filename=row["filename"],
+            sha256=row["sha256"],
+            size=row["size"],
+            requires_python=row["requires_python"],
+            metadata_sha256=row["metadata_sha256"],
+            yanked=bool(row["yanked"]),
+            yanked_reason=row["yanked_reason"],
+            uploaded=row["uploaded"],
+            uploader=row["uploader"],
+            summary=row["summary"],
+            description=row["description"],
+            description_type=row["description_type"],
+        )
+
+    def distribution(self) -> Distribution:
+        uploaded = datetime.fromtimestamp(self.uploaded, UTC)
+        return Distribution(
+            filename=self.filename,
+            url=f"{self.index}/+f/{self.sha256}/{self.filename}",
+            hashes={"sha256": self.sha256},
+            requires_python=self.requires_python,
+            yanked=self.yanked,
+            yanked_reason=self.yanked_reason,
+            metadata=self.metadata_sha256 is not None,
+            metadata_hashes={"sha256": self.metadata_sha256} if self.metadata_sha256 else {},
+            size=self.size,
+            upload_time=uploaded.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )
 
 
 class PrivateIndex:
-    """Holds no files yet; it already takes part in inheritance and shadowing."""
+    """Hosted files of one index; takes part in inheritance and shadows mirrors."""
 
-    def __init__(self, name: IndexName, cfg: IndexConfig) -> None:
+    def __init__(self, name: IndexName, cfg: IndexConfig, db: Database) -> None:
         self.name = name
         self.cfg = cfg
+        self.db = db
+        self._pages: dict[str, ProjectPage | None] = {}
+        self._projects: tuple[str, ...] | None = None
+
+    def invalidate(self, project: str | None = None) -> None:
+        """Forget cached views after a change (all of them when `project` is None)."""
+        if project is None:
+            self._pages.clear()
+        else:
+            self._pages.pop(project, None)
+        self._projects = None
+
+    async def files(self, project: str) -> list[HostedFile]:
+        def query(conn: sqlite3.Connection) -> list[HostedFile]:
+            rows = conn.execute(
+                "SELECT * FROM files WHERE idx = ? AND project = ? ORDER BY uploaded, filename",
+                (self.name, project),
+            ).fetchall()
+            return [HostedFile.from_row(r) for r in rows]
+
+        return await self.db.read(query)
+
+    async def find_file(self, key: str, filename: str) -> HostedFile:
+        def query(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT * FROM files WHERE idx = ? AND filename = ? AND sha256 = ?",
+                (self.name, filename, key),
+            ).fetchone()
+            return row
+
+        row = await self.db.read(query)
+        if row is None:
+            raise DistributionNotFoundError(filename, self.name)
+        return HostedFile.from_row(row)
 
     async def own_page(self, project: NormalizedName) -> ProjectPage | None:
-        return None
+        if project in self._pages:
+            return self._pages[project]
+        files = await self.files(project)
+        page = None
+        if files:
+            page = ProjectPage(name=project, files=tuple(f.distribution() for f in files))
+            page = ProjectPage(name=project, files=page.files, versions=page.all_versions())
+        self._pages[project] = page
+        return page
 
     async def own_projects(self) -> tuple[str, ...]:
-        return ()
+        if self._projects is None:
+            rows = await self.db.read(
+                lambda c: c.execute(
+                    "SELECT DISTINCT project FROM files WHERE idx = ? ORDER BY project",
+                    (self.name,),
+                ).fetchall()
+            )
+            self._projects = tuple(r[0] for r in rows)
+        return self._projects

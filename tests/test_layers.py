@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "proxy.upstream": 3,
     "proxy.fetch": 3,
     "proxy.indexes": 4,
+    "proxy.indexstore": 4,
     "proxy.mirror": 4,
     "proxy.private": 4,
     "proxy.wheelhouse": 4,
@@ -38,11 +39,14 @@ LAYERS: dict[str, int] = {
     "proxy.app": 6,
     "proxy.logs": 6,
     "proxy.cli": 6,
+    "proxy.client": 6,
+    "proxy.client.*": 6,
     "proxy.__main__": 6,
 }
 
-#: the one module allowed to read the process environment (STYLE.md, "Configuration")
-ENVIRONMENT_READERS = {"proxy.config"}
+#: the server reads the environment only in config.py (STYLE.md, "Configuration"); the client
+#: side of the CLI is a separate program on a user's machine and reads its own settings module
+ENVIRONMENT_READERS = {"proxy.config", "proxy.client.settings"}
 _ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.errors import DistributionNotFoundError
-from proxy.mirror import Cached, InFlight, MirrorIndex, Passthrough
+from proxy.mirror import Cached, InFlight, Passthrough
 from proxy.model import check_file_key, check_filename, project_of
+from proxy.private import PrivateIndex
 from proxy.web import keys
 from proxy.web.common import index_name
 
@@ -31,8 +32,10 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     is_metadata = filename.endswith(_METADATA_SUFFIX)
     dist_filename = filename[: -len(_METADATA_SUFFIX)] if is_metadata else filename
     project = project_of(dist_filename)
-    if project is None or not isinstance(index, MirrorIndex):
+    if project is None:
         raise DistributionNotFoundError(filename, name)
+    if isinstance(index, PrivateIndex):
+        return await _hosted(request, index, key, dist_filename, is_metadata)
     metrics = request.app[keys.METRICS]
     if is_metadata:
         found = await index.locate_metadata(project, key, dist_filename)
@@ -47,6 +50,19 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     if isinstance(source, Passthrough):
         return await _passthrough(request, source)
     return await _follow(request, source)
+
+
+async def _hosted(
+    request: web.Request, index: PrivateIndex, key: str, filename: str, is_metadata: bool
+) -> web.StreamResponse:
+    """An uploaded file (or its metadata), straight from the store."""
+    hosted = await index.find_file(key, filename)
+    blobs = request.app[keys.BLOBS]
+    path = blobs.find_key(f"{key}.metadata") if is_metadata else blobs.find(hosted.sha256)
+    if path is None:
+        suffix = _METADATA_SUFFIX if is_metadata else ""
+        raise DistributionNotFoundError(filename + suffix, index.name)
+    return web.FileResponse(path, headers=_file_headers())
 
 
 async def _follow(request: web.Request, source: InFlight) -> web.StreamResponse:

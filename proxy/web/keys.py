@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.auth import Auth
 from proxy.config import Config
 from proxy.fetch import Fetcher
 from proxy.indexes import IndexRegistry
+from proxy.indexstore import IndexStore
 from proxy.metrics import Metrics
 from proxy.storage.blobs import BlobStore
+from proxy.storage.db import Database
+from proxy.uploads import Uploads
 from proxy.upstream import UpstreamClient
 
 CONFIG = web.AppKey("wheelwell.config", Config)
@@ -17,6 +21,10 @@ BLOBS = web.AppKey("wheelwell.blobs", BlobStore)
 UPSTREAM = web.AppKey("wheelwell.upstream", UpstreamClient)
 FETCHER = web.AppKey("wheelwell.fetcher", Fetcher)
 INDEXES = web.AppKey("wheelwell.indexes", IndexRegistry)
+INDEX_STORE = web.AppKey("wheelwell.index_store", IndexStore)
+DB = web.AppKey("wheelwell.db", Database)
+AUTH = web.AppKey("wheelwell.auth", Auth)
+UPLOADS = web.AppKey("wheelwell.uploads", Uploads)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)
 
 REQUEST_ID = web.RequestKey("wheelwell.request_id", str)

@@ -19,6 +19,7 @@ from proxy.errors import (
     NotFoundError,
     StorageFullError,
     UnauthorizedError,
+    UploadNotAllowedError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
@@ -34,6 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUS_FOR: dict[type[BaseException], int] = {
     NotFoundError: 404,
     NotAcceptableError: 406,
+    UploadNotAllowedError: 405,
     InvalidInputError: 400,
     UnauthorizedError: 401,
     ForbiddenError: 403,
@@ -70,6 +72,8 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
     headers = {"X-Request-Id": request_id}
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="wheelwell"'
+    elif status == 405:
+        headers["Allow"] = "GET, HEAD"
     if _wants_json(request):
         body = json.dumps({"status": status, "error": message, "request_id": request_id})
         return web.Response(

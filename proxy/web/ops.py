@@ -9,10 +9,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import __version__
-from proxy.config import IndexKind
-from proxy.model import mask_url
+from proxy.indexstore import to_api
 from proxy.web import keys
-from proxy.web.common import index_name
 
 
 async def health(request: web.Request) -> web.Response:
@@ -27,21 +25,9 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": writable, "data_dir_writable": writable}, status=status)
 
 
-def _index_info(request: web.Request, name: str) -> dict[str, object]:
-    cfg = request.app[keys.CONFIG]
-    index = cfg.index(name)
-    if index is None:
-        return {}
-    info: dict[str, object] = {
-        "name": index.name,
-        "type": index.kind.value,
-        "bases": list(index.bases),
-        "volatile": index.volatile,
-        "mirror_whitelist": list(index.mirror_whitelist),
-    }
-    if index.kind is IndexKind.MIRROR:
-        info["mirror_url"] = mask_url(cfg.upstream_url(index))
-    return info
+def _indexes(request: web.Request) -> list[dict[str, object]]:
+    default = request.app[keys.CONFIG].upstream.url
+    return [to_api(c, default) for c in request.app[keys.INDEXES].configs.values()]
 
 
 async def status(request: web.Request) -> web.Response:
@@ -52,7 +38,8 @@ async def status(request: web.Request) -> web.Response:
             "version": __version__,
             "uptime_seconds": round(time.time() - app[keys.STARTED_AT], 1),
             "role": "primary",
-            "indexes": [_index_info(request, i.name) for i in app[keys.CONFIG].indexes],
+            "serial": app[keys.DB].serial,
+            "indexes": _indexes(request),
             "downloads_in_flight": app[keys.FETCHER].in_flight(),
             "upstream": {
                 "last_error": upstream.last_error,
@@ -67,19 +54,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def index_config(request: web.Request) -> web.Response:
-    name = index_name(request)
-    request.app[keys.INDEXES].get(name)
-    return web.json_response({"type": "indexconfig", "result": _index_info(request, name)})
-
-
 async def root(request: web.Request) -> web.Response:
     cfg = request.app[keys.CONFIG]
     return web.json_response(
         {
             "version": __version__,
             "default_index": cfg.server.default_index,
-            "indexes": [_index_info(request, i.name) for i in cfg.indexes],
+            "indexes": _indexes(request),
         }
     )
 
@@ -90,4 +71,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/+status", status, name="status")
     app.router.add_get("/+metrics", metrics, name="metrics")
     app.router.add_get("/", root, name="root")
-    app.router.add_get("/{user}/{index}", index_config, name="index")

@@ -12,9 +12,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import create_app
-from proxy.config import Config, IndexConfig, IndexKind, StorageConfig, UpstreamConfig
+from proxy.config import (
+    AuthConfig,
+    Config,
+    IndexConfig,
+    IndexKind,
+    StorageConfig,
+    UpstreamConfig,
+)
 from tests.fakes.index import FakeIndex
 
+ROOT_PASSWORD = "integration-root"
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -48,6 +56,7 @@ def make_config(upstream: str, data_dir: Path, **upstream_overrides: Any) -> Con
     }
     settings.update(upstream_overrides)
     return Config(
+        auth=AuthConfig(root_password=ROOT_PASSWORD),
         storage=StorageConfig(data_dir=data_dir),
         upstream=UpstreamConfig(**settings),
         indexes=(

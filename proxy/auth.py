@@ -1,0 +1,278 @@
+"""Users, passwords and API tokens: who is asking, and may they write here.
+
+Passwords are hashed with scrypt (memory-hard, in the standard library). Tokens are random and
+stored only as their sha256, so a stolen database holds no usable secret. Nothing here logs a
+password or a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import sqlite3
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from proxy.config import AuthConfig, IndexConfig
+from proxy.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
+from proxy.model import parse_index_name
+from proxy.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+TOKEN_USER = "__token__"  # noqa: S105 - a user name, not a secret
+TOKEN_PREFIX = "ww_"  # noqa: S105 - a prefix, not a secret
+ROOT = "root"
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_VERIFIED_CACHE = 256
+_VERIFIED_TTL = 300.0
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, salt_b64, digest_b64 = stored.split("$")
+        salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+    except (ValueError, binascii.Error):
+        return False
+    if scheme != "scrypt":
+        return False
+    actual = hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=8, p=1, dklen=len(digest))
+    return hmac.compare_digest(actual, digest)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller; `token_index` limits a token to one index."""
+
+    user: str
+    token_index: str | None = None
+
+    @property
+    def is_root(self) -> bool:
+        return self.user == ROOT
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    user: str
+    index: str | None
+    expires: float | None
+    description: str
+    created: float
+
+
+def _check_user_name(name: str) -> str:
+    parse_index_name(name, "x")  # the same character rules as an index name's parts
+    if name == TOKEN_USER:
+        raise ForbiddenError(f"'{TOKEN_USER}' is reserved")
+    return name
+
+
+class Auth:
+    """Credentials checks and user/token management on top of the database."""
+
+    def __init__(self, db: Database, cfg: AuthConfig) -> None:
+        self.db = db
+        self.cfg = cfg
+        #: recently verified (user, sha256(password)) → time, so pip/twine calls skip scrypt
+        self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    async def bootstrap(self) -> None:
+        """Create root; WHEELWELL_ROOT_PASSWORD, when set, is authoritative at every start."""
+        row = await self.db.read(
+            lambda c: c.execute("SELECT pwhash FROM users WHERE name = ?", (ROOT,)).fetchone()
+        )
+        password = self.cfg.root_password
+        if row is not None:
+            if password and not await self._check(password, row["pwhash"]):
+                await self.set_password(ROOT, password)
+                log.info("root password set from WHEELWELL_ROOT_PASSWORD")
+            return
+        if not password:
+            password = secrets.token_urlsafe(12)
+            log.warning("generated root password (shown once, stored hashed): %s", password)
+        await self.create_user(ROOT, password)
+
+    async def _check(self, password: str, stored: str) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, check_password, password, stored)
+
+    async def authenticate(self, user: str, password: str) -> Identity:
+        """Basic credentials → Identity, or UnauthorizedError (same message for every failure)."""
+        failure = UnauthorizedError("invalid credentials")
+        if user == TOKEN_USER:
+            return await self._authenticate_token(password, failure)
+        key = (user, hashlib.sha256(password.encode()).hexdigest())
+        seen = self._verified.get(key)
+        if seen is not None and time.monotonic() - seen < _VERIFIED_TTL:
+            return Identity(user)
+        row = await self.db.read(
+            lambda c: c.execute("SELECT pwhash FROM users WHERE name = ?", (user,)).fetchone()
+        )
+        if row is None or not await self._check(password, row["pwhash"]):
+            raise failure
+        self._verified[key] = time.monotonic()
+        while len(self._verified) > _VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return Identity(user)
+
+    async def _authenticate_token(self, token: str, failure: UnauthorizedError) -> Identity:
+        digest = _token_hash(token)
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT user, idx, expires, revoked FROM tokens WHERE hash = ?", (digest,)
+            ).fetchone()
+        )
+        if row is None or row["revoked"] or (row["expires"] and row["expires"] < time.time()):
+            raise failure
+        return Identity(row["user"], token_index=row["idx"])
+
+    # ---- permissions -------------------------------------------------------------------
+
+    @staticmethod
+    def require_root(who: Identity) -> None:
+        if not who.is_root:
+            raise ForbiddenError(f"user '{who.user}' is not root")
+
+    @staticmethod
+    def require_owner(who: Identity, index: str) -> None:
+        """Index configuration: root, or the user whose namespace the index is in."""
+        if who.token_index is not None and who.token_index != index:
+            raise ForbiddenError(f"token is limited to index '{who.token_index}'")
+        if not who.is_root and index.split("/")[0] != who.user:
+            raise ForbiddenError(f"user '{who.user}' may not change index '{index}'")
+
+    @staticmethod
+    def require_upload(who: Identity, index: IndexConfig) -> None:
+        if who.token_index is not None and who.token_index != index.name:
+            raise ForbiddenError(f"token is limited to index '{who.token_index}'")
+        allowed = set(index.acl_upload) or {index.name.split("/")[0]}
+        if not who.is_root and who.user not in allowed:
+            raise ForbiddenError(f"user '{who.user}' may not upload to '{index.name}'")
+
+    # ---- users ---------------------------------------------------------------------------
+
+    async def create_user(self, name: str, password: str) -> None:
+        _check_user_name(name)
+        pwhash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO users (name, pwhash, created) VALUES (?, ?, ?)",
+                    (name, pwhash, time.time()),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(f"user '{name}' exists") from exc
+
+        await self.db.change("user", None, {"user": name, "pwhash": pwhash}, insert)
+
+    async def set_password(self, name: str, password: str) -> None:
+        pwhash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE users SET pwhash = ? WHERE name = ?", (pwhash, name))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"user '{name}' not found")
+
+        await self.db.change("user", None, {"user": name, "pwhash": pwhash}, update)
+        self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
+
+    async def delete_user(self, name: str) -> None:
+        if name == ROOT:
+            raise ForbiddenError("root cannot be deleted")
+
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFoundError(f"user '{name}' not found")
+            conn.execute("UPDATE tokens SET revoked = 1 WHERE user = ?", (name,))
+
+        await self.db.change("user-delete", None, {"user": name}, delete)
+        self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
+
+    async def user_exists(self, name: str) -> bool:
+        row = await self.db.read(
+            lambda c: c.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
+        )
+        return row is not None
+
+    # ---- tokens --------------------------------------------------------------------------
+
+    async def create_token(
+        self, user: str, index: str | None, expires_in: float | None, description: str
+    ) -> tuple[Token, str]:
+        """A new token; the secret is returned once and only its hash is kept."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = Token(
+            id=secrets.token_hex(6),
+            user=user,
+            index=index,
+            expires=time.time() + expires_in if expires_in else None,
+            description=description,
+            created=time.time(),
+        )
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tokens (id, user, hash, idx, expires, description, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token.id,
+                    user,
+                    _token_hash(secret),
+                    index,
+                    token.expires,
+                    description,
+                    token.created,
+                ),
+            )
+
+        data = {"id": token.id, "user": user, "index": index, "expires": token.expires}
+        await self.db.change("token", index, data, insert)
+        return token, secret
+
+    async def list_tokens(self, who: Identity) -> list[Token]:
+        def query(conn: sqlite3.Connection) -> list[Token]:
+            sql = "SELECT * FROM tokens WHERE revoked = 0"
+            args: tuple[str, ...] = ()
+            if not who.is_root:
+                sql += " AND user = ?"
+                args = (who.user,)
+            rows = conn.execute(sql + " ORDER BY created", args).fetchall()
+            return [
+                Token(r["id"], r["user"], r["idx"], r["expires"], r["description"], r["created"])
+                for r in rows
+            ]
+
+        return await self.db.read(query)
+
+    async def revoke_token(self, who: Identity, token_id: str) -> None:
+        def revoke(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT user FROM tokens WHERE id = ? AND revoked = 0", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"token '{token_id}' not found")
+            if not who.is_root and row["user"] != who.user:
+                raise ForbiddenError(f"token '{token_id}' belongs to another user")
+            conn.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
+
+        await self.db.change("token-revoke", None, {"id": token_id}, revoke)

@@ -1,0 +1,189 @@
+"""Index configurations that outlive a restart: YAML-declared ones plus those made at run time.
+
+At start the YAML's indexes are written over their stored versions (the file is the operator's
+word); indexes created through the API live in SQLite. Every change is one changelog entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.config import IndexConfig, IndexKind
+from proxy.errors import ConflictError, InvalidInputError
+from proxy.indexes import IndexRegistry
+from proxy.model import mask_url, normalize, parse_index_name
+from proxy.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+_API_KEYS = {"type", "bases", "mirror_whitelist", "volatile", "acl_upload", "mirror_url"}
+
+
+def to_record(cfg: IndexConfig) -> dict[str, Any]:
+    """The stored (and changelog) form: every field, plain JSON."""
+    data = dataclasses.asdict(cfg)
+    data["kind"] = cfg.kind.value
+    data["wheelhouse"] = [str(p) for p in cfg.wheelhouse]
+    return data
+
+
+def from_record(data: Mapping[str, Any]) -> IndexConfig:
+    return IndexConfig(
+        name=data["name"],
+        kind=IndexKind(data["kind"]),
+        bases=tuple(data.get("bases", ())),
+        upstream=data.get("upstream", ""),
+        mirror_whitelist=tuple(data.get("mirror_whitelist", ())),
+        volatile=bool(data.get("volatile", True)),
+        wheelhouse=tuple(Path(p) for p in data.get("wheelhouse", ())),
+        acl_upload=tuple(data.get("acl_upload", ())),
+    )
+
+
+def to_api(cfg: IndexConfig, default_upstream: str) -> dict[str, Any]:
+    """The devpi-like JSON shape that GET /{user}/{index} returns."""
+    data: dict[str, Any] = {
+        "name": cfg.name,
+        "type": cfg.kind.value,
+        "bases": list(cfg.bases),
+        "mirror_whitelist": list(cfg.mirror_whitelist),
+        "volatile": cfg.volatile,
+        "acl_upload": list(cfg.acl_upload),
+    }
+    if cfg.kind is IndexKind.MIRROR:
+        data["mirror_url"] = mask_url(cfg.upstream or default_upstream)
+    return data
+
+
+def _str_list(data: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInputError(f"'{key}' must be a list of strings")
+    return tuple(v.strip() for v in value)
+
+
+def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
+    """Validate a PUT/PATCH body into a config; `current` is the one being patched."""
+    if not isinstance(data, dict):
+        raise InvalidInputError("expected a JSON object")
+    unknown = set(data) - _API_KEYS
+    if unknown:
+        raise InvalidInputError(f"unknown keys: {', '.join(sorted(unknown))}")
+    cfg = current or IndexConfig(name=name)
+    changes: dict[str, Any] = {}
+    if "type" in data:
+        if current is not None and data["type"] != current.kind.value:
+            raise InvalidInputError("an index's type cannot change; delete and create it")
+        try:
+            changes["kind"] = IndexKind(data["type"])
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"'type' must be private or mirror, not {data['type']!r}"
+            ) from exc
+    for key in ("bases", "mirror_whitelist", "acl_upload"):
+        values = _str_list(data, key)
+        if values is not None:
+            changes[key] = values
+    if "mirror_whitelist" in changes:
+        changes["mirror_whitelist"] = tuple(
+            v if v == "*" else normalize(v) for v in changes["mirror_whitelist"]
+        )
+    if "volatile" in data:
+        if not isinstance(data["volatile"], bool):
+            raise InvalidInputError("'volatile' must be true or false")
+        changes["volatile"] = data["volatile"]
+    if "mirror_url" in data:
+        url = data["mirror_url"]
+        if not isinstance(url, str) or urlsplit(url).scheme not in {"http", "https"}:
+            raise InvalidInputError("'mirror_url' must be an http(s) URL")
+        changes["upstream"] = url
+    cfg = dataclasses.replace(cfg, **changes)
+    if cfg.kind is IndexKind.MIRROR and cfg.bases:
+        raise InvalidInputError("a mirror index has no bases")
+    if cfg.kind is IndexKind.PRIVATE and cfg.upstream:
+        raise InvalidInputError("only mirror indexes have a mirror_url")
+    return cfg
+
+
+class IndexStore:
+    """Validates, persists and applies index configurations."""
+
+    def __init__(self, db: Database, registry: IndexRegistry) -> None:
+        self.db = db
+        self.registry = registry
+
+    async def load(self, declared: tuple[IndexConfig, ...]) -> None:
+        rows = await self.db.read(lambda c: c.execute("SELECT config FROM indexes").fetchall())
+        stored = {cfg.name: cfg for cfg in (from_record(json.loads(r[0])) for r in rows)}
+        for cfg in declared:
+            if stored.get(cfg.name) != cfg:
+                await self._write(cfg)
+                stored[cfg.name] = cfg
+        for cfg in stored.values():
+            self.registry.put(cfg)
+
+    def check(self, cfg: IndexConfig) -> None:
+        """Bases exist and no cycle appears: checked against the configs as they would be."""
+        user, _, index = cfg.name.partition("/")
+        parse_index_name(user, index)
+        configs = dict(self.registry.configs)
+        configs[cfg.name] = cfg
+        for base in cfg.bases:
+            if base not in configs:
+                raise InvalidInputError(f"unknown base index '{base}'")
+            if base == cfg.name:
+                raise InvalidInputError("an index cannot be its own base")
+        trail: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in trail:
+                raise InvalidInputError("bases form a cycle: " + " -> ".join([*trail, name]))
+            trail.append(name)
+            for base in configs[name].bases:
+                visit(base)
+            trail.pop()
+
+        visit(cfg.name)
+
+    async def _write(self, cfg: IndexConfig) -> None:
+        record = to_record(cfg)
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO indexes (name, config) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
+                (cfg.name, json.dumps(record, sort_keys=True)),
+            )
+
+        await self.db.change("index", cfg.name, record, upsert)
+
+    async def save(self, cfg: IndexConfig) -> None:
+        self.check(cfg)
+        await self._write(cfg)
+        self.registry.put(cfg)
+        log.info("index %s saved", cfg.name, extra={"index": cfg.name})
+
+    async def delete(self, name: str) -> None:
+        self.registry.config(name)
+        users = [c.name for c in self.registry.configs.values() if name in c.bases]
+        if users:
+            raise ConflictError(f"index '{name}' is a base of {', '.join(sorted(users))}")
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM indexes WHERE name = ?", (name,))
+            conn.execute("DELETE FROM files WHERE idx = ?", (name,))
+
+        await self.db.change("index-delete", name, {"name": name}, delete)
+        self.registry.remove(name)
+        log.info("index %s deleted", name, extra={"index": name})

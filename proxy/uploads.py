@@ -1,0 +1,307 @@
+"""Uploads into private indexes (the legacy API twine and uv publish use), yanks and deletes.
+
+A file is checked completely (name, version, digests, a readable archive whose metadata agrees)
+before anything is stored; then the blob is committed and its row and changelog entry land in one
+transaction, so nothing partial is ever visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import tarfile
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from pathlib import Path
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from proxy.auth import Identity
+from proxy.errors import ConflictError, InvalidUploadError, NotFoundError
+from proxy.metrics import Metrics
+from proxy.model import NormalizedName, check_filename, normalize
+from proxy.private import PrivateIndex
+from proxy.storage.blobs import BlobStore, TempBlob
+from proxy.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+_SDIST_EXTENSIONS = (".tar.gz", ".zip")
+
+
+@dataclass(frozen=True, slots=True)
+class Inspected:
+    """What the archive itself says."""
+
+    name: NormalizedName
+    version: Version
+    metadata: bytes | None  #: wheel METADATA / sdist PKG-INFO
+    requires_python: str | None
+    summary: str
+    description: str
+    description_type: str
+
+
+class _Unchanged(Exception):
+    """The identical file is already there: roll back, answer success."""
+
+
+def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version, bool]:
+    """(project, version, is_wheel) from a distribution file name, or InvalidUploadError."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+            return name, version, True
+        if filename.endswith(_SDIST_EXTENSIONS):
+            stem = filename[: -len(".zip")] if filename.endswith(".zip") else filename
+            name, version = parse_sdist_filename(
+                stem if stem.endswith(".tar.gz") else stem + ".tar.gz"
+            )
+            return name, version, False
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise InvalidUploadError(
+            f"'{filename}' is not a valid distribution file name: {exc}"
+        ) from exc
+    raise InvalidUploadError(f"'{filename}' is neither a wheel nor an sdist (.tar.gz, .zip)")
+
+
+def _read_archive_metadata(path: Path, filename: str, is_wheel: bool) -> bytes | None:
+    """METADATA or PKG-INFO; any error here means a broken or truncated archive."""
+    try:
+        if is_wheel or filename.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                for member in zf.namelist():
+                    parts = member.split("/")
+                    wanted = parts[-1] == ("METADATA" if is_wheel else "PKG-INFO")
+                    if (
+                        len(parts) == 2
+                        and wanted
+                        and (not is_wheel or parts[0].endswith(".dist-info"))
+                    ):
+                        return zf.read(member)
+                if zf.testzip() is not None:
+                    raise InvalidUploadError(f"'{filename}' is a damaged archive")
+            return None
+        with tarfile.open(path, "r:gz") as tf:
+            found: bytes | None = None
+            for info in tf:  # reads the whole stream: a truncated file fails here
+                parts = info.name.split("/")
+                if found is None and len(parts) == 2 and parts[1] == "PKG-INFO":
+                    extracted = tf.extractfile(info)
+                    found = extracted.read() if extracted else None
+            return found
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidUploadError(f"'{filename}' is not a readable archive: {exc}") from exc
+
+
+def _inspect(path: Path, filename: str) -> Inspected:
+    name, version, is_wheel = parse_dist_filename(filename)
+    metadata = _read_archive_metadata(path, filename, is_wheel)
+    if is_wheel and metadata is None:
+        raise InvalidUploadError(f"wheel '{filename}' has no .dist-info/METADATA")
+    headers = BytesHeaderParser().parsebytes(metadata or b"")
+    if metadata is not None:
+        meta_name, meta_version = headers.get("Name", ""), headers.get("Version", "")
+        if is_wheel and (not meta_name or normalize(meta_name) != name):
+            raise InvalidUploadError(f"METADATA names '{meta_name}', the file name '{name}'")
+        try:
+            if is_wheel and Version(meta_version) != version:
+                raise InvalidUploadError(
+                    f"METADATA says version {meta_version}, the file name {version}"
+                )
+        except InvalidVersion as exc:
+            raise InvalidUploadError(f"METADATA has an invalid version {meta_version!r}") from exc
+    body = (
+        metadata.split(b"\n\n", 1)[1].decode(errors="replace")
+        if metadata and b"\n\n" in metadata
+        else ""
+    )
+    return Inspected(
+        name=name,
+        version=version,
+        metadata=metadata if is_wheel else None,
+        requires_python=headers.get("Requires-Python") or None,
+        summary=headers.get("Summary", "") or "",
+        description=body,
+        description_type=headers.get("Description-Content-Type", "") or "",
+    )
+
+
+def _digests(path: Path) -> dict[str, str]:
+    md5, blake = hashlib.md5(usedforsecurity=False), hashlib.blake2b(digest_size=32)
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            md5.update(chunk)
+            blake.update(chunk)
+    return {"md5_digest": md5.hexdigest(), "blake2_256_digest": blake.hexdigest()}
+
+
+class Uploads:
+    """Validates and commits uploads; yanks and deletes releases."""
+
+    def __init__(self, db: Database, blobs: BlobStore, metrics: Metrics) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.metrics = metrics
+
+    def _check_form(self, fields: Mapping[str, str], found: Inspected, filename: str) -> None:
+        form_name = fields.get("name", "")
+        if form_name and normalize(form_name) != found.name:
+            raise InvalidUploadError(f"form name '{form_name}' does not match '{filename}'")
+        form_version = fields.get("version", "")
+        try:
+            if form_version and Version(form_version) != found.version:
+                raise InvalidUploadError(
+                    f"form version '{form_version}' does not match '{filename}'"
+                )
+        except InvalidVersion as exc:
+            raise InvalidUploadError(f"invalid version {form_version!r}") from exc
+
+    async def accept(
+        self,
+        index: PrivateIndex,
+        who: Identity,
+        filename: str,
+        fields: Mapping[str, str],
+        temp: TempBlob,
+    ) -> bool:
+        """Store an uploaded file; False when the identical file was already there."""
+        check_filename(filename)
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, _inspect, temp.path, filename)
+        self._check_form(fields, found, filename)
+        sha256 = temp.hexdigest()
+        expected = {"sha256_digest": sha256}
+        if fields.get("md5_digest") or fields.get("blake2_256_digest"):
+            expected.update(await loop.run_in_executor(None, _digests, temp.path))
+        for field, actual in expected.items():
+            sent = fields.get(field, "").strip().lower()
+            if sent and sent != actual:
+                raise InvalidUploadError(f"{field} {sent} does not match the uploaded bytes")
+        await self._check_existing(index, filename, sha256)
+        await self.blobs.commit(temp)
+        metadata_sha = None
+        if found.metadata is not None:
+            metadata_sha = hashlib.sha256(found.metadata).hexdigest()
+            await self.blobs.store_bytes(found.metadata, (f"{sha256}.metadata",))
+        row = (
+            index.name, found.name, str(found.version), filename, sha256, temp.size,
+            found.requires_python, metadata_sha, time.time(), who.user, found.summary,
+            found.description, found.description_type,
+        )  # fmt: skip
+
+        def insert(conn: sqlite3.Connection) -> None:
+            existing = conn.execute(
+                "SELECT sha256 FROM files WHERE idx = ? AND filename = ?", (index.name, filename)
+            ).fetchone()
+            if existing is not None:
+                if existing[0] == sha256:
+                    raise _Unchanged
+                raise ConflictError(f"file '{filename}' exists in {index.name} with other bytes")
+            conn.execute(
+                "INSERT INTO files (idx, project, version, filename, sha256, size, "
+                "requires_python, metadata_sha256, uploaded, uploader, summary, description, "
+                "description_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        data = {"filename": filename, "sha256": sha256, "project": found.name,
+                "version": str(found.version), "size": temp.size, "user": who.user}  # fmt: skip
+        try:
+            await self.db.change("upload", index.name, data, insert)
+        except _Unchanged:
+            return False
+        index.invalidate(found.name)
+        self.metrics.uploads.labels(index.name).inc()
+        log.info(
+            "uploaded %s (%d bytes) to %s by %s",
+            filename,
+            temp.size,
+            index.name,
+            who.user,
+            extra={"index": index.name, "project": found.name, "file": filename},
+        )
+        return True
+
+    async def _check_existing(self, index: PrivateIndex, filename: str, sha256: str) -> None:
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT sha256 FROM files WHERE idx = ? AND filename = ?", (index.name, filename)
+            ).fetchone()
+        )
+        if row is not None and row[0] != sha256:
+            raise ConflictError(f"file '{filename}' exists in {index.name} with other bytes")
+
+    async def yank(
+        self, index: PrivateIndex, project: NormalizedName, version: str, reason: str | None
+    ) -> None:
+        """PEP 592 yank (reason may be None) or, with `reason=""`… see `unyank`."""
+        await self._set_yanked(index, project, version, True, reason)
+
+    async def unyank(self, index: PrivateIndex, project: NormalizedName, version: str) -> None:
+        await self._set_yanked(index, project, version, False, None)
+
+    async def _set_yanked(
+        self,
+        index: PrivateIndex,
+        project: NormalizedName,
+        version: str,
+        yanked: bool,
+        reason: str | None,
+    ) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE files SET yanked = ?, yanked_reason = ? "
+                "WHERE idx = ? AND project = ? AND version = ?",
+                (int(yanked), reason if yanked else None, index.name, project, version),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"release {project} {version} not found in {index.name}")
+
+        data = {"project": project, "version": version, "yanked": yanked, "reason": reason}
+        await self.db.change("yank", index.name, data, update)
+        index.invalidate(project)
+
+    async def delete_release(
+        self, index: PrivateIndex, project: NormalizedName, version: str
+    ) -> None:
+        self._check_volatile(index)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "DELETE FROM files WHERE idx = ? AND project = ? AND version = ?",
+                (index.name, project, version),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"release {project} {version} not found in {index.name}")
+
+        data = {"project": project, "version": version}
+        await self.db.change("delete", index.name, data, delete)
+        index.invalidate(project)
+
+    async def delete_file(self, index: PrivateIndex, key: str, filename: str) -> None:
+        self._check_volatile(index)
+        hosted = await index.find_file(key, filename)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM files WHERE idx = ? AND filename = ?", (index.name, filename))
+
+        data = {"filename": filename, "sha256": key}
+        await self.db.change("delete", index.name, data, delete)
+        index.invalidate(hosted.project)
+
+    @staticmethod
+    def _check_volatile(index: PrivateIndex) -> None:
+        if not index.cfg.volatile:
+            raise ConflictError(f"index '{index.name}' is not volatile: released files stay")

@@ -1,0 +1,287 @@
+"""The JSON API: users, tokens, index configuration, releases, explain and the changelog."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from proxy.auth import Auth, Identity, Token
+from proxy.errors import InvalidInputError, NotFoundError
+from proxy.indexstore import from_api, to_api
+from proxy.model import check_file_key, check_filename, normalize, parse_index_name
+from proxy.web import keys
+from proxy.web.common import identify, index_name, private_index, read_json
+
+
+def _user_param(request: web.Request) -> str:
+    user = request.match_info["user"]
+    parse_index_name(user, "x")
+    return user
+
+
+def _password(data: dict[str, Any]) -> str:
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        raise InvalidInputError("'password' is required")
+    return password
+
+
+def _seconds(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidInputError(f"'{key}' must be a positive number of seconds")
+    return float(value)
+
+
+def _token_json(token: Token) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "user": token.user,
+        "index": token.index,
+        "expires": token.expires,
+        "description": token.description,
+        "created": token.created,
+    }
+
+
+# ---- users and tokens ------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    user = data.get("user")
+    if not isinstance(user, str):
+        raise InvalidInputError("'user' is required")
+    auth = request.app[keys.AUTH]
+    who = await auth.authenticate(user, _password(data))
+    lifetime = _seconds(data, "expires_in") or request.app[keys.CONFIG].auth.token_lifetime
+    token, secret = await auth.create_token(who.user, None, lifetime, "login")
+    return web.json_response({**_token_json(token), "token": secret})
+
+
+async def put_user(request: web.Request) -> web.Response:
+    name = _user_param(request)
+    Auth.require_root(await identify(request))
+    await request.app[keys.AUTH].create_user(name, _password(await read_json(request)))
+    return web.json_response({"user": name}, status=201)
+
+
+async def patch_user(request: web.Request) -> web.Response:
+    name = _user_param(request)
+    who = await identify(request)
+    if who.user != name:
+        Auth.require_root(who)
+    await request.app[keys.AUTH].set_password(name, _password(await read_json(request)))
+    return web.json_response({"user": name})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    name = _user_param(request)
+    if not await request.app[keys.AUTH].user_exists(name):
+        raise NotFoundError(f"user '{name}' not found")
+    configs = request.app[keys.INDEXES].configs
+    owned = sorted(n for n in configs if n.split("/")[0] == name)
+    return web.json_response({"user": name, "indexes": owned})
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    name = _user_param(request)
+    Auth.require_root(await identify(request))
+    await request.app[keys.AUTH].delete_user(name)
+    return web.json_response({"user": name, "deleted": True})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    who = await identify(request)
+    data = await read_json(request)
+    index = data.get("index")
+    if index is not None:
+        if not isinstance(index, str):
+            raise InvalidInputError("'index' must be a user/index name")
+        request.app[keys.INDEXES].config(index)
+    if who.token_index is not None and index != who.token_index:
+        raise InvalidInputError(f"this token may only create tokens for '{who.token_index}'")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise InvalidInputError("'description' must be a string")
+    token, secret = await request.app[keys.AUTH].create_token(
+        who.user, index, _seconds(data, "expires_in"), description
+    )
+    return web.json_response({**_token_json(token), "token": secret}, status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    tokens = await request.app[keys.AUTH].list_tokens(await identify(request))
+    return web.json_response({"tokens": [_token_json(t) for t in tokens]})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    who = await identify(request)
+    await request.app[keys.AUTH].revoke_token(who, request.match_info["token_id"])
+    return web.json_response({"id": request.match_info["token_id"], "revoked": True})
+
+
+# ---- indexes ---------------------------------------------------------------------------
+
+
+def _index_response(request: web.Request, name: str, status: int = 200) -> web.Response:
+    cfg = request.app[keys.INDEXES].config(name)
+    default = request.app[keys.CONFIG].upstream.url
+    return web.json_response({"type": "indexconfig", "result": to_api(cfg, default)}, status=status)
+
+
+async def get_index(request: web.Request) -> web.Response:
+    return _index_response(request, index_name(request))
+
+
+async def put_index(request: web.Request) -> web.Response:
+    name = index_name(request)
+    who = await identify(request)
+    Auth.require_owner(who, name)
+    registry = request.app[keys.INDEXES]
+    if name in registry.configs:
+        raise InvalidInputError(f"index '{name}' exists; change it with PATCH")
+    cfg = from_api(name, await read_json(request), None)
+    await request.app[keys.INDEX_STORE].save(cfg)
+    return _index_response(request, name, status=201)
+
+
+async def patch_index(request: web.Request) -> web.Response:
+    name = index_name(request)
+    Auth.require_owner(await identify(request), name)
+    current = request.app[keys.INDEXES].config(name)
+    cfg = from_api(name, await read_json(request), current)
+    await request.app[keys.INDEX_STORE].save(cfg)
+    return _index_response(request, name)
+
+
+async def delete_index(request: web.Request) -> web.Response:
+    name = index_name(request)
+    Auth.require_owner(await identify(request), name)
+    await request.app[keys.INDEX_STORE].delete(name)
+    return web.json_response({"name": name, "deleted": True})
+
+
+async def explain(request: web.Request) -> web.Response:
+    name = index_name(request)
+    project = normalize(request.match_info["project"])
+    steps = await request.app[keys.INDEXES].explain(name, project)
+    return web.json_response({"project": project, "index": name, "order": steps})
+
+
+# ---- releases --------------------------------------------------------------------------
+
+
+async def get_project(request: web.Request) -> web.Response:
+    name = index_name(request)
+    project = normalize(request.match_info["project"])
+    files = await private_index(request, name).files(project)
+    if not files:
+        raise NotFoundError(f"project '{project}' has no files in index '{name}'")
+    releases: dict[str, list[dict[str, Any]]] = {}
+    for f in files:
+        releases.setdefault(f.version, []).append(
+            {
+                "filename": f.filename,
+                "url": f"/{name}/+f/{f.sha256}/{f.filename}",
+                "sha256": f.sha256,
+                "size": f.size,
+                "yanked": f.yanked,
+                "yanked_reason": f.yanked_reason,
+                "requires_python": f.requires_python,
+                "uploaded": f.uploaded,
+                "summary": f.summary,
+            }
+        )
+    return web.json_response({"name": project, "index": name, "releases": releases})
+
+
+async def _uploader(request: web.Request, name: str) -> Identity:
+    who = await identify(request)
+    Auth.require_upload(who, request.app[keys.INDEXES].config(name))
+    return who
+
+
+async def patch_release(request: web.Request) -> web.Response:
+    name = index_name(request)
+    await _uploader(request, name)
+    project = normalize(request.match_info["project"])
+    version = request.match_info["version"]
+    data = await read_json(request)
+    yanked = data.get("yanked")
+    if not isinstance(yanked, bool):
+        raise InvalidInputError("'yanked' (true or false) is required")
+    reason = data.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInputError("'reason' must be a string")
+    index = private_index(request, name)
+    uploads = request.app[keys.UPLOADS]
+    if yanked:
+        await uploads.yank(index, project, version, reason or None)
+    else:
+        await uploads.unyank(index, project, version)
+    return web.json_response({"project": project, "version": version, "yanked": yanked})
+
+
+async def delete_release(request: web.Request) -> web.Response:
+    name = index_name(request)
+    await _uploader(request, name)
+    project = normalize(request.match_info["project"])
+    version = request.match_info["version"]
+    await request.app[keys.UPLOADS].delete_release(private_index(request, name), project, version)
+    return web.json_response({"project": project, "version": version, "deleted": True})
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    name = index_name(request)
+    await _uploader(request, name)
+    key = check_file_key(request.match_info["key"])
+    filename = check_filename(request.match_info["filename"])
+    await request.app[keys.UPLOADS].delete_file(private_index(request, name), key, filename)
+    return web.json_response({"filename": filename, "deleted": True})
+
+
+async def changelog(request: web.Request) -> web.Response:
+    Auth.require_root(await identify(request))
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError as exc:
+        raise InvalidInputError("'since' must be an integer serial") from exc
+    db = request.app[keys.DB]
+    entries = await db.changes_since(since)
+    return web.json_response(
+        {
+            "serial": db.serial,
+            "entries": [
+                {"serial": c.serial, "at": c.at, "kind": c.kind, "index": c.index, "data": c.data}
+                for c in entries
+            ],
+            "now": time.time(),
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/+login", login, name="login")
+    r.add_post("/+tokens", create_token, name="tokens")
+    r.add_get("/+tokens", list_tokens, name="tokens-list")
+    r.add_delete("/+tokens/{token_id}", revoke_token, name="token")
+    r.add_get("/+changelog", changelog, name="changelog")
+    r.add_put("/{user}", put_user, name="user")
+    r.add_patch("/{user}", patch_user, name="user-patch")
+    r.add_get("/{user}", get_user, name="user-get")
+    r.add_delete("/{user}", delete_user, name="user-delete")
+    r.add_get("/{user}/{index}", get_index, name="index")
+    r.add_put("/{user}/{index}", put_index, name="index-put")
+    r.add_patch("/{user}/{index}", patch_index, name="index-patch")
+    r.add_delete("/{user}/{index}", delete_index, name="index-delete")
+    r.add_get("/{user}/{index}/+explain/{project}", explain, name="explain")
+    r.add_delete("/{user}/{index}/+f/{key}/{filename}", delete_file, name="file-delete")
+    r.add_get("/{user}/{index}/{project}", get_project, name="project")
+    r.add_patch("/{user}/{index}/{project}/{version}", patch_release, name="release")
+    r.add_delete("/{user}/{index}/{project}/{version}", delete_release, name="release-delete")
