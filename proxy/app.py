@@ -26,6 +26,7 @@ from proxy.uploads import Uploads
 from proxy.upstream import UpstreamClient
 from proxy.web import api, files, keys, ops, simple, upload
 from proxy.web.middleware import error_middleware
+from proxy.wheelhouse import Wheelhouse
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,17 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
             else f" bases {', '.join(index_cfg.bases) or '-'}"
         )
         log.info("index %s (%s)%s", index_cfg.name, index_cfg.kind.value, upstream)
+    wheelhouses = []
+    for index in registry.indexes.values():
+        if isinstance(index, PrivateIndex) and index.cfg.wheelhouse:
+            wheelhouse = Wheelhouse(
+                index, app[keys.DB], app[keys.BLOBS], cfg.storage.wheelhouse_poll
+            )
+            await wheelhouse.start()
+            wheelhouses.append(wheelhouse)
     yield
+    for wheelhouse in wheelhouses:
+        await wheelhouse.close()
     await registry.close()
 
 

@@ -47,6 +47,7 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     data_dir: Path = Path("data")
+    wheelhouse_poll: Seconds = 2.0  #: how often wheelhouse directories are looked at
 
 
 @dataclass(frozen=True, slots=True)

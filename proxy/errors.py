@@ -71,6 +71,12 @@ class InvalidUploadError(InvalidInputError):
     """An upload is malformed or inconsistent."""
 
 
+class UploadTooLargeError(InvalidUploadError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"upload is larger than the limit of {limit} bytes (auth.max_upload_size)")
+
+
 class UploadNotAllowedError(InvalidUploadError):
     """An upload sent to a URL that takes none (a simple page, a mirror); names the right one."""
 

@@ -1,4 +1,4 @@
-"""A private index: files uploaded into it (wheelhouse directories come later), read from SQLite.
+"""A private index: files uploaded into it (SQLite) plus files found in wheelhouse directories.
 
 Pages are built once per change and kept in memory, so a warm private page costs what a warm
 mirror page costs; uploads, yanks and deletes call `invalidate`.
@@ -35,6 +35,7 @@ class HostedFile:
     summary: str
     description: str
     description_type: str
+    path: str | None = None  #: a wheelhouse file is served from here; uploads from the store
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> HostedFile:
@@ -81,6 +82,13 @@ class PrivateIndex:
         self.db = db
         self._pages: dict[str, ProjectPage | None] = {}
         self._projects: tuple[str, ...] | None = None
+        #: files found in wheelhouse directories, by project; kept current by `Wheelhouse`
+        self.wheelhouse: dict[str, dict[str, HostedFile]] = {}
+
+    def set_wheelhouse(self, files: dict[str, dict[str, HostedFile]], changed: set[str]) -> None:
+        self.wheelhouse = files
+        for project in changed:
+            self.invalidate(project)
 
     def invalidate(self, project: str | None = None) -> None:
         """Forget cached views after a change (all of them when `project` is None)."""
@@ -98,7 +106,10 @@ class PrivateIndex:
             ).fetchall()
             return [HostedFile.from_row(r) for r in rows]
 
-        return await self.db.read(query)
+        uploaded = await self.db.read(query)
+        names = {f.filename for f in uploaded}
+        extra = self.wheelhouse.get(project, {})
+        return uploaded + [f for name, f in sorted(extra.items()) if name not in names]
 
     async def find_file(self, key: str, filename: str) -> HostedFile:
         def query(conn: sqlite3.Connection) -> sqlite3.Row | None:
@@ -109,9 +120,13 @@ class PrivateIndex:
             return row
 
         row = await self.db.read(query)
-        if row is None:
-            raise DistributionNotFoundError(filename, self.name)
-        return HostedFile.from_row(row)
+        if row is not None:
+            return HostedFile.from_row(row)
+        for files in self.wheelhouse.values():
+            found = files.get(filename)
+            if found is not None and found.sha256 == key:
+                return found
+        raise DistributionNotFoundError(filename, self.name)
 
     async def own_page(self, project: NormalizedName) -> ProjectPage | None:
         if project in self._pages:
@@ -132,5 +147,6 @@ class PrivateIndex:
                     (self.name,),
                 ).fetchall()
             )
-            self._projects = tuple(r[0] for r in rows)
+            names = {r[0] for r in rows} | {p for p, f in self.wheelhouse.items() if f}
+            self._projects = tuple(sorted(names))
         return self._projects

@@ -105,7 +105,8 @@ def _read_archive_metadata(path: Path, filename: str, is_wheel: bool) -> bytes |
         raise InvalidUploadError(f"'{filename}' is not a readable archive: {exc}") from exc
 
 
-def _inspect(path: Path, filename: str) -> Inspected:
+def inspect_distribution(path: Path, filename: str) -> Inspected:
+    """Everything the archive says about itself; InvalidUploadError when it is unusable."""
     name, version, is_wheel = parse_dist_filename(filename)
     metadata = _read_archive_metadata(path, filename, is_wheel)
     if is_wheel and metadata is None:
@@ -154,6 +155,8 @@ class Uploads:
         self.db = db
         self.blobs = blobs
         self.metrics = metrics
+        #: one upload per (index, filename) at a time, so a losing racer never stores its bytes
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _check_form(self, fields: Mapping[str, str], found: Inspected, filename: str) -> None:
         form_name = fields.get("name", "")
@@ -179,7 +182,7 @@ class Uploads:
         """Store an uploaded file; False when the identical file was already there."""
         check_filename(filename)
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, _inspect, temp.path, filename)
+        found = await loop.run_in_executor(None, inspect_distribution, temp.path, filename)
         self._check_form(fields, found, filename)
         sha256 = temp.hexdigest()
         expected = {"sha256_digest": sha256}
@@ -189,6 +192,20 @@ class Uploads:
             sent = fields.get(field, "").strip().lower()
             if sent and sent != actual:
                 raise InvalidUploadError(f"{field} {sent} does not match the uploaded bytes")
+        # one small lock per file name ever uploaded: simpler than reference-counting waiters
+        lock = self._locks.setdefault((index.name, filename), asyncio.Lock())
+        async with lock:
+            return await self._store(index, who, filename, found, temp, sha256)
+
+    async def _store(
+        self,
+        index: PrivateIndex,
+        who: Identity,
+        filename: str,
+        found: Inspected,
+        temp: TempBlob,
+        sha256: str,
+    ) -> bool:
         await self._check_existing(index, filename, sha256)
         await self.blobs.commit(temp)
         metadata_sha = None

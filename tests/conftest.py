@@ -21,6 +21,7 @@ import yaml
 from tests.fakes.dists import Built, build_sdist, build_wheel
 from tests.fakes.index import FakeIndex, ThreadedServer
 
+ROOT_PASSWORD = "root-e2e-secret"
 HEALTH_TIMEOUT = 20.0
 CLIENT_TIMEOUT = 180.0
 
@@ -210,7 +211,7 @@ class DaemonFactory:
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=clean_env(PYTHONUNBUFFERED="1"),
+                env=clean_env(PYTHONUNBUFFERED="1", WHEELWELL_ROOT_PASSWORD=ROOT_PASSWORD),
             )
         daemon = Daemon(
             f"http://127.0.0.1:{port}",

@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS files (
     description_type TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (idx, filename));
 CREATE INDEX IF NOT EXISTS files_by_project ON files (idx, project);
+CREATE TABLE IF NOT EXISTS wheelhouse (
+    idx TEXT NOT NULL, path TEXT NOT NULL, filename TEXT NOT NULL, project TEXT NOT NULL,
+    version TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, requires_python TEXT, metadata_sha256 TEXT,
+    summary TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
+    description_type TEXT NOT NULL DEFAULT '', PRIMARY KEY (idx, path));
 """
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from proxy.errors import DistributionNotFoundError
@@ -58,7 +60,12 @@ async def _hosted(
     """An uploaded file (or its metadata), straight from the store."""
     hosted = await index.find_file(key, filename)
     blobs = request.app[keys.BLOBS]
-    path = blobs.find_key(f"{key}.metadata") if is_metadata else blobs.find(hosted.sha256)
+    if is_metadata:
+        path = blobs.find_key(f"{key}.metadata")
+    elif hosted.path is not None:
+        path = Path(hosted.path)  # a wheelhouse file, served where it lies
+    else:
+        path = blobs.find(hosted.sha256)
     if path is None:
         suffix = _METADATA_SUFFIX if is_metadata else ""
         raise DistributionNotFoundError(filename + suffix, index.name)

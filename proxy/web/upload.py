@@ -9,7 +9,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.auth import Auth
 from proxy.config import IndexKind
-from proxy.errors import InvalidInputError, InvalidUploadError, UploadNotAllowedError
+from proxy.errors import (
+    InvalidInputError,
+    InvalidUploadError,
+    UploadNotAllowedError,
+    UploadTooLargeError,
+)
 from proxy.storage.blobs import TempBlob
 from proxy.web import keys
 from proxy.web.common import identify, index_name, private_index
@@ -25,7 +30,7 @@ def _upload_url(request: web.Request, name: str) -> str:
 async def _read_file(part: BodyPartReader, temp: TempBlob, limit: int) -> None:
     while chunk := await part.read_chunk(_CHUNK):
         if temp.size + len(chunk) > limit:
-            raise InvalidUploadError(f"file is larger than the limit of {limit} bytes")
+            raise UploadTooLargeError(limit)
         await temp.write(chunk)
 
 

@@ -1,0 +1,216 @@
+"""Wheelhouse directories: distributions dropped into a folder appear in a private index.
+
+Polling (not inotify) keeps this portable and cheap: one scandir per directory per interval.
+A file is hashed and its metadata read only when its size or mtime changed, and what was learnt
+is kept in SQLite, so a restart over 10,000 unchanged files hashes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.errors import InvalidUploadError, StorageError
+from proxy.private import HostedFile, PrivateIndex
+from proxy.storage.blobs import BlobStore
+from proxy.storage.db import Database
+from proxy.uploads import inspect_distribution
+
+log = logging.getLogger(__name__)
+
+_EXTENSIONS = (".whl", ".tar.gz", ".zip")
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    size: int
+    mtime_ns: int
+    file: HostedFile
+
+
+def _listing(dirs: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
+    """path → (size, mtime_ns) of every distribution file; missing directories are empty."""
+    found: dict[str, tuple[int, int]] = {}
+    for directory in dirs:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(directory):
+                name = entry.name
+                if name.startswith(".") or not name.endswith(_EXTENSIONS):
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat()
+                    if entry.is_file():
+                        found[str(Path(entry.path).absolute())] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _examine(path: str, index: str) -> tuple[HostedFile, bytes | None]:
+    """Hash and inspect one file (on a worker thread)."""
+    digest = hashlib.sha256()
+    file = Path(path)
+    with file.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    filename = file.name
+    found = inspect_distribution(file, filename)
+    metadata_sha = hashlib.sha256(found.metadata).hexdigest() if found.metadata else None
+    st = file.stat()
+    hosted = HostedFile(
+        index=index,
+        project=found.name,
+        version=str(found.version),
+        filename=filename,
+        sha256=digest.hexdigest(),
+        size=st.st_size,
+        requires_python=found.requires_python,
+        metadata_sha256=metadata_sha,
+        yanked=False,
+        yanked_reason=None,
+        uploaded=st.st_mtime,
+        uploader=None,
+        summary=found.summary,
+        description=found.description,
+        description_type=found.description_type,
+        path=path,
+    )
+    return hosted, found.metadata
+
+
+class Wheelhouse:
+    """Keeps one private index's view of its wheelhouse directories current."""
+
+    def __init__(
+        self, index: PrivateIndex, db: Database, blobs: BlobStore, interval: float
+    ) -> None:
+        self.index = index
+        self.db = db
+        self.blobs = blobs
+        self.interval = interval
+        self._seen: dict[str, _Seen] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load what earlier runs learnt, scan once, then keep polling in the background."""
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT * FROM wheelhouse WHERE idx = ?", (self.index.name,)
+            ).fetchall()
+        )
+        for row in rows:
+            self._seen[row["path"]] = _Seen(row["size"], row["mtime_ns"], _from_row(row))
+        self._publish({s.file.project for s in self._seen.values()})
+        await self.scan()
+        self._task = asyncio.create_task(self._poll(), name=f"wheelhouse {self.index.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.scan()
+            except (OSError, StorageError) as exc:
+                log.error("wheelhouse scan of %s failed: %s", self.index.name, exc)
+
+    async def scan(self) -> None:
+        loop = asyncio.get_running_loop()
+        dirs = self.index.cfg.wheelhouse
+        listing = await loop.run_in_executor(None, _listing, dirs)
+        removed = [p for p in self._seen if p not in listing]
+        changed = [
+            p for p, stat in listing.items()
+            if p not in self._seen or (self._seen[p].size, self._seen[p].mtime_ns) != stat
+        ]  # fmt: skip
+        added: list[_Seen] = []
+        for path in changed:
+            try:
+                hosted, metadata = await loop.run_in_executor(None, _examine, path, self.index.name)
+            except (InvalidUploadError, OSError) as exc:
+                log.info("wheelhouse file %s skipped for now: %s", path, exc)
+                continue
+            if metadata is not None:
+                await self.blobs.store_bytes(metadata, (f"{hosted.sha256}.metadata",))
+            size, mtime_ns = listing[path]
+            added.append(_Seen(size, mtime_ns, hosted))
+        if removed or added:
+            await self._record(removed, added)
+
+    async def _record(self, removed: list[str], added: list[_Seen]) -> None:
+        name = self.index.name
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "DELETE FROM wheelhouse WHERE idx = ? AND path = ?", [(name, p) for p in removed]
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO wheelhouse (idx, path, filename, project, version, size, "
+                "mtime_ns, sha256, requires_python, metadata_sha256, summary, description, "
+                "description_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (name, s.file.path, s.file.filename, s.file.project, s.file.version, s.size,
+                     s.mtime_ns, s.file.sha256, s.file.requires_python, s.file.metadata_sha256,
+                     s.file.summary, s.file.description, s.file.description_type)
+                    for s in added
+                ],
+            )  # fmt: skip
+
+        data = {
+            "removed": [Path(p).name for p in removed],
+            "added": [{"filename": s.file.filename, "sha256": s.file.sha256} for s in added],
+        }
+        await self.db.change("wheelhouse", name, data, apply)
+        projects = {self._seen[p].file.project for p in removed}
+        for p in removed:
+            del self._seen[p]
+        for seen in added:
+            path = seen.file.path or ""
+            old = self._seen.get(path)
+            if old is not None:
+                projects.add(old.file.project)
+            self._seen[path] = seen
+            projects.add(seen.file.project)
+        self._publish(projects)
+        log.info(
+            "wheelhouse of %s: %d added or changed, %d removed",
+            name,
+            len(added),
+            len(removed),
+            extra={"index": name},
+        )
+
+    def _publish(self, changed: set[str]) -> None:
+        by_project: dict[str, dict[str, HostedFile]] = {}
+        for seen in self._seen.values():
+            by_project.setdefault(seen.file.project, {})[seen.file.filename] = seen.file
+        self.index.set_wheelhouse(by_project, changed)
+
+
+def _from_row(row: sqlite3.Row) -> HostedFile:
+    return HostedFile(
+        index=row["idx"],
+        project=row["project"],
+        version=row["version"],
+        filename=row["filename"],
+        sha256=row["sha256"],
+        size=row["size"],
+        requires_python=row["requires_python"],
+        metadata_sha256=row["metadata_sha256"],
+        yanked=False,
+        yanked_reason=None,
+        uploaded=row["mtime_ns"] / 1e9,
+        uploader=None,
+        summary=row["summary"],
+        description=row["description"],
+        description_type=row["description_type"],
+        path=row["path"],
+    )
