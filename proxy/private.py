@@ -55,6 +55,7 @@ class HostedFile:
             summary=row["summary"],
             description=row["description"],
             description_type=row["description_type"],
+            path=row["path"] if "path" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row
         )
 
     def distribution(self) -> Distribution:

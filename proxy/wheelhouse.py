@@ -25,6 +25,12 @@ from proxy.uploads import inspect_distribution
 log = logging.getLogger(__name__)
 
 _EXTENSIONS = (".whl", ".tar.gz", ".zip")
+#: wheelhouse rows shaped like `files` rows, so HostedFile.from_row reads both
+_LOAD = (
+    "SELECT idx, project, version, filename, sha256, size, requires_python, metadata_sha256, "
+    "0 AS yanked, NULL AS yanked_reason, mtime_ns / 1e9 AS uploaded, NULL AS uploader, "
+    "summary, description, description_type, path, mtime_ns FROM wheelhouse WHERE idx = ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +103,10 @@ class Wheelhouse:
 
     async def start(self) -> None:
         """Load what earlier runs learnt, scan once, then keep polling in the background."""
-        rows = await self.db.read(
-            lambda c: c.execute(
-                "SELECT * FROM wheelhouse WHERE idx = ?", (self.index.name,)
-            ).fetchall()
-        )
+        rows = await self.db.read(lambda c: c.execute(_LOAD, (self.index.name,)).fetchall())
         for row in rows:
-            self._seen[row["path"]] = _Seen(row["size"], row["mtime_ns"], _from_row(row))
+            hosted = HostedFile.from_row(row)
+            self._seen[row["path"]] = _Seen(row["size"], row["mtime_ns"], hosted)
         self._publish({s.file.project for s in self._seen.values()})
         await self.scan()
         self._task = asyncio.create_task(self._poll(), name=f"wheelhouse {self.index.name}")
@@ -193,24 +196,3 @@ class Wheelhouse:
         for seen in self._seen.values():
             by_project.setdefault(seen.file.project, {})[seen.file.filename] = seen.file
         self.index.set_wheelhouse(by_project, changed)
-
-
-def _from_row(row: sqlite3.Row) -> HostedFile:
-    return HostedFile(
-        index=row["idx"],
-        project=row["project"],
-        version=row["version"],
-        filename=row["filename"],
-        sha256=row["sha256"],
-        size=row["size"],
-        requires_python=row["requires_python"],
-        metadata_sha256=row["metadata_sha256"],
-        yanked=False,
-        yanked_reason=None,
-        uploaded=row["mtime_ns"] / 1e9,
-        uploader=None,
-        summary=row["summary"],
-        description=row["description"],
-        description_type=row["description_type"],
-        path=row["path"],
-    )
