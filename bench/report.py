@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench import wheelhouse
 from bench.load import WrkResult
 from bench.scenarios import FORMATS, PAGES, STAMPEDE_CLIENTS, ColdRow, Results, Settings
 
 TARGET_ORDER = ("nginx", "wheelwell", "proxpi", "devpi")
 RSS_LIMIT_MB = 100.0
+WHEELHOUSE_LIMIT_S = 3.0
+WHEELHOUSE_HEADING = f"## 7. Wheelhouse start-up, {wheelhouse.FILES:,} files"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,21 @@ def _stampede_check(results: Results) -> Check:
     return Check(what, measured, goal, ok)
 
 
+def wheelhouse_check(results: Results) -> Check:
+    """Every start after the first scan (nothing changed, then 10 files added) within 3 s."""
+    what = f"wheelhouse start-up, {wheelhouse.FILES:,} files (after the first scan)"
+    goal = f"<= {WHEELHOUSE_LIMIT_S:g} s"
+    row = results.wheelhouse
+    if row is None:
+        return Check(what, "no figure", goal, False)
+    measured = (
+        f"{row.unchanged_median:.2f} s unchanged (median of {len(row.unchanged)}), "
+        f"{row.added.seconds:.2f} s with {wheelhouse.ADDED_FILES} new files"
+    )
+    ok = all(s.seconds <= WHEELHOUSE_LIMIT_S for s in row.after_first_scan)
+    return Check(what, measured, goal, ok)
+
+
 def build_checks(results: Results, wheelwell_rss_kib: int) -> list[Check]:
     """Every target of the brief, in the order the report lists them."""
     files = results.files
@@ -95,6 +113,7 @@ def build_checks(results: Results, wheelwell_rss_kib: int) -> list[Check]:
             f"<= {RSS_LIMIT_MB:g} MB",
             0 < rss_mb <= RSS_LIMIT_MB,
         ),
+        wheelhouse_check(results),
     ]
 
 
@@ -175,6 +194,93 @@ def _stampede_table(results: Results) -> str:
     )
 
 
+def wheelhouse_section(results: Results) -> str:
+    """Section 7; it also stands alone, for `bench/run.py --only wheelhouse`."""
+    intro = (
+        f"{wheelhouse.FILES:,} small real wheels ({wheelhouse.PROJECTS:,} projects x "
+        f"{len(wheelhouse.VERSIONS)} versions, `bench/work/wheelhouse/`) in one wheelhouse "
+        "directory of a private index (`root/public`, bases `root/pypi`). The daemon loads what "
+        "earlier runs learnt from SQLite, scans the directory (hashing only new or changed files) "
+        "and only then listens, so each figure is from the process start until `GET /+health` "
+        "answers 200 (polled every 10 ms), Python's start and imports included. All starts share "
+        "one data dir, which is empty before the first; each start is stopped with SIGTERM before "
+        f"the next. After each start the JSON pages of {len(wheelhouse.CHECKED)} projects (and, "
+        "after the last, of the added ones) are checked to list exactly their files with the "
+        "right sha256. The target applies to every start after the first scan.\n"
+    )
+    row = results.wheelhouse
+    if row is None:
+        errors = [e for e in results.errors if e.startswith("wheelhouse")]
+        return "\n".join(
+            [WHEELHOUSE_HEADING + "\n", intro, "No figure. " + " ".join(errors) + "\n"]
+        )
+    rows = [
+        [
+            s.label,
+            f"{s.files:,}",
+            f"{s.new_files:,}",
+            f"{s.seconds:.2f}",
+            f"{len(s.checked)} OK",
+        ]
+        for s in (row.cold, *row.after_first_scan)
+    ]
+    generated = (
+        "reused from an earlier run"
+        if row.generate_seconds is None
+        else f"generated in {row.generate_seconds:.0f} s"
+    )
+    return "\n".join(
+        [
+            WHEELHOUSE_HEADING + "\n",
+            intro,
+            _table(["start", "files", "new since last start", "seconds", "pages checked"], rows),
+            f"wheelwell's peak RSS over these starts: {row.peak_rss_kib * 1024 / 1e6:.1f} MB. "
+            f"The wheels were {generated}.\n",
+        ]
+    )
+
+
+def _verdict(check: Check) -> str:
+    return "PASS" if check.passed else "FAIL"
+
+
+def splice_wheelhouse(existing: str, results: Results) -> str:
+    """BENCHMARKS.md with only the wheelhouse row of Targets and section 7 replaced (or added)."""
+    check = wheelhouse_check(results)
+    row = f"| {check.what} | {check.measured} | {check.goal} | {_verdict(check)} |"
+    lines = existing.rstrip("\n").splitlines()
+    at = next((i for i, ln in enumerate(lines) if ln.startswith(f"| {check.what} |")), None)
+    if at is not None:
+        lines[at] = row
+    elif "## Targets" in lines:  # after the last row of the Targets table
+        at = lines.index("## Targets") + 1
+        while at < len(lines) and not lines[at].startswith("|"):
+            at += 1
+        while at < len(lines) and lines[at].startswith("|"):
+            at += 1
+        lines.insert(at, row)
+    else:
+        lines += [
+            "",
+            "## Targets",
+            "",
+            "| check | measured | target | result |",
+            "|---|---|---|---|",
+        ]
+        lines.append(row)
+    # Blocks: the text before the first heading, then one per "## " heading.
+    head, *rest = ("\n".join(lines) + "\n").split("\n## ")
+    blocks = [head, *("## " + b for b in rest)]
+    section = wheelhouse_section(results)
+    found = [i for i, b in enumerate(blocks) if b.startswith(WHEELHOUSE_HEADING)]
+    if found:
+        blocks[found[0]] = section
+    else:
+        errors = [i for i, b in enumerate(blocks) if b.startswith("## Errors\n")]
+        blocks.insert(errors[0] if errors else len(blocks), section)
+    return "\n".join(blocks)
+
+
 def render(
     results: Results,
     machine: dict[str, str],
@@ -185,7 +291,7 @@ def render(
     names = [n for n in TARGET_ORDER if any(r.target == n for r in results.pages)]
     machine_rows = [[key, value] for key, value in machine.items()]
     rss_rows = [[name, f"{kib * 1024 / 1e6:.1f}"] for name, kib in rss_kib.items() if kib]
-    check_rows = [[c.what, c.measured, c.goal, "PASS" if c.passed else "FAIL"] for c in checks]
+    check_rows = [[c.what, c.measured, c.goal, _verdict(c)] for c in checks]
     parts = [
         "# Benchmarks\n",
         "Written by `make bench` (`bench/run.py`); every figure is from one run on one machine, "
@@ -233,6 +339,7 @@ def render(
         _stampede_table(results),
         "## 6. Peak RSS (VmHWM, MB) over all runs\n",
         _table(["process", "MB"], rss_rows),
+        wheelhouse_section(results),
     ]
     if results.errors:
         parts += ["## Errors\n", "".join(f"- {e}\n" for e in results.errors)]

@@ -8,7 +8,9 @@ What is measured, and why:
    wall time and bytes pulled from the upstream, because a proxy must not slow a cold CI job
    down or download more than the client would;
 5. 16 concurrent cold clients on one file: upstream GETs (single flight) and body hashes;
-6. wheelwell's peak RSS, because memory must not grow with file size or client count.
+6. wheelwell's peak RSS, because memory must not grow with file size or client count;
+7. wheelwell's start-up with 10,000 files in a wheelhouse directory, first (cold scan) and
+   later starts, because a restart must not re-hash what the daemon already knows.
 The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
 generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
 """
@@ -29,12 +31,19 @@ def main(argv: list[str] | None = None) -> int:
         default="wheelwell,proxpi,devpi",
         help="comma-separated subset of wheelwell,proxpi,devpi",
     )
+    parser.add_argument(
+        "--only",
+        choices=["wheelhouse"],
+        help="run one scenario alone and update only its parts of BENCHMARKS.md",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.scenarios import Settings
     from bench.servers import PROXIES
-    from bench.suite import run_suite
+    from bench.suite import run_suite, run_wheelhouse_only
 
+    if args.only == "wheelhouse":
+        return run_wheelhouse_only(Settings(runs=args.runs, duration=args.duration))
     proxies = [p for p in args.proxies.split(",") if p]
     unknown = set(proxies) - set(PROXIES)
     if unknown:

@@ -25,6 +25,7 @@ from bench.load import (
 )
 from bench.procs import BenchError
 from bench.servers import WORK, Nginx, Target
+from bench.wheelhouse import WheelhouseResult
 
 PAGES = {"1 file": dataset.TINY, "2,000 files": dataset.BIG_PAGE}
 FORMATS = {"HTML": HTML_ACCEPT, "JSON": JSON_ACCEPT}
@@ -78,6 +79,7 @@ class Results:
     uv: dict[str, ColdRow] = field(default_factory=dict)
     uv_chain: dict[str, ColdRow] = field(default_factory=dict)
     stampede: dict[str, StampedeRow] = field(default_factory=dict)
+    wheelhouse: WheelhouseResult | None = None
     errors: list[str] = field(default_factory=list)
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import provision, report, scenarios
+from bench import provision, report, scenarios, wheelhouse
 from bench.dataset import Dataset, build_dataset
 from bench.procs import BenchError
 from bench.servers import PROXIES, REPO, WORK, Direct, DirectOneWorker, Nginx, Target
@@ -61,7 +61,18 @@ def _measure(
                 results.stampede[t.name] = scenarios.measure_stampede(t, upstream, ds)
 
             _attempt(results, f"{scenarios.STAMPEDE_CLIENTS} cold clients: {target.name}", stampede)
+    _measure_wheelhouse(results, cfg, f"{upstream.url}/simple/")
     return results
+
+
+def _measure_wheelhouse(results: scenarios.Results, cfg: scenarios.Settings, upstream: str) -> None:
+    """Scenario 7; nothing is fetched from `upstream` (the wheelhouse hides the mirror)."""
+    _say(f"wheelhouse start-up: {wheelhouse.FILES:,} files, 1 + {cfg.runs} + 1 starts")
+
+    def step() -> None:
+        results.wheelhouse = wheelhouse.measure_wheelhouse(cfg.runs, upstream)
+
+    _attempt(results, "wheelhouse start-up", step)
 
 
 def _measure_cold(
@@ -84,6 +95,27 @@ def _measure_cold(
         rows, errors = scenarios.measure_cold(targets, upstream, client, cfg.runs, label)
         store.update(rows)
         results.errors.extend(errors)
+
+
+def run_wheelhouse_only(cfg: scenarios.Settings) -> int:
+    """`run.py --only wheelhouse`: scenario 7 alone; only its row and section of BENCHMARKS.md
+    are replaced (no nginx needed: the mirror's upstream is a loopback port nobody uses)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = scenarios.Results()
+    _say(f"wheelhouse start-up: {wheelhouse.FILES:,} files, 1 + {cfg.runs} + 1 starts")
+
+    def step() -> None:
+        results.wheelhouse = wheelhouse.measure_wheelhouse(cfg.runs)
+
+    _attempt(results, "wheelhouse start-up", step)
+    path = REPO / "BENCHMARKS.md"
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(report.splice_wheelhouse(existing, results))
+    check = report.wheelhouse_check(results)
+    print(report.wheelhouse_section(results))
+    verdict = "PASS" if check.passed else "FAIL"
+    _say(f"updated BENCHMARKS.md: {check.what}: {check.measured} ({check.goal}): {verdict}")
+    return 0 if check.passed and not results.errors else 1
 
 
 def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:

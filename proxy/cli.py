@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy import __version__, logs
 from proxy.app import create_app
+from proxy.client.commands import add_client_commands, run_client_command
 from proxy.config import Config, load
 from proxy.errors import ConfigError
 from proxy.model import mask_url
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     _config_arg(config_commands.add_parser("check", help="validate and report every problem"))
     _config_arg(config_commands.add_parser("show", help="print the effective config as JSON"))
+    add_client_commands(commands)
     return parser
 
 
@@ -103,6 +105,9 @@ def serve(cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    code = run_client_command(args)  # the client side: use, login, upload, index, …
+    if code is not None:
+        return code
     try:
         cfg = load(args.config)
         if args.command == "serve":

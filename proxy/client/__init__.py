@@ -1,0 +1,1 @@
+"""The `wheelwell` client commands: talk to a wheelwell server and point pip and uv at it."""
