@@ -172,3 +172,19 @@ async def test_changelog_records_every_change_in_order(mirror: Mirror, tmp_path:
     assert (await mirror.client.get("/+changelog")).status == 401
     page = await (await mirror.client.get("/root/public/+simple/logged/")).text()
     assert 'data-yanked="oops"' in page
+
+
+async def test_a_second_mirror_created_at_run_time(mirror: Mirror) -> None:
+    vendor_url = str(mirror.server.make_url("/simple/"))
+    made = await mirror.client.put(
+        "/root/vendor", json={"type": "mirror", "mirror_url": vendor_url}, headers=ROOT
+    )
+    assert made.status == 201
+    assert (await made.json())["result"]["mirror_url"] == vendor_url
+    resp = await mirror.client.get("/root/vendor/+simple/alpha/")
+    assert resp.status == 200
+    assert "root/vendor/+f/" in await resp.text()
+    bad = await mirror.client.put(
+        "/root/broken", json={"type": "mirror", "bases": ["root/pypi"]}, headers=ROOT
+    )
+    assert bad.status == 400
