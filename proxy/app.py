@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.auth import Auth
+from proxy.cache import CacheManager
 from proxy.config import Config, IndexConfig, IndexKind
 from proxy.fetch import Fetcher
 from proxy.indexes import Index, IndexRegistry
@@ -35,6 +37,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     data_dir = app[keys.CONFIG].storage.data_dir
     blobs = BlobStore(data_dir)
     blobs.open()
+    await asyncio.get_running_loop().run_in_executor(None, blobs.scan)
     app[keys.BLOBS] = blobs
     pages = PageCache(data_dir / "pages")
     await pages.start()
@@ -68,7 +71,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[keys.AUTH] = Auth(db, cfg.auth)
     await app[keys.AUTH].bootstrap()
     app[keys.UPLOADS] = Uploads(db, app[keys.BLOBS], app[keys.METRICS])
+    cache = CacheManager(app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size)
+    app[keys.BLOBS].on_commit = cache.committed
+    cache.update_gauges()
+    app[keys.CACHE] = cache
     yield
+    await cache.close()
     await db.close()
 
 

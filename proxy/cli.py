@@ -12,12 +12,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy import __version__, logs
+from proxy import __version__, cache, logs
 from proxy.app import create_app
 from proxy.client.commands import add_client_commands, run_client_command
-from proxy.config import Config, load
+from proxy.config import Config, load, parse_size
 from proxy.errors import ConfigError
 from proxy.model import mask_url
+from proxy.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     _config_arg(config_commands.add_parser("check", help="validate and report every problem"))
     _config_arg(config_commands.add_parser("show", help="print the effective config as JSON"))
+    cache = commands.add_parser("cache", help="look after the file cache (daemon may be running)")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (
+        ("stats", "files and bytes in the store"),
+        ("prune", "evict least recently used mirror files down to storage.max_size"),
+        ("verify", "re-hash every stored file; move corrupt ones to quarantine/"),
+    ):
+        sub = cache_commands.add_parser(name, help=text)
+        _config_arg(sub)
+        sub.add_argument("--data-dir", type=Path, help="the daemon's data directory")
+        if name == "prune":
+            sub.add_argument("--max-size", help="target size, e.g. 20GB (default from config)")
     add_client_commands(commands)
     return parser
 
@@ -103,6 +116,34 @@ def serve(cfg: Config) -> int:
     return 0
 
 
+def cache_command(cfg: Config, args: argparse.Namespace) -> int:
+    """`wheelwell cache stats|prune|verify` on a data dir, with or without the daemon running."""
+    data_dir = args.data_dir or cfg.storage.data_dir
+    blobs = BlobStore(data_dir)
+    if not blobs.blobs.is_dir():
+        print(f"wheelwell: no file store under {data_dir}", file=sys.stderr)  # noqa: T201
+        return 1
+    blobs.scan()
+    protected = cache.protected_blobs(data_dir / "wheelwell.sqlite3")
+    if args.cache_command == "stats":
+        stats = cache.stats(blobs, protected, cfg.storage.max_size)
+        print(json.dumps(stats.as_json(), indent=2))  # noqa: T201
+        return 0
+    if args.cache_command == "prune":
+        limit = parse_size(args.max_size) if args.max_size else cfg.storage.max_size
+        if limit <= 0:
+            print("wheelwell: no size limit (storage.max_size or --max-size)", file=sys.stderr)  # noqa: T201
+            return 1
+        removed, freed = cache.prune(blobs, protected, limit)
+        print(f"evicted {removed} files ({freed} bytes); {blobs.total_bytes} bytes remain")  # noqa: T201
+        return 0
+    corrupt = cache.verify(blobs)
+    for sha in corrupt:
+        print(f"corrupt: {sha} (moved to {blobs.quarantine_dir})")  # noqa: T201
+    print(f"verified {len(blobs.entries)} files, {len(corrupt)} corrupt")  # noqa: T201
+    return 1 if corrupt else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     code = run_client_command(args)  # the client side: use, login, upload, index, …
@@ -115,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wheelwell: configuration error:\n{exc}", file=sys.stderr)  # noqa: T201
         return 2
+    if args.command == "cache":
+        return cache_command(cfg, args)
     if args.config_command == "show":
         print(json.dumps(_jsonable(cfg), indent=2))  # noqa: T201
     else:

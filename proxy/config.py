@@ -47,6 +47,8 @@ class ServerConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     data_dir: Path = Path("data")
+    #: upper bound for cached mirror files (e.g. 50GB); 0 means unbounded. Hosted files never count
+    max_size: ByteSize = 0
     wheelhouse_poll: Seconds = 2.0  #: how often wheelhouse directories are looked at
 
 
@@ -55,6 +57,11 @@ class UpstreamConfig:
     url: str = ""  #: empty: the index pip on this machine uses, resolved at start-up
     #: HTTP proxy for upstream requests; empty: HTTPS_PROXY/HTTP_PROXY/NO_PROXY, read at start-up
     proxy: str = ""
+    #: never contact the upstream: serve what is cached (stale pages too), 503 for the rest
+    offline: bool = False
+    #: after this many failures in a row, stop asking the upstream for `offline_retry` seconds
+    failure_threshold: int = 3
+    offline_retry: Seconds = 30.0
     connect_timeout: Seconds = 10.0
     read_timeout: Seconds = 30.0
     retries: int = 2
@@ -390,7 +397,10 @@ def pip_index_url(env: Mapping[str, str]) -> str:
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the config (arg, else WHEELWELL_CONFIG, else built-in defaults); settle upstream."""
+    """Defaults < YAML (arg, else WHEELWELL_CONFIG) < WHEELWELL_<SECTION>_<KEY>; settle upstream.
+
+    The CLI's --host/--port/--data-dir/--upstream are applied after this, so they win.
+    """
     env = os.environ if env is None else env
     if path is None and env.get("WHEELWELL_CONFIG"):
         path = Path(env["WHEELWELL_CONFIG"])
@@ -402,6 +412,7 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
         except OSError as exc:
             raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from exc
         cfg = parse_config(text, str(path))
+    cfg = _env_overrides(cfg, env)
     if not cfg.upstream.url:
         upstream = dataclasses.replace(cfg.upstream, url=pip_index_url(env))
         cfg = dataclasses.replace(cfg, upstream=upstream)
@@ -424,3 +435,33 @@ def env_proxy(url: str, env: Mapping[str, str]) -> str:
         if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
             return ""
     return lowered.get(f"{parts.scheme}_proxy", "") or lowered.get("all_proxy", "")
+
+
+def _env_overrides(cfg: Config, env: Mapping[str, str]) -> Config:
+    """WHEELWELL_<SECTION>_<KEY> sets any scalar setting (containers); errors name the variable."""
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for section in dataclasses.fields(Config):
+        value = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            continue
+        hints = typing.get_type_hints(type(value), include_extras=True)
+        changes: dict[str, Any] = {}
+        for item in dataclasses.fields(value):
+            var = f"WHEELWELL_{section.name}_{item.name}".upper()
+            if var not in env or var == "WHEELWELL_AUTH_ROOT_PASSWORD":
+                continue
+            hint = hints[item.name]
+            kind = None
+            if typing.get_origin(hint) is Annotated:
+                hint, kind = typing.get_args(hint)[0], typing.get_args(hint)[1]
+            try:
+                raw = yaml.safe_load(env[var]) if hint is not str else env[var]
+                changes[item.name] = _coerce(raw, hint, kind)
+            except (TypeError, ValueError, yaml.YAMLError) as exc:
+                problems.append(f"environment: {var}: {exc}")
+        if changes:
+            sections[section.name] = dataclasses.replace(value, **changes)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(cfg, **sections) if sections else cfg

@@ -120,6 +120,10 @@ class UpstreamUnavailableError(UpstreamError):
     """Could not connect, or the connection broke."""
 
 
+class UpstreamOfflineError(UpstreamError):
+    """Not asked at all: offline mode, or the upstream failed repeatedly and rests for a while."""
+
+
 class UpstreamTimeoutError(UpstreamError):
     """The upstream did not answer in time."""
 

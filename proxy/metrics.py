@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 
 class Metrics:
@@ -11,6 +18,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
+        PlatformCollector(registry=r)
         self.requests = Counter(
             "wheelwell_http_requests_total",
             "HTTP requests by route class and status",
@@ -57,6 +66,22 @@ class Metrics:
         )
         self.downloads_in_flight = Gauge(
             "wheelwell_downloads_in_flight", "Upstream file downloads in progress", registry=r
+        )
+        self.upstream_offline = Gauge(
+            "wheelwell_upstream_offline",
+            "1 while the upstream is not asked (offline mode or resting after failures)",
+            registry=r,
+        )
+        self.blob_bytes = Gauge(
+            "wheelwell_blob_store_bytes",
+            "Bytes of files in the content-addressed store",
+            registry=r,
+        )
+        self.blob_files = Gauge(
+            "wheelwell_blob_store_files", "Files in the content-addressed store", registry=r
+        )
+        self.evictions = Counter(
+            "wheelwell_cache_evictions_total", "Mirror files evicted to honour max_size", registry=r
         )
         self.uploads = Counter(
             "wheelwell_uploads_total", "Files uploaded, by index", ["index"], registry=r

@@ -17,6 +17,7 @@ import aiohttp
 from proxy.config import UpstreamConfig
 from proxy.errors import (
     UpstreamError,
+    UpstreamOfflineError,
     UpstreamStatusError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -87,6 +88,31 @@ class UpstreamClient:
         )
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self._failures = 0  #: failures in a row
+        self._resting_until = 0.0  #: monotonic time before which the upstream is not asked
+        metrics.upstream_offline.set(1 if cfg.offline else 0)
+
+    @property
+    def available(self) -> bool:
+        """False in offline mode and while resting after repeated failures."""
+        return not self.cfg.offline and time.monotonic() >= self._resting_until
+
+    def _check_available(self, url: str) -> None:
+        if self.cfg.offline:
+            raise UpstreamOfflineError(mask_url(url), "offline mode, and this is not cached")
+        remaining = self._resting_until - time.monotonic()
+        if remaining > 0:
+            raise UpstreamOfflineError(
+                mask_url(url),
+                f"failing ({self.last_error}); not asked again for {remaining:.0f}s, "
+                "and this is not cached",
+            )
+
+    def _succeeded(self) -> None:
+        if self._failures >= self.cfg.failure_threshold:
+            log.warning("upstream answers again; leaving offline mode")
+            self.metrics.upstream_offline.set(0)
+        self._failures = 0
 
     async def _backoff(self, attempt: int) -> None:
         await asyncio.sleep(self.cfg.backoff * (2**attempt))
@@ -95,11 +121,24 @@ class UpstreamClient:
         self.metrics.upstream_requests.labels(kind, "error").inc()
         self.last_error = str(exc)
         self.last_error_at = time.time()
+        if isinstance(exc, UpstreamStatusError) and exc.status not in _RETRY_STATUSES:
+            return  # the upstream answered; it is not down
+        self._failures += 1
+        if self._failures >= self.cfg.failure_threshold:
+            self._resting_until = time.monotonic() + self.cfg.offline_retry
+            self.metrics.upstream_offline.set(1)
+            log.warning(
+                "upstream failed %d times in a row; serving from cache only for %.0fs: %s",
+                self._failures,
+                self.cfg.offline_retry,
+                exc,
+            )
 
     async def fetch_page(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None
     ) -> PageResponse:
         """GET a simple page, conditional when validators are given; 404 is an answer."""
+        self._check_available(url)
         headers = {"Accept": PAGE_ACCEPT}
         if etag:
             headers["If-None-Match"] = etag
@@ -107,13 +146,15 @@ class UpstreamClient:
             headers["If-Modified-Since"] = last_modified
         for attempt in range(self.cfg.retries + 1):
             try:
-                return await self._fetch_page_once(url, headers)
+                page = await self._fetch_page_once(url, headers)
+                self._succeeded()
+                return page
             except UpstreamError as exc:
                 self._failed("page", exc)
                 retryable = not isinstance(exc, UpstreamStatusError) or (
                     exc.status in _RETRY_STATUSES
                 )
-                if attempt >= self.cfg.retries or not retryable:
+                if attempt >= self.cfg.retries or not retryable or not self.available:
                     raise
                 log.warning("retrying %s after: %s", mask_url(url), exc)
                 await self._backoff(attempt)
@@ -154,6 +195,7 @@ class UpstreamClient:
         self, url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A file response with status 200/206; reading its body may still raise UpstreamError."""
+        self._check_available(url)
         for attempt in range(self.cfg.retries + 1):
             started = time.monotonic()
             try:
@@ -163,7 +205,7 @@ class UpstreamClient:
                     )
             except UpstreamError as exc:
                 self._failed("file", exc)
-                if attempt >= self.cfg.retries:
+                if attempt >= self.cfg.retries or not self.available:
                     raise
                 await self._backoff(attempt)
                 continue
@@ -178,6 +220,7 @@ class UpstreamClient:
                     self._failed("file", error)
                     raise error
                 self.metrics.upstream_requests.labels("file", str(resp.status)).inc()
+                self._succeeded()
                 with translate_client_errors(url):
                     yield resp
             finally:

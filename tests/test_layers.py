@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "proxy.fetch": 3,
     "proxy.indexes": 4,
     "proxy.indexstore": 4,
+    "proxy.cache": 4,
     "proxy.mirror": 4,
     "proxy.private": 4,
     "proxy.wheelhouse": 4,

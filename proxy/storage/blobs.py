@@ -15,8 +15,11 @@ import hashlib
 import itertools
 import logging
 import os
+import threading
 import time
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.errors import StorageError, StorageFullError
@@ -75,6 +78,14 @@ class TempBlob:
         self._close()
 
 
+@dataclass(slots=True)
+class BlobEntry:
+    """Accounting for one stored file: its size and when it was last served."""
+
+    size: int
+    last_access: float  #: wall-clock; seeded from the file's mtime at start
+
+
 class BlobStore:
     """Owns `<data_dir>/blobs`, `<data_dir>/aliases` and `<data_dir>/tmp`."""
 
@@ -86,6 +97,54 @@ class BlobStore:
         self.blobs = data_dir / "blobs"
         self.aliases = data_dir / "aliases"
         self.tmp = data_dir / "tmp"
+        self.quarantine_dir = data_dir / "quarantine"
+        self.entries: dict[str, BlobEntry] = {}
+        self.total_bytes = 0
+        self._lock = threading.Lock()  #: commits account from worker threads
+        self.on_commit: Callable[[], None] | None = None  #: e.g. start an eviction pass
+
+    def scan(self) -> None:
+        """Build the size/access accounting from the files on disk (blocking; once at start)."""
+        entries: dict[str, BlobEntry] = {}
+        for shard in self.blobs.iterdir():
+            for path in shard.iterdir() if shard.is_dir() else ():
+                if is_sha256(path.name):
+                    st = path.stat()
+                    entries[path.name] = BlobEntry(st.st_size, st.st_mtime)
+        with self._lock:
+            self.entries = entries
+            self.total_bytes = sum(e.size for e in entries.values())
+
+    def _account(self, sha: str, size: int) -> None:
+        with self._lock:
+            entry = self.entries.get(sha)
+            if entry is None:
+                self.entries[sha] = BlobEntry(size, time.time())
+                self.total_bytes += size
+            else:
+                entry.last_access = time.time()
+
+    def remove(self, sha: str) -> int:
+        """Delete a blob (eviction); returns the bytes freed. Aliases to it now miss."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(sha).unlink()
+        return self.forget(sha)
+
+    def forget(self, sha: str) -> int:
+        with self._lock:
+            entry = self.entries.pop(sha, None)
+            if entry is None:
+                return 0
+            self.total_bytes -= entry.size
+            return entry.size
+
+    def quarantine(self, sha: str) -> Path:
+        """Move a corrupt blob aside for a person to look at; it is fetched again when asked."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / sha
+        self.path_for(sha).replace(target)
+        self.forget(sha)
+        return target
 
     def open(self) -> None:
         """Create the layout and drop temp files a crash left behind (they were never complete)."""
@@ -105,7 +164,12 @@ class BlobStore:
 
     def find(self, sha256: str) -> Path | None:
         path = self.path_for(sha256)
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        entry = self.entries.get(sha256)
+        if entry is not None:
+            entry.last_access = time.time()  # LRU order for eviction
+        return path
 
     def resolve_alias(self, alias: str) -> str | None:
         try:
@@ -133,6 +197,7 @@ class BlobStore:
         os.fsync(temp.fd)
         final.parent.mkdir(parents=True, exist_ok=True)
         temp.path.replace(final)
+        self._account(sha, final.stat().st_size)
         for alias in aliases:
             self._write_alias(alias, sha)
         return final
@@ -146,11 +211,14 @@ class BlobStore:
     async def commit(self, temp: TempBlob, aliases: tuple[str, ...] = ()) -> Path:
         """fsync and rename the verified temp file into place; the temp fd stays readable."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            path = await asyncio.get_running_loop().run_in_executor(
                 self._commit_pool, self._commit, temp, aliases
             )
         except OSError as exc:
             raise _translate_os_error(exc, self.blobs) from exc
+        if self.on_commit is not None:
+            self.on_commit()
+        return path
 
     def _store_bytes(self, data: bytes, aliases: tuple[str, ...]) -> Path:
         temp = self.create_temp()
@@ -163,8 +231,11 @@ class BlobStore:
     async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> Path:
         """Store a small body (a .metadata file) under its sha256, in one trip to a thread."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            path = await asyncio.get_running_loop().run_in_executor(
                 self._commit_pool, self._store_bytes, data, aliases
             )
         except OSError as exc:
             raise _translate_os_error(exc, self.blobs) from exc
+        if self.on_commit is not None:
+            self.on_commit()
+        return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.auth import Auth
+from proxy.cache import CacheManager
 from proxy.config import Config
 from proxy.fetch import Fetcher
 from proxy.indexes import IndexRegistry
@@ -25,6 +26,7 @@ INDEX_STORE = web.AppKey("wheelwell.index_store", IndexStore)
 DB = web.AppKey("wheelwell.db", Database)
 AUTH = web.AppKey("wheelwell.auth", Auth)
 UPLOADS = web.AppKey("wheelwell.uploads", Uploads)
+CACHE = web.AppKey("wheelwell.cache", CacheManager)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)
 
 REQUEST_ID = web.RequestKey("wheelwell.request_id", str)

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import __version__
 from proxy.indexstore import to_api
+from proxy.model import mask_url
 from proxy.web import keys
 
 
@@ -19,10 +20,19 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    data_dir = request.app[keys.BLOBS].root
-    writable = os.access(data_dir, os.W_OK)
-    status = 200 if writable else 503
-    return web.json_response({"ready": writable, "data_dir_writable": writable}, status=status)
+    """Readiness: storage usable, and either the upstream is being asked or the cache has files."""
+    blobs = request.app[keys.BLOBS]
+    writable = os.access(blobs.root, os.W_OK)
+    upstream = request.app[keys.UPSTREAM].available
+    cache_usable = bool(blobs.entries) or bool(request.app[keys.DB].serial)
+    is_ready = writable and (upstream or cache_usable)
+    body = {
+        "ready": is_ready,
+        "data_dir_writable": writable,
+        "upstream_available": upstream,
+        "cache_usable": cache_usable,
+    }
+    return web.json_response(body, status=200 if is_ready else 503)
 
 
 def _indexes(request: web.Request) -> list[dict[str, object]]:
@@ -42,8 +52,16 @@ async def status(request: web.Request) -> web.Response:
             "indexes": _indexes(request),
             "downloads_in_flight": app[keys.FETCHER].in_flight(),
             "upstream": {
+                "url": mask_url(app[keys.CONFIG].upstream.url),
+                "available": upstream.available,
+                "offline_mode": app[keys.CONFIG].upstream.offline,
                 "last_error": upstream.last_error,
                 "last_error_at": upstream.last_error_at,
+            },
+            "cache": {
+                "files": len(app[keys.BLOBS].entries),
+                "bytes": app[keys.BLOBS].total_bytes,
+                "max_size": app[keys.CONFIG].storage.max_size,
             },
         }
     )

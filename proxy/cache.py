@@ -1,0 +1,138 @@
+"""The mirror cache's size: least-recently-used mirror files are evicted; hosted files never are.
+
+Accounting lives in BlobStore (sizes and last access per blob, seeded from the files' mtimes at
+start); this module decides what may go. A blob referenced by an uploaded file or its metadata is
+protected, whatever its age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.metrics import Metrics
+from proxy.storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+_LOW_WATER = 0.9  #: evict down to this share of max_size, so eviction does not run per file
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    files: int
+    bytes: int
+    protected_files: int
+    max_size: int
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "protected_files": self.protected_files,
+            "max_size": self.max_size,
+        }
+
+
+def protected_blobs(db_path: Path) -> set[str]:
+    """sha256s of uploaded files and their metadata: never evicted (read-only query)."""
+    if not db_path.exists():
+        return set()
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT sha256, metadata_sha256 FROM files "
+            "UNION ALL SELECT NULL, metadata_sha256 FROM wheelhouse"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return set()
+    finally:
+        conn.close()
+    return {sha for row in rows for sha in row if sha}
+
+
+def stats(blobs: BlobStore, protected: set[str], max_size: int) -> CacheStats:
+    return CacheStats(
+        files=len(blobs.entries),
+        bytes=blobs.total_bytes,
+        protected_files=len(protected & blobs.entries.keys()),
+        max_size=max_size,
+    )
+
+
+def prune(blobs: BlobStore, protected: set[str], max_size: int) -> tuple[int, int]:
+    """Remove least-recently-used unprotected blobs until under the low-water mark (blocking)."""
+    if max_size <= 0 or blobs.total_bytes <= max_size:
+        return 0, 0
+    target = int(max_size * _LOW_WATER)
+    candidates = sorted(
+        (entry.last_access, sha) for sha, entry in blobs.entries.items() if sha not in protected
+    )
+    removed = freed = 0
+    for _, sha in candidates:
+        if blobs.total_bytes <= target:
+            break
+        freed += blobs.remove(sha)
+        removed += 1
+    return removed, freed
+
+
+def verify(blobs: BlobStore) -> list[str]:
+    """Re-hash every blob; corrupt ones move to `quarantine/` and are reported (blocking)."""
+    corrupt = []
+    for sha in list(blobs.entries):
+        path = blobs.path_for(sha)
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            blobs.forget(sha)
+            continue
+        if digest.hexdigest() != sha:
+            blobs.quarantine(sha)
+            corrupt.append(sha)
+    return corrupt
+
+
+class CacheManager:
+    """Runs eviction in the background whenever a commit takes the store over `max_size`."""
+
+    def __init__(self, blobs: BlobStore, db_path: Path, metrics: Metrics, max_size: int) -> None:
+        self.blobs = blobs
+        self.db_path = db_path
+        self.metrics = metrics
+        self.max_size = max_size
+        self._task: asyncio.Task[None] | None = None
+
+    def update_gauges(self) -> None:
+        self.metrics.blob_bytes.set(self.blobs.total_bytes)
+        self.metrics.blob_files.set(len(self.blobs.entries))
+
+    def committed(self) -> None:
+        """Called after every commit; starts an eviction pass when over the limit."""
+        self.update_gauges()
+        over = self.max_size > 0 and self.blobs.total_bytes > self.max_size
+        if over and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._evict(), name="cache eviction")
+
+    async def _evict(self) -> None:
+        loop = asyncio.get_running_loop()
+        protected = await loop.run_in_executor(None, protected_blobs, self.db_path)
+        removed, freed = await loop.run_in_executor(
+            None, prune, self.blobs, protected, self.max_size
+        )
+        self.metrics.evictions.inc(removed)
+        self.update_gauges()
+        log.info(
+            "evicted %d mirror files (%d bytes) to stay under %d", removed, freed, self.max_size
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
