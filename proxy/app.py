@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -13,7 +16,8 @@ from aiohttp import web
 from proxy import __version__
 from proxy.auth import Auth
 from proxy.cache import CacheManager
-from proxy.config import Config, IndexConfig, IndexKind
+from proxy.config import Config, IndexConfig, IndexKind, load
+from proxy.errors import WheelwellError
 from proxy.fetch import Fetcher
 from proxy.indexes import Index, IndexRegistry
 from proxy.indexstore import IndexStore
@@ -123,10 +127,40 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
             )
             await wheelhouse.start()
             wheelhouses.append(wheelhouse)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        task = asyncio.create_task(_reload_indexes(app), name="reload on SIGHUP")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    hangup = cfg.source != "<defaults>" and _can_handle_signals()
+    if hangup:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     yield
+    if hangup:
+        loop.remove_signal_handler(signal.SIGHUP)
+    await asyncio.gather(*reloads, return_exceptions=True)
     for wheelhouse in wheelhouses:
         await wheelhouse.close()
     await registry.close()
+
+
+def _can_handle_signals() -> bool:
+    return threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP")
+
+
+async def _reload_indexes(app: web.Application) -> None:
+    """SIGHUP: read the config file again and apply its indexes; other settings need a restart."""
+    source = app[keys.CONFIG].source
+    try:
+        cfg = load(Path(source))
+        names = await app[keys.INDEX_STORE].reload(cfg.indexes)
+    except WheelwellError as exc:
+        log.error("reload of %s failed, nothing changed: %s", source, exc)
+        return
+    log.info("reloaded %s: %s", source, ", ".join(names) or "no index changed")
 
 
 _PAGES = web.AppKey("wheelwell.pages", PageCache)

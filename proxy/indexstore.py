@@ -168,6 +168,14 @@ class IndexStore:
 
         await self.db.change("index", cfg.name, record, upsert)
 
+    async def reload(self, declared: tuple[IndexConfig, ...]) -> list[str]:
+        """Apply the YAML's indexes again (SIGHUP): new and changed ones; never deletes one."""
+        changed = [cfg for cfg in declared if self.registry.configs.get(cfg.name) != cfg]
+        order = {cfg.name: n for n, cfg in enumerate(declared)}
+        for cfg in sorted(changed, key=lambda c: order[c.name]):  # the file's order: bases first
+            await self.save(cfg)
+        return [cfg.name for cfg in changed]
+
     async def save(self, cfg: IndexConfig) -> None:
         self.check(cfg)
         await self._write(cfg)

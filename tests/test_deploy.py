@@ -555,6 +555,7 @@ def test_alert_rules_cover_the_failure_modes() -> None:
     assert set(rules) == {
         "WheelwellDown",
         "WheelwellUpstreamFailing",
+        "WheelwellUpstreamResting",
         "WheelwellServingStalePages",
         "WheelwellHashMismatch",
         "WheelwellHighErrorRate",
