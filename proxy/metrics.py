@@ -28,8 +28,8 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             "wheelwell_http_request_duration_seconds",
-            "HTTP request latency by route class",
-            ["route"],
+            "HTTP request latency by route class and status",
+            ["route", "status"],
             registry=r,
         )
         self.page_cache = Counter(
@@ -54,14 +54,14 @@ class Metrics:
         )
         self.upstream_requests = Counter(
             "wheelwell_upstream_requests_total",
-            "Upstream requests by kind and outcome",
-            ["kind", "outcome"],
+            "Upstream requests by upstream, kind and outcome",
+            ["upstream", "kind", "outcome"],
             registry=r,
         )
         self.upstream_seconds = Histogram(
             "wheelwell_upstream_request_duration_seconds",
             "Upstream time to response headers",
-            ["kind"],
+            ["upstream", "kind"],
             registry=r,
         )
         self.downloads_in_flight = Gauge(

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,6 +34,13 @@ PAGE_ACCEPT = (
     "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 )
 _RETRY_STATUSES = frozenset({500, 502, 503, 504, 429})
+
+
+@functools.lru_cache(maxsize=256)
+def _host(url: str) -> str:
+    """The metrics label for an upstream: host[:port], never credentials or paths."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 @contextlib.contextmanager
@@ -118,7 +127,7 @@ class UpstreamClient:
         await asyncio.sleep(self.cfg.backoff * (2**attempt))
 
     def _failed(self, kind: str, exc: UpstreamError) -> None:
-        self.metrics.upstream_requests.labels(kind, "error").inc()
+        self.metrics.upstream_requests.labels(_host(exc.upstream), kind, "error").inc()
         self.last_error = str(exc)
         self.last_error_at = time.time()
         if isinstance(exc, UpstreamStatusError) and exc.status not in _RETRY_STATUSES:
@@ -166,10 +175,14 @@ class UpstreamClient:
             async with self.session.get(
                 url, headers=headers, timeout=self.timeout, proxy=self.proxy
             ) as resp:
-                self.metrics.upstream_seconds.labels("page").observe(time.monotonic() - started)
+                self.metrics.upstream_seconds.labels(_host(url), "page").observe(
+                    time.monotonic() - started
+                )
                 final = str(resp.url)
                 if resp.status in (304, 404, 410):
-                    self.metrics.upstream_requests.labels("page", str(resp.status)).inc()
+                    self.metrics.upstream_requests.labels(
+                        _host(url), "page", str(resp.status)
+                    ).inc()
                     return PageResponse(
                         status=404 if resp.status == 410 else resp.status,
                         url=final,
@@ -179,7 +192,7 @@ class UpstreamClient:
                 if resp.status != 200:
                     raise UpstreamStatusError(mask_url(url), resp.status)
                 body = await resp.read()
-                self.metrics.upstream_requests.labels("page", "200").inc()
+                self.metrics.upstream_requests.labels(_host(url), "page", "200").inc()
                 return PageResponse(
                     status=200,
                     url=final,
@@ -209,7 +222,9 @@ class UpstreamClient:
                     raise
                 await self._backoff(attempt)
                 continue
-            self.metrics.upstream_seconds.labels("file").observe(time.monotonic() - started)
+            self.metrics.upstream_seconds.labels(_host(url), "file").observe(
+                time.monotonic() - started
+            )
             if resp.status in _RETRY_STATUSES and attempt < self.cfg.retries:
                 resp.release()
                 await self._backoff(attempt)
@@ -219,7 +234,7 @@ class UpstreamClient:
                     error = UpstreamStatusError(mask_url(url), resp.status)
                     self._failed("file", error)
                     raise error
-                self.metrics.upstream_requests.labels("file", str(resp.status)).inc()
+                self.metrics.upstream_requests.labels(_host(url), "file", str(resp.status)).inc()
                 self._succeeded()
                 with translate_client_errors(url):
                     yield resp

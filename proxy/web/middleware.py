@@ -136,4 +136,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, 500, message)
     finally:
         metrics.requests.labels(route, str(status)).inc()
-        metrics.request_seconds.labels(route).observe(time.monotonic() - started)
+        metrics.request_seconds.labels(route, str(status)).observe(time.monotonic() - started)
