@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-fast e2e lint fmt cov bench check clean
+.PHONY: venv browser run test test-fast e2e lint fmt cov bench check clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/wheelwell serve
 
-test: venv
+# The real-browser test drives Debian's headless Chromium; install it when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package) for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: venv browser
 	$(BIN)/python -m pytest -q
 
 test-fast: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import threading
@@ -25,12 +26,14 @@ from proxy.metrics import Metrics
 from proxy.mirror import MirrorIndex
 from proxy.model import IndexName, mask_url
 from proxy.private import PrivateIndex
+from proxy.search import SearchIndex
 from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
 from proxy.storage.pagecache import PageCache
 from proxy.uploads import Uploads
 from proxy.upstream import UpstreamClient
-from proxy.web import api, files, keys, ops, simple, upload
+from proxy.web import api, files, keys, ops, simple, ui, upload
+from proxy.web import search as search_web
 from proxy.web.middleware import error_middleware
 from proxy.wheelhouse import Wheelhouse
 
@@ -79,7 +82,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache
+    app[keys.SEARCH] = SearchIndex(db)
+    await app[keys.SEARCH].start()
     yield
+    await app[keys.SEARCH].close()
     await cache.close()
     await db.close()
 
@@ -91,7 +97,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
         name = IndexName(index_cfg.name)
         if index_cfg.kind is IndexKind.PRIVATE:
             return PrivateIndex(name, index_cfg, app[keys.DB])
-        return MirrorIndex(
+        mirror = MirrorIndex(
             name,
             cfg.upstream_url(index_cfg),
             client=app[keys.UPSTREAM],
@@ -101,6 +107,8 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
             metrics=app[keys.METRICS],
             cfg=cfg.upstream,
         )
+        mirror.on_page = functools.partial(app[keys.SEARCH].note_mirror_page, name)
+        return mirror
 
     return build
 
@@ -176,5 +184,7 @@ def create_app(config: Config) -> web.Application:
     simple.add_routes(app)
     files.add_routes(app)
     upload.add_routes(app)
+    search_web.add_routes(app)
     api.add_routes(app)
+    ui.setup(app)
     return app

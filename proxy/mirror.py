@@ -7,11 +7,9 @@ import dataclasses
 import hashlib
 import logging
 import time
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from proxy.config import UpstreamConfig
 from proxy.errors import (
@@ -22,7 +20,7 @@ from proxy.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from proxy.fetch import Download, Fetcher
+from proxy.fetch import Fetcher
 from proxy.metrics import Metrics
 from proxy.model import (
     Distribution,
@@ -34,6 +32,7 @@ from proxy.model import (
     mask_url,
 )
 from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list
+from proxy.sources import Cached, FileSource, InFlight, InMemory, Passthrough, read_wheel_metadata
 from proxy.storage.blobs import BlobStore
 from proxy.storage.pagecache import CachedPage, PageCache
 from proxy.upstream import PageResponse, UpstreamClient
@@ -43,38 +42,6 @@ log = logging.getLogger(__name__)
 _MEMORY_PAGES = 4096
 _LIST_KEY = ""
 _EMPTY_LIST = ProjectList()
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    """The file is on disk: serve it with sendfile."""
-
-    path: Path
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """The file is streaming in from upstream: follow the download."""
-
-    download: Download
-
-
-@dataclass(frozen=True, slots=True)
-class Passthrough:
-    """Not cached and not worth caching now (a Range or HEAD probe): ask upstream directly."""
-
-    url: str
-    size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class InMemory:
-    """A small body (core metadata) just fetched, answered while it is being stored."""
-
-    body: bytes
-
-
-FileSource = Cached | InFlight | Passthrough
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +84,16 @@ class MirrorIndex:
         self._metadata_inflight: dict[str, asyncio.Task[bytes]] = {}
         self._metadata_pending: dict[str, bytes] = {}
         self._stores: set[asyncio.Task[None]] = set()
+        self.on_page: Callable[[str, ProjectPage], None] | None = None  #: after a page fetch
 
     # ---- pages ---------------------------------------------------------------------------
 
     def _cache_key(self, project: str) -> str:
         return f"{self.name}:{project}"
+
+    def names_cached(self) -> list[str]:
+        """Projects whose pages are in memory, most recently used first (for the web UI)."""
+        return [p for p in reversed(self._memory) if p != _LIST_KEY]
 
     def _fresh(self, entry: _Entry) -> bool:
         ttl = self.cfg.page_ttl if entry.cached.status == 200 else self.cfg.not_found_ttl
@@ -221,6 +193,8 @@ class MirrorIndex:
         if entry is not old:
             self.pages.store(self._cache_key(project), entry.cached, entry.page)
         self._remember(project, entry)
+        if self.on_page is not None and project and entry.served is not None:
+            self.on_page(project, entry.served)
         return entry
 
     def _entry_from_response(self, project: str, resp: PageResponse, old: _Entry | None) -> _Entry:
@@ -379,7 +353,7 @@ class MirrorIndex:
         if path is None:
             raise DistributionNotFoundError(dist.filename, self.name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _read_wheel_metadata, path, dist.filename)
+        return await loop.run_in_executor(None, read_wheel_metadata, path, dist.filename)
 
     async def close(self) -> None:
         """Cancel page refreshes; let queued metadata writes finish."""
@@ -389,12 +363,3 @@ class MirrorIndex:
             *self._tasks, *self._metadata_inflight.values(), return_exceptions=True
         )
         await asyncio.gather(*self._stores, return_exceptions=True)
-
-
-def _read_wheel_metadata(path: Path, filename: str) -> bytes:
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            parts = name.split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
-                return zf.read(name)
-    raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")

@@ -32,6 +32,7 @@ from proxy.errors import ConflictError, InvalidUploadError, NotFoundError
 from proxy.metrics import Metrics
 from proxy.model import NormalizedName, check_filename, normalize
 from proxy.private import PrivateIndex
+from proxy.search import index_release, remove_release, remove_release_if_empty
 from proxy.storage.blobs import BlobStore, TempBlob
 from proxy.storage.db import Database
 
@@ -232,6 +233,7 @@ class Uploads:
                 "description_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+            index_release(conn, index.name, found.name, row[2], found.summary, found.description)
 
         data = {"filename": filename, "sha256": sha256, "project": found.name,
                 "version": str(found.version), "size": temp.size, "user": who.user}  # fmt: skip
@@ -302,6 +304,7 @@ class Uploads:
             )
             if cur.rowcount == 0:
                 raise NotFoundError(f"release {project} {version} not found in {index.name}")
+            remove_release(conn, index.name, project, version)
 
         data = {"project": project, "version": version}
         await self.db.change("delete", index.name, data, delete)
@@ -313,6 +316,7 @@ class Uploads:
 
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM files WHERE idx = ? AND filename = ?", (index.name, filename))
+            remove_release_if_empty(conn, index.name, hosted.project, hosted.version)
 
         data = {"filename": filename, "sha256": key}
         await self.db.change("delete", index.name, data, delete)

@@ -106,6 +106,10 @@ class Database:
         """Run a query function on the db thread."""
         return await self._submit(fn, self.conn)
 
+    async def write_derived(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Write derived data (search index rows) that any replica can rebuild: no changelog."""
+        return await self._submit(fn, self.conn)
+
     def _change(
         self,
         kind: str,

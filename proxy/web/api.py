@@ -11,7 +11,7 @@ from proxy.auth import Auth, Identity, Token
 from proxy.errors import InvalidInputError, NotFoundError
 from proxy.indexstore import from_api, to_api
 from proxy.model import check_file_key, check_filename, normalize, parse_index_name
-from proxy.web import keys
+from proxy.web import keys, ui
 from proxy.web.common import identify, index_name, private_index, read_json
 
 
@@ -135,7 +135,12 @@ def _index_response(request: web.Request, name: str, status: int = 200) -> web.R
 
 
 async def get_index(request: web.Request) -> web.Response:
-    return _index_response(request, index_name(request))
+    name = index_name(request)
+    if ui.wants_html(request):
+        cfg = request.app[keys.INDEXES].config(name)
+        data = to_api(cfg, request.app[keys.CONFIG].upstream.url)
+        return await ui.render_index(request, name, data)
+    return _index_response(request, name)
 
 
 async def put_index(request: web.Request) -> web.Response:
@@ -179,6 +184,8 @@ async def explain(request: web.Request) -> web.Response:
 async def get_project(request: web.Request) -> web.Response:
     name = index_name(request)
     project = normalize(request.match_info["project"])
+    if ui.wants_html(request):
+        return await ui.render_project(request, name, project)
     files = await private_index(request, name).files(project)
     if not files:
         raise NotFoundError(f"project '{project}' has no files in index '{name}'")

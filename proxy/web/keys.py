@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jinja2
 from aiohttp import web
 
 from proxy.auth import Auth
@@ -11,6 +12,7 @@ from proxy.fetch import Fetcher
 from proxy.indexes import IndexRegistry
 from proxy.indexstore import IndexStore
 from proxy.metrics import Metrics
+from proxy.search import SearchIndex
 from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
 from proxy.uploads import Uploads
@@ -26,8 +28,10 @@ INDEX_STORE = web.AppKey("wheelwell.index_store", IndexStore)
 DB = web.AppKey("wheelwell.db", Database)
 AUTH = web.AppKey("wheelwell.auth", Auth)
 UPLOADS = web.AppKey("wheelwell.uploads", Uploads)
+SEARCH = web.AppKey("wheelwell.search", SearchIndex)
 CACHE = web.AppKey("wheelwell.cache", CacheManager)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)
+TEMPLATES = web.AppKey("wheelwell.templates", jinja2.Environment)
 
 REQUEST_ID = web.RequestKey("wheelwell.request_id", str)
 CACHE_OUTCOME = web.RequestKey("wheelwell.cache_outcome", str)

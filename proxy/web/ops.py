@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy import __version__
 from proxy.indexstore import to_api
 from proxy.model import mask_url
-from proxy.web import keys
+from proxy.web import keys, ui
 
 
 async def health(request: web.Request) -> web.Response:
@@ -43,28 +43,29 @@ def _indexes(request: web.Request) -> list[dict[str, object]]:
 async def status(request: web.Request) -> web.Response:
     app = request.app
     upstream = app[keys.UPSTREAM]
-    return web.json_response(
-        {
-            "version": __version__,
-            "uptime_seconds": round(time.time() - app[keys.STARTED_AT], 1),
-            "role": "primary",
-            "serial": app[keys.DB].serial,
-            "indexes": _indexes(request),
-            "downloads_in_flight": app[keys.FETCHER].in_flight(),
-            "upstream": {
-                "url": mask_url(app[keys.CONFIG].upstream.url),
-                "available": upstream.available,
-                "offline_mode": app[keys.CONFIG].upstream.offline,
-                "last_error": upstream.last_error,
-                "last_error_at": upstream.last_error_at,
-            },
-            "cache": {
-                "files": len(app[keys.BLOBS].entries),
-                "bytes": app[keys.BLOBS].total_bytes,
-                "max_size": app[keys.CONFIG].storage.max_size,
-            },
-        }
-    )
+    data = {
+        "version": __version__,
+        "uptime_seconds": round(time.time() - app[keys.STARTED_AT], 1),
+        "role": "primary",
+        "serial": app[keys.DB].serial,
+        "indexes": _indexes(request),
+        "downloads_in_flight": app[keys.FETCHER].in_flight(),
+        "upstream": {
+            "url": mask_url(app[keys.CONFIG].upstream.url),
+            "available": upstream.available,
+            "offline_mode": app[keys.CONFIG].upstream.offline,
+            "last_error": upstream.last_error,
+            "last_error_at": upstream.last_error_at,
+        },
+        "cache": {
+            "files": len(app[keys.BLOBS].entries),
+            "bytes": app[keys.BLOBS].total_bytes,
+            "max_size": app[keys.CONFIG].storage.max_size,
+        },
+    }
+    if ui.wants_html(request):
+        return ui.render_status(request, data)
+    return web.json_response(data)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -74,13 +75,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def root(request: web.Request) -> web.Response:
     cfg = request.app[keys.CONFIG]
-    return web.json_response(
-        {
-            "version": __version__,
-            "default_index": cfg.server.default_index,
-            "indexes": _indexes(request),
-        }
-    )
+    data = {
+        "version": __version__,
+        "default_index": cfg.server.default_index,
+        "indexes": _indexes(request),
+    }
+    if ui.wants_html(request):
+        return await ui.render_home(request, data)
+    return web.json_response(data)
 
 
 def add_routes(app: web.Application) -> None:

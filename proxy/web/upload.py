@@ -10,13 +10,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from proxy.auth import Auth
 from proxy.config import IndexKind
 from proxy.errors import (
-    InvalidInputError,
     InvalidUploadError,
     UploadNotAllowedError,
     UploadTooLargeError,
 )
 from proxy.storage.blobs import TempBlob
-from proxy.web import keys
+from proxy.web import keys, xmlrpc
 from proxy.web.common import identify, index_name, private_index
 
 _FIELD_LIMIT = 1024 * 1024  #: description and friends; the file itself streams to disk
@@ -63,7 +62,7 @@ async def _read_form(
 async def upload(request: web.Request) -> web.StreamResponse:
     name = index_name(request)
     if request.content_type in ("text/xml", "application/xml"):
-        raise InvalidInputError("XML-RPC search is not available on this server yet")
+        return await xmlrpc.handle(request, name)
     cfg = request.app[keys.INDEXES].config(name)
     if cfg.kind is not IndexKind.PRIVATE:
         raise UploadNotAllowedError(

@@ -1,0 +1,258 @@
+"""Server-rendered HTML pages for people: the same URLs answer JSON to API clients."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from packaging.version import InvalidVersion, Version
+
+from proxy.descriptions import render_description
+from proxy.mirror import MirrorIndex
+from proxy.model import Distribution, NormalizedName, version_of
+from proxy.private import HostedFile, PrivateIndex
+from proxy.web import keys
+
+_RECENT_MIRROR_PROJECTS = 200
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def create_templates() -> jinja2.Environment:
+    """One environment per app, autoescaping everything: page data comes from uploaders."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("proxy", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["size"] = render_size
+    env.filters["when"] = render_time
+    return env
+
+
+def setup(app: web.Application) -> None:
+    """Give the app its template environment; the pages share the JSON handlers' routes."""
+    app[keys.TEMPLATES] = create_templates()
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser: `text/html` ranks above JSON (`*/*` counts as JSON, so curl gets JSON)."""
+    forced = request.query.get("format")
+    if forced in ("html", "json"):
+        return forced == "html"
+    html_q = json_q = 0.0
+    for item in request.headers.get("Accept", "").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media.lower() in ("text/html", "application/xhtml+xml"):
+            html_q = max(html_q, q)
+        elif media.lower() in ("application/json", "*/*"):
+            json_q = max(json_q, q)
+    return html_q > json_q
+
+
+def render_size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in _UNITS:
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def render_time(value: float | str | None) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        return value[:19].replace("T", " ")
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _page(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    env = request.app[keys.TEMPLATES]
+    body = env.get_template(template).render(base_url=_base_url(request), **context)
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers={"Vary": "Accept"}
+    )
+
+
+def _base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def render_snippets(request: web.Request, index: str) -> dict[str, str]:
+    """Copy-paste client configuration for `index`, using the host the browser used."""
+    base = _base_url(request)
+    simple = f"{base}/{index}/+simple/"
+    trusted = f" --trusted-host {request.url.host}" if request.scheme == "http" else ""
+    conf = f"[global]\nindex-url = {simple}\n"
+    if request.scheme == "http":
+        conf += f"trusted-host = {request.url.host}\n"
+    return {
+        "pip.conf": conf,
+        "pip": f"pip install --index-url {simple}{trusted} PROJECT",
+        "uv": f"uv pip install --index-url {simple} PROJECT",
+        "uv.toml": f'[[index]]\nurl = "{simple}"\ndefault = true\n',
+        "twine": f"twine upload --repository-url {base}/{index}/ dist/*",
+    }
+
+
+# ---- home and status -----------------------------------------------------------------------
+
+
+async def _index_rows(request: web.Request, indexes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    registry = request.app[keys.INDEXES]
+    rows = []
+    for data in indexes:
+        index = registry.indexes.get(data["name"])
+        if isinstance(index, PrivateIndex):
+            count, what = len(await index.own_projects()), "project"
+        elif isinstance(index, MirrorIndex):
+            count, what = len(index.names_cached()), "cached page"
+        else:
+            count, what = 0, "project"
+        rows.append({**data, "count": count, "count_of": what + ("" if count == 1 else "s")})
+    return rows
+
+
+async def render_home(request: web.Request, data: dict[str, Any]) -> web.Response:
+    """The front page: indexes, search, and client snippets for `?index=` (JSON data given)."""
+    names = [i["name"] for i in data["indexes"]]
+    chosen = request.query.get("index", "")
+    if chosen not in names:
+        chosen = "root/public" if "root/public" in names else data["default_index"]
+    rows = await _index_rows(request, data["indexes"])
+    snippets = render_snippets(request, chosen)
+    return _page(request, "home.html", data=data, rows=rows, chosen=chosen, snippets=snippets)
+
+
+def render_status(request: web.Request, data: dict[str, Any]) -> web.Response:
+    """`/+status` for people: the same data as the JSON."""
+    return _page(request, "status.html", data=data)
+
+
+def render_search(
+    request: web.Request, query: str, results: list[dict[str, Any]], status: int = 200
+) -> web.Response:
+    """Search results; each result has name, index, kind, version, summary and url."""
+    return _page(request, "search.html", status=status, query=query, results=results)
+
+
+# ---- index and project pages ---------------------------------------------------------------
+
+
+async def render_index(request: web.Request, name: str, data: dict[str, Any]) -> web.Response:
+    """An index: private projects first, then the mirror pages recently asked for."""
+    registry = request.app[keys.INDEXES]
+    private: list[tuple[str, str]] = []
+    mirrored: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for index in registry.resolution_order(name):
+        if isinstance(index, PrivateIndex):
+            names = list(await index.own_projects())
+            target = private
+        else:
+            names = index.names_cached()[:_RECENT_MIRROR_PROJECTS]
+            target = mirrored
+        for project in names:
+            if project not in seen:
+                seen.add(project)
+                target.append((project, index.name))
+    snippets = render_snippets(request, name)
+    return _page(
+        request,
+        "index.html",
+        name=name,
+        cfg=data,
+        private=private,
+        mirrored=mirrored,
+        snippets=snippets,
+    )
+
+
+def _sort_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def _releases(files: tuple[Distribution, ...]) -> list[tuple[str, list[Distribution]]]:
+    by_version: dict[str, list[Distribution]] = {}
+    for dist in files:
+        by_version.setdefault(version_of(dist.filename) or "?", []).append(dist)
+    ordered = sorted(by_version, key=_sort_key, reverse=True)
+    return [(v, by_version[v]) for v in ordered]
+
+
+async def _hosted(request: web.Request, name: str, project: str) -> list[HostedFile]:
+    """Hosted files of the project in the private indexes of `name`'s resolution order."""
+    hosted: list[HostedFile] = []
+    for index in request.app[keys.INDEXES].resolution_order(name):
+        if isinstance(index, PrivateIndex):
+            hosted.extend(await index.files(project))
+    return hosted
+
+
+def _count(value: object) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
+def _explain_line(steps: list[dict[str, object]]) -> list[str]:
+    """`+explain` in a sentence per index that contributed, hid or failed."""
+    lines = []
+    for step in steps:
+        files, hidden = _count(step.get("files")), _count(step.get("hidden"))
+        if not files and not hidden and "error" not in step:
+            continue
+        line = f"{step['index']} ({step['type']}): {files} file{'' if files == 1 else 's'}"
+        if hidden:
+            line += f", {hidden} hidden: {step.get('reason', '')}"
+        if "error" in step:
+            line += f", error: {step['error']}"
+        lines.append(line)
+    return lines
+
+
+async def render_project(request: web.Request, name: str, project: NormalizedName) -> web.Response:
+    """A project in an index's merged view: releases newest first, description, provenance."""
+    registry = request.app[keys.INDEXES]
+    page = await registry.view(name, project)
+    releases = _releases(page.files)
+    hosted = await _hosted(request, name, project)
+    latest = _latest(hosted)
+    description = ""
+    if latest is not None:
+        description = render_description(latest.description, latest.description_type)
+    explain = _explain_line(await registry.explain(name, project))
+    simple = f"{_base_url(request)}/{name}/+simple/"
+    return _page(
+        request,
+        "project.html",
+        name=name,
+        project=project,
+        releases=releases,
+        latest=latest,
+        description=description,
+        explain=explain,
+        install=f"pip install --index-url {simple} {project}",
+    )
+
+
+def _latest(hosted: list[HostedFile]) -> HostedFile | None:
+    """The newest hosted release's file: its summary and description describe the project."""
+    if not hosted:
+        return None
+    return max(hosted, key=lambda f: (_sort_key(f.version), f.uploaded))

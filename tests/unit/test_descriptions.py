@@ -1,0 +1,59 @@
+"""Descriptions are uploader-controlled HTML sources: every format ends sanitized."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.descriptions import render_description, sanitize
+
+RST = """Title
+=====
+
+Some *text*.
+
+.. raw:: html
+
+   <script>alert(1)</script>
+
+.. include:: /etc/passwd
+
+`bad <javascript:alert(1)>`_
+"""
+
+
+@pytest.mark.parametrize(
+    ("dirty", "clean"),
+    [
+        ("<script>alert(1)</script><p>ok</p>", "<p>ok</p>"),
+        ('<img src="a.png" onerror="alert(1)">', '<img src="a.png">'),
+        ('<a href="javascript:alert(1)">x</a>', '<a rel="nofollow noopener noreferrer">x</a>'),
+        ('<p onclick="x()" style="color:red">p</p>', "<p>p</p>"),
+        ("<iframe src='https://a.test/'></iframe>t", "t"),
+    ],
+)
+def test_sanitize(dirty: str, clean: str) -> None:
+    assert sanitize(dirty) == clean
+
+
+def test_markdown_heading_kept_script_dropped() -> None:
+    out = render_description("# Head\n\n<script>alert(1)</script>\n\n*em*", "text/markdown")
+    assert "<h1>Head</h1>" in out
+    assert "script" not in out and "alert" not in out
+    assert "<em>em</em>" in out
+
+
+def test_markdown_content_type_parameters_are_ignored() -> None:
+    out = render_description("## H2", "text/markdown; charset=UTF-8; variant=GFM")
+    assert "<h2>H2</h2>" in out
+
+
+def test_rst_has_no_raw_no_include_no_javascript() -> None:
+    out = render_description(RST, "text/x-rst")
+    assert "Title" in out and "<em>text</em>" in out
+    assert "script" not in out and "root:" not in out and "javascript" not in out
+
+
+def test_rst_is_the_default_and_plain_text_is_escaped() -> None:
+    assert "<em>x</em>" in render_description("*x*", "")
+    assert render_description("a <b> c", "text/plain") == "<pre>a &lt;b&gt; c</pre>"
+    assert render_description("  \n", "text/markdown") == ""
