@@ -85,10 +85,11 @@ def remove_release(conn: sqlite3.Connection, index: str, project: str, version: 
 def remove_release_if_empty(
     conn: sqlite3.Connection, index: str, project: str, version: str
 ) -> None:
-    """After one file is deleted: forget the release when it was its last file."""
+    """After one file is deleted: forget the release when it was its last file anywhere."""
     left = conn.execute(
-        "SELECT 1 FROM files WHERE idx = ? AND project = ? AND version = ? LIMIT 1",
-        (index, project, version),
+        "SELECT 1 FROM files WHERE idx = ? AND project = ? AND version = ? UNION ALL "
+        "SELECT 1 FROM wheelhouse WHERE idx = ? AND project = ? AND version = ? LIMIT 1",
+        (index, project, version, index, project, version),
     ).fetchone()
     if left is None:
         remove_release(conn, index, project, version)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from proxy.errors import InvalidUploadError, StorageError
 from proxy.private import HostedFile, PrivateIndex
+from proxy.search import index_release, remove_release_if_empty
 from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
 from proxy.uploads import inspect_distribution
@@ -150,6 +151,7 @@ class Wheelhouse:
 
     async def _record(self, removed: list[str], added: list[_Seen]) -> None:
         name = self.index.name
+        gone = [self._seen[p].file for p in removed]
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -166,6 +168,11 @@ class Wheelhouse:
                     for s in added
                 ],
             )  # fmt: skip
+            for seen in added:  # wheelhouse releases are searchable like uploaded ones
+                f = seen.file
+                index_release(conn, name, f.project, f.version, f.summary, f.description)
+            for f in gone:
+                remove_release_if_empty(conn, name, f.project, f.version)
 
         data = {
             "removed": [Path(p).name for p in removed],

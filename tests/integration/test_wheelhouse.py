@@ -59,6 +59,8 @@ async def test_files_appear_change_and_disappear(
     assert hashlib.sha256(body).hexdigest() == first.sha256
     meta = await (await client.get(url + ".metadata")).read()
     assert hashlib.sha256(meta).hexdigest() == first.metadata_sha256
+    found = await (await client.get("/+search", params={"q": "housed"}, headers=JSON)).json()
+    assert [r["name"] for r in found["results"]] == ["housed"]
 
     second = build_sdist(tmp_path / "built", "housed", "2.0")
     shutil.copy(second.path, house)
@@ -81,6 +83,8 @@ async def test_files_appear_change_and_disappear(
         return await filenames(client, "housed") == []
 
     await eventually(gone)
+    found = await (await client.get("/+search", params={"q": "housed"}, headers=JSON)).json()
+    assert found["results"] == []
 
 
 async def test_restart_remembers_and_does_not_rehash(
