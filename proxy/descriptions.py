@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 
 import nh3
@@ -24,6 +25,7 @@ _URL_SCHEMES = {"http", "https", "mailto"}
 _EXTRA_ATTRIBUTES = {"*": {"class", "id"}, "img": {"src", "alt", "title", "width", "height"}}
 
 
+@functools.lru_cache(maxsize=128)  # a release's description never changes; docutils is slow
 def render_description(text: str, content_type: str) -> str:
     """Markdown, reStructuredText or plain text, sanitized: the result may go into a page as is."""
     kind = content_type.split(";", 1)[0].strip().lower()

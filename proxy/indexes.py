@@ -230,10 +230,7 @@ class IndexRegistry:
         return tuple(parts)
 
     async def project_list(self, name: str) -> ProjectList:
-        names: dict[str, None] = {}
-        for part in await self._list_parts(name):
-            names.update(dict.fromkeys(part))
-        return ProjectList(names=tuple(names))
+        return _merge_names(await self._list_parts(name))
 
     async def render_list(self, name: str, fmt: Format) -> Rendered:
         """The root page; rendered again only when a part changed (a mirror's list is large)."""
@@ -242,7 +239,7 @@ class IndexRegistry:
         hit = self._rendered.get(key)
         if hit is not None and _same(hit[0], parts):
             return hit[1]
-        projects = await self.project_list(name)
+        projects = _merge_names(parts)
         loop = asyncio.get_running_loop()
         body = await loop.run_in_executor(None, render_list, projects, fmt)
         rendered = await loop.run_in_executor(None, _make_rendered, body, projects.last_serial)
@@ -253,6 +250,14 @@ class IndexRegistry:
         for index in self.indexes.values():
             if isinstance(index, MirrorIndex):
                 await index.close()
+
+
+def _merge_names(parts: tuple[tuple[str, ...], ...]) -> ProjectList:
+    """Every name once, in resolution order."""
+    names: dict[str, None] = {}
+    for part in parts:
+        names.update(dict.fromkeys(part))
+    return ProjectList(names=tuple(names))
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

@@ -80,7 +80,6 @@ class MirrorIndex:
         self._memory: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
         self._tasks: set[asyncio.Task[_Entry]] = set()
-        self.stale_serves = 0
         self._metadata_inflight: dict[str, asyncio.Task[bytes]] = {}
         self._metadata_pending: dict[str, bytes] = {}
         self._stores: set[asyncio.Task[None]] = set()
@@ -181,7 +180,6 @@ class MirrorIndex:
             if old is None:
                 raise
             self.metrics.page_cache.labels("stale").inc()
-            self.stale_serves += 1
             log.warning(
                 "serving stale page %s/%s: %s",
                 self.name,

@@ -135,8 +135,9 @@ class PrivateIndex:
         files = await self.files(project)
         page = None
         if files:
-            page = ProjectPage(name=project, files=tuple(f.distribution() for f in files))
-            page = ProjectPage(name=project, files=page.files, versions=page.all_versions())
+            versions = tuple(dict.fromkeys(f.version for f in files))
+            dists = tuple(f.distribution() for f in files)
+            page = ProjectPage(name=project, files=dists, versions=versions)
         self._pages[project] = page
         return page
 

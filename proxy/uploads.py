@@ -265,7 +265,7 @@ class Uploads:
     async def yank(
         self, index: PrivateIndex, project: NormalizedName, version: str, reason: str | None
     ) -> None:
-        """PEP 592 yank (reason may be None) or, with `reason=""`… see `unyank`."""
+        """PEP 592 yank of every file of a release; `reason` may be None."""
         await self._set_yanked(index, project, version, True, reason)
 
     async def unyank(self, index: PrivateIndex, project: NormalizedName, version: str) -> None:

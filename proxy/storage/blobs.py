@@ -171,6 +171,10 @@ class BlobStore:
             entry.last_access = time.time()  # LRU order for eviction
         return path
 
+    def size_of(self, sha256: str) -> int:
+        entry = self.entries.get(sha256)
+        return entry.size if entry is not None else 0
+
     def resolve_alias(self, alias: str) -> str | None:
         try:
             value = (self.aliases / alias).read_text().strip()

@@ -47,7 +47,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     probe = request.method == "HEAD" or "Range" in request.headers
     source = await index.locate_file(project, key, filename, probe=probe)
     if isinstance(source, Cached):
-        metrics.bytes_from_cache.inc(source.path.stat().st_size)
+        metrics.bytes_from_cache.inc(request.app[keys.BLOBS].size_of(source.path.name))
         return web.FileResponse(source.path, headers=_file_headers())
     if isinstance(source, Passthrough):
         return await _passthrough(request, source)

@@ -87,8 +87,7 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
 
 
 def _route_class(request: web.Request) -> str:
-    route = request.match_info.route
-    return route.name or "other" if route is not None else "other"
+    return request.match_info.route.name or "other"
 
 
 @web.middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -235,7 +236,10 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
     latest = _latest(hosted)
     description = ""
     if latest is not None:
-        description = render_description(latest.description, latest.description_type)
+        loop = asyncio.get_running_loop()  # docutils/markdown take milliseconds: off the loop
+        description = await loop.run_in_executor(
+            None, render_description, latest.description, latest.description_type
+        )
     explain = _explain_line(await registry.explain(name, project))
     simple = f"{_base_url(request)}/{name}/+simple/"
     return _page(
