@@ -15,27 +15,27 @@ import aiohttp
 from aiohttp import web
 
 from proxy import __version__
-from proxy.auth import Auth
-from proxy.cache import CacheManager
 from proxy.config import Config, IndexConfig, IndexKind, load
 from proxy.errors import WheelwellError
-from proxy.fetch import Fetcher
-from proxy.indexes import Index, IndexRegistry
-from proxy.indexstore import IndexStore
+from proxy.hosted.auth import Auth
+from proxy.hosted.private import PrivateIndex
+from proxy.hosted.search import SearchIndex
+from proxy.hosted.uploads import Uploads
+from proxy.hosted.wheelhouse import Wheelhouse
+from proxy.indexes.registry import Index, IndexRegistry
+from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
-from proxy.mirror import MirrorIndex
+from proxy.mirror.fetch import Fetcher
+from proxy.mirror.index import MirrorIndex
+from proxy.mirror.upstream import UpstreamClient
 from proxy.model import IndexName, mask_url
-from proxy.private import PrivateIndex
-from proxy.search import SearchIndex
 from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
+from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
-from proxy.uploads import Uploads
-from proxy.upstream import UpstreamClient
 from proxy.web import api, files, keys, ops, simple, ui, upload
 from proxy.web import search as search_web
 from proxy.web.middleware import error_middleware
-from proxy.wheelhouse import Wheelhouse
 
 log = logging.getLogger(__name__)
 

@@ -17,37 +17,41 @@ LAYERS: dict[str, int] = {
     "proxy": 0,
     "proxy.errors": 0,
     "proxy.metrics": 0,
+    "proxy.tasks": 0,
     "proxy.model": 1,
+    "proxy.accept": 1,
+    "proxy.distfiles": 1,
     "proxy.simple_api": 1,
     "proxy.config": 1,
     "proxy.yamlconv": 1,
     "proxy.storage": 2,
     "proxy.storage.*": 2,
-    "proxy.upstream": 3,
-    "proxy.fetch": 3,
-    "proxy.sources": 3,
+    "proxy.mirror": 3,
+    "proxy.mirror.upstream": 3,
+    "proxy.mirror.fetch": 3,
+    "proxy.mirror.sources": 3,
+    "proxy.mirror.*": 4,
+    "proxy.hosted": 4,
+    "proxy.hosted.*": 4,
     "proxy.indexes": 4,
-    "proxy.descriptions": 4,
-    "proxy.indexstore": 4,
-    "proxy.cache": 4,
-    "proxy.mirror": 4,
-    "proxy.private": 4,
-    "proxy.search": 4,
-    "proxy.wheelhouse": 4,
-    "proxy.uploads": 4,
-    "proxy.auth": 4,
-    "proxy.replication": 4,
-    "proxy.export": 4,
-    "proxy.hooks": 4,
+    "proxy.indexes.*": 4,
+    "proxy.cluster": 4,
+    "proxy.cluster.*": 4,
     "proxy.web": 5,
     "proxy.web.*": 5,
     "proxy.app": 6,
     "proxy.logs": 6,
     "proxy.cli": 6,
+    "proxy.servercli": 6,
+    "proxy.__main__": 6,
     "proxy.client": 6,
     "proxy.client.*": 6,
-    "proxy.__main__": 6,
 }
+
+#: the CLI's client side runs on users' machines: it may use these shared leaves and itself only
+CLIENT_MAY_IMPORT = {"proxy", "proxy.errors"}
+#: the two sides of the house meet only in the index layer: neither imports the other
+SEPARATE_SIDES = (("proxy.hosted", "proxy.mirror"), ("proxy.mirror", "proxy.hosted"))
 
 #: the server reads the environment only in config.py (STYLE.md, "Configuration"); the client
 #: side of the CLI is a separate program on a user's machine and reads its own settings module
@@ -142,6 +146,33 @@ def test_imports_point_down(module: str) -> None:
     assert violations == []
 
 
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _in(m, "proxy.client")))
+def test_client_never_imports_the_server(module: str) -> None:
+    source = MODULES[module].read_text(encoding="utf-8")
+    server = sorted(
+        imported
+        for imported in imports_of(module, source, set(MODULES))
+        if not _in(imported, "proxy.client") and imported not in CLIENT_MAY_IMPORT
+    )
+    assert server == [], f"{module} imports server modules"
+
+
+@pytest.mark.parametrize(("side", "other"), SEPARATE_SIDES)
+def test_hosted_and_mirror_do_not_import_each_other(side: str, other: str) -> None:
+    crossing = [
+        f"{module} imports {imported}"
+        for module in sorted(MODULES)
+        if _in(module, side)
+        for imported in sorted(imports_of(module, MODULES[module].read_text("utf-8"), set(MODULES)))
+        if _in(imported, other)
+    ]
+    assert crossing == []
+
+
 @pytest.mark.parametrize("module", sorted(set(MODULES) - ENVIRONMENT_READERS))
 def test_only_config_reads_the_environment(module: str) -> None:
     source = MODULES[module].read_text(encoding="utf-8")
@@ -184,7 +215,7 @@ def test_imports_of(module: str, source: str, expected: set[str]) -> None:
         ("proxy.storage.db", 2),
         ("proxy.web.simple", 5),
         ("proxy.web.ui.pages", 5),
-        ("proxy.wheelhouse", 4),
+        ("proxy.hosted.wheelhouse", 4),
         ("proxy.utils", None),
         ("proxy.model.extra", None),
         ("elsewhere", None),

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.auth import Auth, Identity, Token
 from proxy.errors import InvalidInputError, NotFoundError
-from proxy.indexstore import from_api, to_api
+from proxy.hosted.auth import Auth, Identity, Token
+from proxy.indexes.store import from_api, to_api
 from proxy.model import check_file_key, check_filename, normalize, parse_index_name
 from proxy.web import keys, ui
 from proxy.web.common import identify, index_name, private_index, read_json

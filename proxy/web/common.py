@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.auth import Identity
 from proxy.errors import InvalidInputError, UnauthorizedError
+from proxy.hosted.auth import Identity
+from proxy.hosted.private import PrivateIndex
 from proxy.model import IndexName, parse_index_name
-from proxy.private import PrivateIndex
 from proxy.web import keys
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.errors import DistributionNotFoundError
+from proxy.hosted.private import PrivateIndex
+from proxy.mirror.sources import Cached, InFlight, Passthrough
 from proxy.model import check_file_key, check_filename, project_of
-from proxy.private import PrivateIndex
-from proxy.sources import Cached, InFlight, Passthrough
 from proxy.web import keys
 from proxy.web.common import index_name
 

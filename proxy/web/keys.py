@@ -5,18 +5,18 @@ from __future__ import annotations
 import jinja2
 from aiohttp import web
 
-from proxy.auth import Auth
-from proxy.cache import CacheManager
 from proxy.config import Config
-from proxy.fetch import Fetcher
-from proxy.indexes import IndexRegistry
-from proxy.indexstore import IndexStore
+from proxy.hosted.auth import Auth
+from proxy.hosted.search import SearchIndex
+from proxy.hosted.uploads import Uploads
+from proxy.indexes.registry import IndexRegistry
+from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
-from proxy.search import SearchIndex
+from proxy.mirror.fetch import Fetcher
+from proxy.mirror.upstream import UpstreamClient
 from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
-from proxy.uploads import Uploads
-from proxy.upstream import UpstreamClient
+from proxy.storage.eviction import CacheManager
 
 CONFIG = web.AppKey("wheelwell.config", Config)
 METRICS = web.AppKey("wheelwell.metrics", Metrics)

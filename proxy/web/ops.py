@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import __version__
-from proxy.indexstore import to_api
+from proxy.indexes.store import to_api
 from proxy.model import mask_url
 from proxy.web import keys, ui
 

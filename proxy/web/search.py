@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.errors import InvalidInputError
-from proxy.search import HitKind, SearchHit
+from proxy.hosted.search import HitKind, SearchHit
 from proxy.web import keys, ui
 
 LIMIT = 50  #: results per query: enough to pick from, small enough to render at once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.indexes import Rendered
+from proxy.indexes.registry import Rendered
 from proxy.model import normalize
 from proxy.simple_api import Format, negotiate
 from proxy.web import keys

@@ -10,10 +10,10 @@ import jinja2
 from aiohttp import web
 from packaging.version import InvalidVersion, Version
 
-from proxy.descriptions import render_description
-from proxy.mirror import MirrorIndex
+from proxy.hosted.descriptions import render_description
+from proxy.hosted.private import HostedFile, PrivateIndex
+from proxy.mirror.index import MirrorIndex
 from proxy.model import Distribution, NormalizedName, version_of
-from proxy.private import HostedFile, PrivateIndex
 from proxy.web import keys
 
 _RECENT_MIRROR_PROJECTS = 200

@@ -7,13 +7,13 @@ import asyncio
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from proxy.auth import Auth
 from proxy.config import IndexKind
 from proxy.errors import (
     InvalidUploadError,
     UploadNotAllowedError,
     UploadTooLargeError,
 )
+from proxy.hosted.auth import Auth
 from proxy.storage.blobs import TempBlob
 from proxy.web import keys, xmlrpc
 from proxy.web.common import identify, index_name, private_index

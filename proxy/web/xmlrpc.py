@@ -16,8 +16,8 @@ from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
 from proxy.errors import InvalidInputError
+from proxy.hosted.search import SearchHit
 from proxy.model import IndexName
-from proxy.search import SearchHit
 from proxy.web import keys
 
 LIMIT = 100  #: hits per call; pip prints them all

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.descriptions import render_description, sanitize
+from proxy.hosted.descriptions import render_description, sanitize
 
 RST = """Title
 =====

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.model import ProjectPage
-from proxy.search import (
+from proxy.hosted.search import (
     HitKind,
     SearchHit,
     SearchIndex,
@@ -18,6 +17,7 @@ from proxy.search import (
     remove_release,
     remove_release_if_empty,
 )
+from proxy.model import ProjectPage
 from proxy.storage.db import Database
 
 RELEASES = [

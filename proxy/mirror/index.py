@@ -20,8 +20,17 @@ from proxy.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from proxy.fetch import Fetcher
 from proxy.metrics import Metrics
+from proxy.mirror.fetch import Fetcher
+from proxy.mirror.sources import (
+    Cached,
+    FileSource,
+    InFlight,
+    InMemory,
+    Passthrough,
+    read_wheel_metadata,
+)
+from proxy.mirror.upstream import PageResponse, UpstreamClient
 from proxy.model import (
     Distribution,
     IndexName,
@@ -32,10 +41,8 @@ from proxy.model import (
     mask_url,
 )
 from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list
-from proxy.sources import Cached, FileSource, InFlight, InMemory, Passthrough, read_wheel_metadata
 from proxy.storage.blobs import BlobStore
 from proxy.storage.pagecache import CachedPage, PageCache
-from proxy.upstream import PageResponse, UpstreamClient
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from packaging.utils import canonicalize_name
 
 from proxy.config import IndexConfig
 from proxy.errors import IndexNotFoundError, ProjectNotFoundError, UpstreamError
-from proxy.mirror import MirrorIndex
+from proxy.hosted.private import PrivateIndex
+from proxy.mirror.index import MirrorIndex
 from proxy.model import NormalizedName, ProjectList, ProjectPage
-from proxy.private import PrivateIndex
 from proxy.simple_api import Format, render_list, render_page
 
 Index = MirrorIndex | PrivateIndex

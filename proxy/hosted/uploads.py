@@ -27,12 +27,12 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from proxy.auth import Identity
 from proxy.errors import ConflictError, InvalidUploadError, NotFoundError
+from proxy.hosted.auth import Identity
+from proxy.hosted.private import PrivateIndex
+from proxy.hosted.search import index_release, remove_release, remove_release_if_empty
 from proxy.metrics import Metrics
 from proxy.model import NormalizedName, check_filename, normalize
-from proxy.private import PrivateIndex
-from proxy.search import index_release, remove_release, remove_release_if_empty
 from proxy.storage.blobs import BlobStore, TempBlob
 from proxy.storage.db import Database
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.errors import InvalidUploadError, StorageError
-from proxy.private import HostedFile, PrivateIndex
-from proxy.search import index_release, remove_release_if_empty
+from proxy.hosted.private import HostedFile, PrivateIndex
+from proxy.hosted.search import index_release, remove_release_if_empty
+from proxy.hosted.uploads import inspect_distribution
 from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
-from proxy.uploads import inspect_distribution
 
 log = logging.getLogger(__name__)
 

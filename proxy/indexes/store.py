@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from proxy.config import IndexConfig, IndexKind
 from proxy.errors import ConflictError, InvalidInputError
-from proxy.indexes import IndexRegistry
+from proxy.indexes.registry import IndexRegistry
 from proxy.model import mask_url, normalize, parse_index_name
 from proxy.storage.db import Database
 

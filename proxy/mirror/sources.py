@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.errors import DistributionNotFoundError
-from proxy.fetch import Download
+from proxy.mirror.fetch import Download
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from proxy.errors import (
     UpstreamUnavailableError,
 )
 from proxy.metrics import Metrics
+from proxy.mirror.upstream import UpstreamClient
 from proxy.model import mask_url
 from proxy.storage.blobs import BlobStore, TempBlob
-from proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
