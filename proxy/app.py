@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy import __version__
 from proxy.config import Config, IndexConfig, IndexKind, load
 from proxy.errors import WheelwellError
+from proxy.hosted import search
 from proxy.hosted.auth import Auth
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.search import SearchIndex
@@ -75,6 +76,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     db = Database(cfg.storage.data_dir / "wheelwell.sqlite3")
     await db.start()
     app[keys.DB] = db
+    app[keys.SEARCH] = SearchIndex(db)
+    await app[keys.SEARCH].start()  # its table exists before the first change is derived
+    db.add_deriver(search.derive)
     app[keys.AUTH] = Auth(db, cfg.auth)
     await app[keys.AUTH].bootstrap()
     app[keys.UPLOADS] = Uploads(db, app[keys.BLOBS], app[keys.METRICS])
@@ -82,8 +86,6 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache
-    app[keys.SEARCH] = SearchIndex(db)
-    await app[keys.SEARCH].start()
     yield
     await app[keys.SEARCH].close()
     await cache.close()

@@ -20,8 +20,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from proxy.config import AuthConfig, IndexConfig
-from proxy.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
+from proxy.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from proxy.model import parse_index_name
+from proxy.storage.changes import (
+    PasswordSet,
+    TokenCreated,
+    TokenRevoked,
+    UserCreated,
+    UserDeleted,
+)
 from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -173,39 +180,17 @@ class Auth:
     async def create_user(self, name: str, password: str) -> None:
         _check_user_name(name)
         pwhash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
-
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO users (name, pwhash, created) VALUES (?, ?, ?)",
-                    (name, pwhash, time.time()),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ConflictError(f"user '{name}' exists") from exc
-
-        await self.db.change("user", None, {"user": name, "pwhash": pwhash}, insert)
+        await self.db.commit(UserCreated(user=name, pwhash=pwhash, created=time.time()))
 
     async def set_password(self, name: str, password: str) -> None:
         pwhash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
-
-        def update(conn: sqlite3.Connection) -> None:
-            cur = conn.execute("UPDATE users SET pwhash = ? WHERE name = ?", (pwhash, name))
-            if cur.rowcount == 0:
-                raise NotFoundError(f"user '{name}' not found")
-
-        await self.db.change("user", None, {"user": name, "pwhash": pwhash}, update)
+        await self.db.commit(PasswordSet(user=name, pwhash=pwhash))
         self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
 
     async def delete_user(self, name: str) -> None:
         if name == ROOT:
             raise ForbiddenError("root cannot be deleted")
-
-        def delete(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
-                raise NotFoundError(f"user '{name}' not found")
-            conn.execute("UPDATE tokens SET revoked = 1 WHERE user = ?", (name,))
-
-        await self.db.change("user-delete", None, {"user": name}, delete)
+        await self.db.commit(UserDeleted(user=name))
         self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
 
     async def user_exists(self, name: str) -> bool:
@@ -229,24 +214,16 @@ class Auth:
             description=description,
             created=time.time(),
         )
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO tokens (id, user, hash, idx, expires, description, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token.id,
-                    user,
-                    _token_hash(secret),
-                    index,
-                    token.expires,
-                    description,
-                    token.created,
-                ),
-            )
-
-        data = {"id": token.id, "user": user, "index": index, "expires": token.expires}
-        await self.db.change("token", index, data, insert)
+        change = TokenCreated(
+            id=token.id,
+            user=user,
+            hash=_token_hash(secret),
+            token_index=index,
+            expires=token.expires,
+            description=description,
+            created=token.created,
+        )
+        await self.db.commit(change)
         return token, secret
 
     async def list_tokens(self, who: Identity) -> list[Token]:
@@ -265,14 +242,13 @@ class Auth:
         return await self.db.read(query)
 
     async def revoke_token(self, who: Identity, token_id: str) -> None:
-        def revoke(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
+        row = await self.db.read(
+            lambda c: c.execute(
                 "SELECT user FROM tokens WHERE id = ? AND revoked = 0", (token_id,)
             ).fetchone()
-            if row is None:
-                raise NotFoundError(f"token '{token_id}' not found")
-            if not who.is_root and row["user"] != who.user:
-                raise ForbiddenError(f"token '{token_id}' belongs to another user")
-            conn.execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
-
-        await self.db.change("token-revoke", None, {"id": token_id}, revoke)
+        )
+        if row is None:
+            raise NotFoundError(f"token '{token_id}' not found")
+        if not who.is_root and row["user"] != who.user:
+            raise ForbiddenError(f"token '{token_id}' belongs to another user")
+        await self.db.commit(TokenRevoked(id=token_id))  # NotFound too if revoked meanwhile

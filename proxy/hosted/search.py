@@ -20,6 +20,14 @@ from packaging.version import InvalidVersion, Version
 
 from proxy.errors import InvalidNameError, StorageError
 from proxy.model import ProjectPage, normalize
+from proxy.storage.changes import (
+    Change,
+    FileDeleted,
+    FileUploaded,
+    IndexDeleted,
+    ReleaseDeleted,
+    WheelhouseScanned,
+)
 from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,31 @@ def remove_release_if_empty(
     ).fetchone()
     if left is None:
         remove_release(conn, index, project, version)
+
+
+def derive(conn: sqlite3.Connection, change: Change) -> None:
+    """`Database` deriver: keep private search rows in step with every hosted change."""
+    match change:
+        case FileUploaded():
+            c = change
+            index_release(conn, c.idx, c.project, c.version, c.summary, c.description)
+        case ReleaseDeleted():
+            remove_release(conn, change.idx, change.project, change.version)
+        case FileDeleted():
+            remove_release_if_empty(conn, change.idx, change.project, change.version)
+        case WheelhouseScanned():
+            for w in change.added:  # wheelhouse releases are searchable like uploaded ones
+                f = w.file
+                index_release(conn, change.idx, f.project, f.version, f.summary, f.description)
+            for w in change.removed:
+                remove_release_if_empty(conn, change.idx, w.file.project, w.file.version)
+        case IndexDeleted():
+            conn.execute(
+                "DELETE FROM search WHERE idx = ? AND kind = ?",
+                (change.name, HitKind.PRIVATE.value),
+            )
+        case _:
+            pass
 
 
 def _backfill(conn: sqlite3.Connection) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sqlite3
 import tarfile
 import time
 import zipfile
@@ -27,13 +26,19 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from proxy.errors import ConflictError, InvalidUploadError, NotFoundError
+from proxy.errors import ConflictError, InvalidUploadError
 from proxy.hosted.auth import Identity
 from proxy.hosted.private import PrivateIndex
-from proxy.hosted.search import index_release, remove_release, remove_release_if_empty
 from proxy.metrics import Metrics
 from proxy.model import NormalizedName, check_filename, normalize
 from proxy.storage.blobs import BlobStore, TempBlob
+from proxy.storage.changes import (
+    FileDeleted,
+    FileUploaded,
+    ReleaseDeleted,
+    ReleaseYanked,
+    UnchangedError,
+)
 from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -52,10 +57,6 @@ class Inspected:
     summary: str
     description: str
     description_type: str
-
-
-class _Unchanged(Exception):
-    """The identical file is already there: roll back, answer success."""
 
 
 def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version, bool]:
@@ -213,33 +214,24 @@ class Uploads:
         if found.metadata is not None:
             metadata_sha = hashlib.sha256(found.metadata).hexdigest()
             await self.blobs.store_bytes(found.metadata, (f"{sha256}.metadata",))
-        row = (
-            index.name, found.name, str(found.version), filename, sha256, temp.size,
-            found.requires_python, metadata_sha, time.time(), who.user, found.summary,
-            found.description, found.description_type,
-        )  # fmt: skip
-
-        def insert(conn: sqlite3.Connection) -> None:
-            existing = conn.execute(
-                "SELECT sha256 FROM files WHERE idx = ? AND filename = ?", (index.name, filename)
-            ).fetchone()
-            if existing is not None:
-                if existing[0] == sha256:
-                    raise _Unchanged
-                raise ConflictError(f"file '{filename}' exists in {index.name} with other bytes")
-            conn.execute(
-                "INSERT INTO files (idx, project, version, filename, sha256, size, "
-                "requires_python, metadata_sha256, uploaded, uploader, summary, description, "
-                "description_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            index_release(conn, index.name, found.name, row[2], found.summary, found.description)
-
-        data = {"filename": filename, "sha256": sha256, "project": found.name,
-                "version": str(found.version), "size": temp.size, "user": who.user}  # fmt: skip
+        change = FileUploaded(
+            idx=index.name,
+            project=found.name,
+            version=str(found.version),
+            filename=filename,
+            sha256=sha256,
+            size=temp.size,
+            requires_python=found.requires_python,
+            metadata_sha256=metadata_sha,
+            summary=found.summary,
+            description=found.description,
+            description_type=found.description_type,
+            uploaded=time.time(),
+            uploader=who.user,
+        )
         try:
-            await self.db.change("upload", index.name, data, insert)
-        except _Unchanged:
+            await self.db.commit(change)
+        except UnchangedError:
             return False
         index.invalidate(found.name)
         self.metrics.uploads.labels(index.name).inc()
@@ -279,47 +271,30 @@ class Uploads:
         yanked: bool,
         reason: str | None,
     ) -> None:
-        def update(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE files SET yanked = ?, yanked_reason = ? "
-                "WHERE idx = ? AND project = ? AND version = ?",
-                (int(yanked), reason if yanked else None, index.name, project, version),
-            )
-            if cur.rowcount == 0:
-                raise NotFoundError(f"release {project} {version} not found in {index.name}")
-
-        data = {"project": project, "version": version, "yanked": yanked, "reason": reason}
-        await self.db.change("yank", index.name, data, update)
+        change = ReleaseYanked(
+            idx=index.name, project=project, version=version, yanked=yanked, reason=reason
+        )
+        await self.db.commit(change)
         index.invalidate(project)
 
     async def delete_release(
         self, index: PrivateIndex, project: NormalizedName, version: str
     ) -> None:
         self._check_volatile(index)
-
-        def delete(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "DELETE FROM files WHERE idx = ? AND project = ? AND version = ?",
-                (index.name, project, version),
-            )
-            if cur.rowcount == 0:
-                raise NotFoundError(f"release {project} {version} not found in {index.name}")
-            remove_release(conn, index.name, project, version)
-
-        data = {"project": project, "version": version}
-        await self.db.change("delete", index.name, data, delete)
+        await self.db.commit(ReleaseDeleted(idx=index.name, project=project, version=version))
         index.invalidate(project)
 
     async def delete_file(self, index: PrivateIndex, key: str, filename: str) -> None:
         self._check_volatile(index)
         hosted = await index.find_file(key, filename)
-
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM files WHERE idx = ? AND filename = ?", (index.name, filename))
-            remove_release_if_empty(conn, index.name, hosted.project, hosted.version)
-
-        data = {"filename": filename, "sha256": key}
-        await self.db.change("delete", index.name, data, delete)
+        change = FileDeleted(
+            idx=index.name,
+            filename=filename,
+            sha256=key,
+            project=hosted.project,
+            version=hosted.version,
+        )
+        await self.db.commit(change)
         index.invalidate(hosted.project)
 
     @staticmethod

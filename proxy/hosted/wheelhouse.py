@@ -12,15 +12,14 @@ import contextlib
 import hashlib
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.errors import InvalidUploadError, StorageError
 from proxy.hosted.private import HostedFile, PrivateIndex
-from proxy.hosted.search import index_release, remove_release_if_empty
 from proxy.hosted.uploads import inspect_distribution
 from proxy.storage.blobs import BlobStore
+from proxy.storage.changes import HostedRow, WheelhouseFile, WheelhouseScanned
 from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -89,6 +88,23 @@ def _examine(path: str, index: str) -> tuple[HostedFile, bytes | None]:
     return hosted, found.metadata
 
 
+def _record_of(seen: _Seen) -> WheelhouseFile:
+    f = seen.file
+    row = HostedRow(
+        project=f.project,
+        version=f.version,
+        filename=f.filename,
+        sha256=f.sha256,
+        size=seen.size,
+        requires_python=f.requires_python,
+        metadata_sha256=f.metadata_sha256,
+        summary=f.summary,
+        description=f.description,
+        description_type=f.description_type,
+    )
+    return WheelhouseFile(path=f.path or "", mtime_ns=seen.mtime_ns, file=row)
+
+
 class Wheelhouse:
     """Keeps one private index's view of its wheelhouse directories current."""
 
@@ -151,34 +167,12 @@ class Wheelhouse:
 
     async def _record(self, removed: list[str], added: list[_Seen]) -> None:
         name = self.index.name
-        gone = [self._seen[p].file for p in removed]
-
-        def apply(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "DELETE FROM wheelhouse WHERE idx = ? AND path = ?", [(name, p) for p in removed]
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO wheelhouse (idx, path, filename, project, version, size, "
-                "mtime_ns, sha256, requires_python, metadata_sha256, summary, description, "
-                "description_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (name, s.file.path, s.file.filename, s.file.project, s.file.version, s.size,
-                     s.mtime_ns, s.file.sha256, s.file.requires_python, s.file.metadata_sha256,
-                     s.file.summary, s.file.description, s.file.description_type)
-                    for s in added
-                ],
-            )  # fmt: skip
-            for seen in added:  # wheelhouse releases are searchable like uploaded ones
-                f = seen.file
-                index_release(conn, name, f.project, f.version, f.summary, f.description)
-            for f in gone:
-                remove_release_if_empty(conn, name, f.project, f.version)
-
-        data = {
-            "removed": [Path(p).name for p in removed],
-            "added": [{"filename": s.file.filename, "sha256": s.file.sha256} for s in added],
-        }
-        await self.db.change("wheelhouse", name, data, apply)
+        change = WheelhouseScanned(
+            idx=name,
+            removed=tuple(_record_of(self._seen[p]) for p in removed),
+            added=tuple(_record_of(seen) for seen in added),
+        )
+        await self.db.commit(change)
         projects = {self._seen[p].file.project for p in removed}
         for p in removed:
             del self._seen[p]

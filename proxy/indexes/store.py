@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from proxy.config import IndexConfig, IndexKind
 from proxy.errors import ConflictError, InvalidInputError
 from proxy.indexes.registry import IndexRegistry
 from proxy.model import mask_url, normalize, parse_index_name
+from proxy.storage.changes import IndexDeleted, IndexSaved
 from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,7 @@ class IndexStore:
         visit(cfg.name)
 
     async def _write(self, cfg: IndexConfig) -> None:
-        record = to_record(cfg)
-
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO indexes (name, config) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
-                (cfg.name, json.dumps(record, sort_keys=True)),
-            )
-
-        await self.db.change("index", cfg.name, record, upsert)
+        await self.db.commit(IndexSaved(name=cfg.name, config=to_record(cfg)))
 
     async def reload(self, declared: tuple[IndexConfig, ...]) -> list[str]:
         """Apply the YAML's indexes again (SIGHUP): new and changed ones; never deletes one."""
@@ -187,11 +178,6 @@ class IndexStore:
         users = [c.name for c in self.registry.configs.values() if name in c.bases]
         if users:
             raise ConflictError(f"index '{name}' is a base of {', '.join(sorted(users))}")
-
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM indexes WHERE name = ?", (name,))
-            conn.execute("DELETE FROM files WHERE idx = ?", (name,))
-
-        await self.db.change("index-delete", name, {"name": name}, delete)
+        await self.db.commit(IndexDeleted(name=name))
         self.registry.remove(name)
         log.info("index %s deleted", name, extra={"index": name})

@@ -1,8 +1,9 @@
 """SQLite (WAL) for hosted state: every change and its changelog entry commit in one transaction.
 
 All access runs on one dedicated thread, so the event loop never blocks and SQLite never sees two
-writers. Services pass functions that receive the connection (`read`), or that apply a change
-inside `change`, which appends the serial-numbered changelog entry replicas and export follow.
+writers. Reads are functions of the connection (`read`); hosted state changes only through
+`commit(change)`, which applies a `changes.Change` and appends its serialized form to the
+serial-numbered changelog in the same transaction, then tells listeners (replicas, hooks).
 """
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.errors import StorageError
+from proxy.storage.changes import (
+    FORMAT,
+    Change,
+    apply,
+    dump_hosted,
+    parse_change,
+    render_change,
+    render_public,
+)
 
 T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS changelog (
     serial INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL, kind TEXT NOT NULL, idx TEXT, data TEXT NOT NULL);
+    at REAL NOT NULL, kind TEXT NOT NULL, idx TEXT, data TEXT NOT NULL,
+    format INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, pwhash TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -46,18 +57,47 @@ CREATE TABLE IF NOT EXISTS wheelhouse (
     sha256 TEXT NOT NULL, requires_python TEXT, metadata_sha256 TEXT,
     summary TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
     description_type TEXT NOT NULL DEFAULT '', PRIMARY KEY (idx, path));
+CREATE TABLE IF NOT EXISTS blob_aliases (alias TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 """
+#: PRAGMA user_version: 1 is milestone 1's layout; 2 adds changelog.format and blob_aliases
+SCHEMA_VERSION = 2
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a data dir made by an older version up to SCHEMA_VERSION (idempotent)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(changelog)")}
+    if "format" not in columns:
+        conn.execute("ALTER TABLE changelog ADD COLUMN format INTEGER NOT NULL DEFAULT 0")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
-    """One changelog entry."""
+class ChangelogEntry:
+    """One stored change with its serial; `format` 0 marks entries older than the change model."""
 
     serial: int
     at: float
     kind: str
     index: str | None
-    data: dict[str, Any]
+    body: str  #: the serialized change (`changes.render_change`)
+    format: int
+
+    def change(self) -> Change:
+        return parse_change(self.kind, self.body, self.format)
+
+    def public_data(self) -> dict[str, Any]:
+        """The change as the API shows it: no password or token hashes."""
+        if self.format == 0:  # a milestone-1 summary, free-form
+            data: dict[str, Any] = json.loads(self.body)
+            data.pop("pwhash", None)
+            return data
+        return render_public(self.change())
+
+
+#: runs inside a change's transaction after `apply`: keeps derived tables (search) in step
+Deriver = Callable[[sqlite3.Connection, Change], None]
+#: told of every committed change, on the event loop, after the commit
+Listener = Callable[[int, Change], None]
 
 
 class Database:
@@ -68,6 +108,8 @@ class Database:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="db")
         self._conn: sqlite3.Connection | None = None
         self.serial = 0  #: the latest changelog serial
+        self._derivers: list[Deriver] = []
+        self._listeners: list[Listener] = []
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +119,7 @@ class Database:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
+        _migrate(conn)
         row = conn.execute("SELECT COALESCE(MAX(serial), 0) FROM changelog").fetchone()
         self.serial = int(row[0])
         self._conn = conn
@@ -107,49 +150,62 @@ class Database:
         return await self._submit(fn, self.conn)
 
     async def write_derived(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Write derived data (search index rows) that any replica can rebuild: no changelog."""
+        """Write derived data (search rows, blob aliases) any replica can rebuild: no changelog."""
         return await self._submit(fn, self.conn)
 
-    def _change(
-        self,
-        kind: str,
-        index: str | None,
-        data: dict[str, Any],
-        apply: Callable[[sqlite3.Connection], T],
-    ) -> tuple[T, int]:
+    def add_deriver(self, deriver: Deriver) -> None:
+        self._derivers.append(deriver)
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _commit(self, change: Change, at: float, serial: int | None) -> int:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = apply(conn)
+            apply(conn, change)
+            for derive in self._derivers:
+                derive(conn, change)
             cursor = conn.execute(
-                "INSERT INTO changelog (at, kind, idx, data) VALUES (?, ?, ?, ?)",
-                (time.time(), kind, index, json.dumps(data, sort_keys=True)),
+                "INSERT INTO changelog (serial, at, kind, idx, data, format) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (serial, at, change.kind.value, change.index, render_change(change), FORMAT),
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        serial = int(cursor.lastrowid or 0)
+        return int(cursor.lastrowid or 0)
+
+    async def commit(self, change: Change, *, at: float | None = None) -> int:
+        """Apply a change and append it to the changelog in one transaction; returns its serial."""
+        return await self._store(change, time.time() if at is None else at, None)
+
+    async def replay(self, entry: ChangelogEntry) -> int:
+        """Apply another database's entry under its own serial and time (replicas, import)."""
+        if entry.serial <= self.serial:
+            raise StorageError(f"serial {entry.serial} is not after {self.serial}")
+        return await self._store(entry.change(), entry.at, entry.serial)
+
+    async def _store(self, change: Change, at: float, serial: int | None) -> int:
+        serial = await self._submit(self._commit, change, at, serial)
         self.serial = serial
-        return result, serial
+        for listener in self._listeners:
+            listener(serial, change)
+        return serial
 
-    async def change(
-        self,
-        kind: str,
-        index: str | None,
-        data: dict[str, Any],
-        apply: Callable[[sqlite3.Connection], T],
-    ) -> tuple[T, int]:
-        """Apply a state change and append its changelog entry atomically; returns the serial."""
-        return await self._submit(self._change, kind, index, data, apply)
-
-    async def changes_since(self, since: int, limit: int = 1000) -> list[Change]:
-        def query(conn: sqlite3.Connection) -> list[Change]:
+    async def changes_since(self, since: int, limit: int = 1000) -> list[ChangelogEntry]:
+        def query(conn: sqlite3.Connection) -> list[ChangelogEntry]:
             rows = conn.execute(
-                "SELECT serial, at, kind, idx, data FROM changelog WHERE serial > ? "
+                "SELECT serial, at, kind, idx, data, format FROM changelog WHERE serial > ? "
                 "ORDER BY serial LIMIT ?",
                 (since, limit),
             ).fetchall()
-            return [Change(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+            return [ChangelogEntry(*row) for row in rows]
 
         return await self.read(query)
+
+    async def dump_hosted(self) -> dict[str, list[dict[str, Any]]]:
+        """Every hosted row, canonically ordered (replay and export checks compare these)."""
+        return await self.read(dump_hosted)

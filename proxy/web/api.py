@@ -264,7 +264,13 @@ async def changelog(request: web.Request) -> web.Response:
         {
             "serial": db.serial,
             "entries": [
-                {"serial": c.serial, "at": c.at, "kind": c.kind, "index": c.index, "data": c.data}
+                {
+                    "serial": c.serial,
+                    "at": c.at,
+                    "kind": c.kind,
+                    "index": c.index,
+                    "data": c.public_data(),
+                }
                 for c in entries
             ],
             "now": time.time(),

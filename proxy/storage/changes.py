@@ -1,0 +1,464 @@
+"""The change model: every write to hosted state is one of these values, applied by `apply`.
+
+A change carries everything needed to apply it (timestamps and hashes included), so applying
+the same sequence to an empty database gives the same tables: the changelog can be replayed by
+replicas, written out by export and listened to by hooks. `apply` is the only writer of the
+hosted tables; derived tables (search) are kept by derivers run in the same transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from proxy.errors import ConflictError, NotFoundError, StorageError
+
+#: the serialization version written into every new changelog entry; 0 marks entries written
+#: before the change model existed (kept for history, not replayable)
+FORMAT = 1
+
+
+class ChangeKind(StrEnum):
+    """The changelog's `kind` values (milestone 1's names where the shape was already one)."""
+
+    USER_CREATED = "user"
+    PASSWORD_SET = "password"  # noqa: S105 - a kind, not a secret
+    USER_DELETED = "user-delete"
+    TOKEN_CREATED = "token"  # noqa: S105
+    TOKEN_REVOKED = "token-revoke"  # noqa: S105
+    INDEX_SAVED = "index"
+    INDEX_DELETED = "index-delete"
+    FILE_UPLOADED = "upload"
+    RELEASE_YANKED = "yank"  #: yank and unyank
+    RELEASE_DELETED = "release-delete"
+    FILE_DELETED = "file-delete"
+    WHEELHOUSE_SCANNED = "wheelhouse"
+
+
+class UnchangedError(Exception):
+    """The change would change nothing (an identical re-upload): rolled back, not logged."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserCreated:
+    kind: ClassVar[ChangeKind] = ChangeKind.USER_CREATED
+    secrets: ClassVar[frozenset[str]] = frozenset({"pwhash"})
+    user: str
+    pwhash: str
+    created: float
+
+    @property
+    def index(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordSet:
+    kind: ClassVar[ChangeKind] = ChangeKind.PASSWORD_SET
+    secrets: ClassVar[frozenset[str]] = frozenset({"pwhash"})
+    user: str
+    pwhash: str
+
+    @property
+    def index(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeleted:
+    kind: ClassVar[ChangeKind] = ChangeKind.USER_DELETED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    user: str
+
+    @property
+    def index(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCreated:
+    kind: ClassVar[ChangeKind] = ChangeKind.TOKEN_CREATED
+    secrets: ClassVar[frozenset[str]] = frozenset({"hash"})
+    id: str
+    user: str
+    hash: str  #: sha256 of the secret; the secret itself is never stored
+    token_index: str | None
+    expires: float | None
+    description: str
+    created: float
+
+    @property
+    def index(self) -> str | None:
+        return self.token_index
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRevoked:
+    kind: ClassVar[ChangeKind] = ChangeKind.TOKEN_REVOKED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    id: str
+
+    @property
+    def index(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSaved:
+    kind: ClassVar[ChangeKind] = ChangeKind.INDEX_SAVED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    name: str
+    config: Mapping[str, Any]  #: the stored record of an IndexConfig (plain JSON)
+
+    @property
+    def index(self) -> str | None:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDeleted:
+    kind: ClassVar[ChangeKind] = ChangeKind.INDEX_DELETED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    name: str
+
+    @property
+    def index(self) -> str | None:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class HostedRow:
+    """One wheelhouse file's facts (an upload carries the same fields flat)."""
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    metadata_sha256: str | None
+    summary: str
+    description: str
+    description_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileUploaded:
+    kind: ClassVar[ChangeKind] = ChangeKind.FILE_UPLOADED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    idx: str
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    metadata_sha256: str | None
+    summary: str
+    description: str
+    description_type: str
+    uploaded: float
+    uploader: str | None
+
+    @property
+    def index(self) -> str | None:
+        return self.idx
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseYanked:
+    """PEP 592 yank (or unyank, with `yanked` false) of every file of a release."""
+
+    kind: ClassVar[ChangeKind] = ChangeKind.RELEASE_YANKED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    idx: str
+    project: str
+    version: str
+    yanked: bool
+    reason: str | None
+
+    @property
+    def index(self) -> str | None:
+        return self.idx
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseDeleted:
+    kind: ClassVar[ChangeKind] = ChangeKind.RELEASE_DELETED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    idx: str
+    project: str
+    version: str
+
+    @property
+    def index(self) -> str | None:
+        return self.idx
+
+
+@dataclass(frozen=True, slots=True)
+class FileDeleted:
+    kind: ClassVar[ChangeKind] = ChangeKind.FILE_DELETED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    idx: str
+    filename: str
+    sha256: str
+    project: str
+    version: str
+
+    @property
+    def index(self) -> str | None:
+        return self.idx
+
+
+@dataclass(frozen=True, slots=True)
+class WheelhouseFile:
+    """A file found in a wheelhouse directory: served from `path`, never copied."""
+
+    path: str
+    mtime_ns: int
+    file: HostedRow
+
+
+@dataclass(frozen=True, slots=True)
+class WheelhouseScanned:
+    kind: ClassVar[ChangeKind] = ChangeKind.WHEELHOUSE_SCANNED
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    idx: str
+    removed: tuple[WheelhouseFile, ...]
+    added: tuple[WheelhouseFile, ...]  #: new or changed (replacing the row at the same path)
+
+    @property
+    def index(self) -> str | None:
+        return self.idx
+
+
+Change = (
+    UserCreated
+    | PasswordSet
+    | UserDeleted
+    | TokenCreated
+    | TokenRevoked
+    | IndexSaved
+    | IndexDeleted
+    | FileUploaded
+    | ReleaseYanked
+    | ReleaseDeleted
+    | FileDeleted
+    | WheelhouseScanned
+)
+
+_TYPES: dict[ChangeKind, type[Any]] = {
+    cls.kind: cls
+    for cls in (
+        UserCreated,
+        PasswordSet,
+        UserDeleted,
+        TokenCreated,
+        TokenRevoked,
+        IndexSaved,
+        IndexDeleted,
+        FileUploaded,
+        ReleaseYanked,
+        ReleaseDeleted,
+        FileDeleted,
+        WheelhouseScanned,
+    )
+}
+
+
+# ---- serialization -----------------------------------------------------------------------------
+
+
+def render_change(change: Change) -> str:
+    """The changelog form: canonical JSON of every field (nested rows as objects)."""
+    return json.dumps(dataclasses.asdict(change), sort_keys=True, separators=(",", ":"))
+
+
+def _row(data: Mapping[str, Any]) -> HostedRow:
+    return HostedRow(**data)
+
+
+def _wheelhouse_file(data: Mapping[str, Any]) -> WheelhouseFile:
+    return WheelhouseFile(path=data["path"], mtime_ns=data["mtime_ns"], file=_row(data["file"]))
+
+
+def parse_change(kind: str, body: str, version: int = FORMAT) -> Change:
+    """The inverse of `render_change`; StorageError for unknown kinds or versions."""
+    if version != FORMAT:
+        raise StorageError(f"changelog entry format {version} cannot be replayed (want {FORMAT})")
+    try:
+        cls = _TYPES[ChangeKind(kind)]
+        data: dict[str, Any] = json.loads(body)
+        if cls is WheelhouseScanned:
+            data["removed"] = tuple(_wheelhouse_file(f) for f in data["removed"])
+            data["added"] = tuple(_wheelhouse_file(f) for f in data["added"])
+        change: Change = cls(**data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StorageError(f"unreadable changelog entry of kind {kind!r}: {exc}") from exc
+    return change
+
+
+def render_public(change: Change) -> dict[str, Any]:
+    """The change as the API shows it: every field but secrets (password and token hashes)."""
+    data = dataclasses.asdict(change)
+    for name in change.secrets:
+        data.pop(name, None)
+    return data
+
+
+# ---- apply: the only writer of hosted tables ---------------------------------------------------
+
+
+_INSERT_FILE = (
+    "INSERT INTO files (idx, project, version, filename, sha256, size, requires_python, "
+    "metadata_sha256, uploaded, uploader, summary, description, description_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_WHEELHOUSE = (
+    "INSERT OR REPLACE INTO wheelhouse (idx, path, filename, project, version, size, mtime_ns, "
+    "sha256, requires_python, metadata_sha256, summary, description, description_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def apply(conn: sqlite3.Connection, change: Change) -> None:
+    """Write one change inside the caller's transaction; raises when it cannot apply."""
+    match change:
+        case UserCreated():
+            try:
+                conn.execute(
+                    "INSERT INTO users (name, pwhash, created) VALUES (?, ?, ?)",
+                    (change.user, change.pwhash, change.created),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(f"user '{change.user}' exists") from exc
+        case PasswordSet():
+            cur = conn.execute(
+                "UPDATE users SET pwhash = ? WHERE name = ?", (change.pwhash, change.user)
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"user '{change.user}' not found")
+        case UserDeleted():
+            if conn.execute("DELETE FROM users WHERE name = ?", (change.user,)).rowcount == 0:
+                raise NotFoundError(f"user '{change.user}' not found")
+            conn.execute("UPDATE tokens SET revoked = 1 WHERE user = ?", (change.user,))
+        case TokenCreated():
+            conn.execute(
+                "INSERT INTO tokens (id, user, hash, idx, expires, description, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    change.id,
+                    change.user,
+                    change.hash,
+                    change.token_index,
+                    change.expires,
+                    change.description,
+                    change.created,
+                ),
+            )
+        case TokenRevoked():
+            cur = conn.execute(
+                "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (change.id,)
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"token '{change.id}' not found")
+        case IndexSaved():
+            conn.execute(
+                "INSERT INTO indexes (name, config) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
+                (change.name, json.dumps(change.config, sort_keys=True)),
+            )
+        case IndexDeleted():
+            conn.execute("DELETE FROM indexes WHERE name = ?", (change.name,))
+            conn.execute("DELETE FROM files WHERE idx = ?", (change.name,))
+        case FileUploaded():
+            _apply_upload(conn, change)
+        case ReleaseYanked():
+            cur = conn.execute(
+                "UPDATE files SET yanked = ?, yanked_reason = ? "
+                "WHERE idx = ? AND project = ? AND version = ?",
+                (
+                    int(change.yanked),
+                    change.reason if change.yanked else None,
+                    change.idx,
+                    change.project,
+                    change.version,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise _no_release(change.idx, change.project, change.version)
+        case ReleaseDeleted():
+            cur = conn.execute(
+                "DELETE FROM files WHERE idx = ? AND project = ? AND version = ?",
+                (change.idx, change.project, change.version),
+            )
+            if cur.rowcount == 0:
+                raise _no_release(change.idx, change.project, change.version)
+        case FileDeleted():
+            conn.execute(
+                "DELETE FROM files WHERE idx = ? AND filename = ? AND sha256 = ?",
+                (change.idx, change.filename, change.sha256),
+            )
+        case WheelhouseScanned():
+            conn.executemany(
+                "DELETE FROM wheelhouse WHERE idx = ? AND path = ?",
+                [(change.idx, f.path) for f in change.removed],
+            )
+            conn.executemany(
+                _INSERT_WHEELHOUSE, [_wheelhouse_values(change.idx, f) for f in change.added]
+            )
+
+
+def _no_release(index: str, project: str, version: str) -> NotFoundError:
+    return NotFoundError(f"release {project} {version} not found in {index}")
+
+
+def _apply_upload(conn: sqlite3.Connection, f: FileUploaded) -> None:
+    existing = conn.execute(
+        "SELECT sha256 FROM files WHERE idx = ? AND filename = ?", (f.idx, f.filename)
+    ).fetchone()
+    if existing is not None:
+        if existing[0] == f.sha256:
+            raise UnchangedError(f.filename)
+        raise ConflictError(f"file '{f.filename}' exists in {f.idx} with other bytes")
+    conn.execute(
+        _INSERT_FILE,
+        (
+            f.idx, f.project, f.version, f.filename, f.sha256, f.size, f.requires_python,
+            f.metadata_sha256, f.uploaded, f.uploader, f.summary, f.description,
+            f.description_type,
+        ),
+    )  # fmt: skip
+
+
+def _wheelhouse_values(index: str, w: WheelhouseFile) -> tuple[object, ...]:
+    f = w.file
+    return (
+        index, w.path, f.filename, f.project, f.version, f.size, w.mtime_ns, f.sha256,
+        f.requires_python, f.metadata_sha256, f.summary, f.description, f.description_type,
+    )  # fmt: skip
+
+
+#: the hosted tables `apply` writes, with the columns that identify a row (for dumps)
+HOSTED_TABLES: dict[str, tuple[str, ...]] = {
+    "users": ("name",),
+    "tokens": ("id",),
+    "indexes": ("name",),
+    "files": ("idx", "filename"),
+    "wheelhouse": ("idx", "path"),
+}
+
+
+def dump_hosted(conn: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+    """Every hosted row in a canonical order: two databases with equal dumps hold the same state."""
+    dump: dict[str, list[dict[str, Any]]] = {}
+    for table, key in HOSTED_TABLES.items():
+        cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {', '.join(key)}")  # noqa: S608
+        columns = [d[0] for d in cursor.description]
+        dump[table] = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return dump
