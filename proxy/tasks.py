@@ -121,19 +121,16 @@ class WriteBehind(Generic[K, V]):
         self._writing: dict[K, V] = {}  #: the batch being flushed, still visible to readers
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._closing = asyncio.Event()  #: set by close(): cut the collect delay short
-        self._closed = False
+        self._closing = asyncio.Event()  #: set by close(): no more collect delays
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._writing)
 
     def put(self, key: K, value: V) -> None:
-        """Queue `value` for `key`, replacing any value not yet written."""
-        if self._closed:
-            raise RuntimeError(f"{self.name}: write-behind is closed")
+        """Queue `value` for `key`, replacing any value not yet written (after close: at once)."""
         self._pending[key] = value
         self._wakeup.set()
-        if self._writer is None:
+        if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._run(), name=f"{self.name} writer")
 
     def pending(self, key: K) -> V | None:
@@ -175,9 +172,8 @@ class WriteBehind(Generic[K, V]):
                 self._writing = {}
 
     async def close(self) -> None:
-        """Write what is pending, then stop the writer."""
+        """Write what is pending, then stop the writer; a later put is written without delay."""
         self._closing.set()
-        self._closed = True
         if self._writer is None:
             return
         self._wakeup.set()

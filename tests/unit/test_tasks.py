@@ -186,14 +186,16 @@ async def test_retry_requeues_a_failed_batch_for_the_next_write() -> None:
     assert sink.written() == {"a": 1, "b": 2}
 
 
-async def test_close_flushes_and_refuses_later_puts() -> None:
+async def test_close_flushes_and_later_puts_are_written_at_once() -> None:
     sink = Sink()
     writes: WriteBehind[str, int] = WriteBehind("test", sink.flush, delay=30.0)
     writes.put("a", 1)
     await writes.close()  # does not wait out the collect delay
     assert sink.written() == {"a": 1}
-    with pytest.raises(RuntimeError):
-        writes.put("b", 2)
+    writes.put("b", 2)
+    await _until(lambda: len(writes) == 0)  # no 30 s delay once closed
+    await writes.close()
+    assert sink.written() == {"a": 1, "b": 2}
 
 
 async def test_close_without_puts_is_a_no_op() -> None:
