@@ -1,4 +1,4 @@
-"""Fetcher against a loopback FakeIndex: one GET per file, verified before the last byte, cleanup."""
+"""Fetcher against a loopback FakeIndex: one GET per file, verified before its last byte."""
 
 from __future__ import annotations
 
