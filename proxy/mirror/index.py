@@ -99,6 +99,7 @@ class MirrorIndex:
         self.cfg = cfg
         self.clock = clock
         self._memory: OrderedDict[str, _Entry] = OrderedDict()
+        self._loads: SingleFlight[str, _Entry | None] = SingleFlight("page load")
         self._refreshes: SingleFlight[str, _Entry] = SingleFlight("page")
         self._metadata_fetches: SingleFlight[str, bytes] = SingleFlight("metadata")
         #: the client has its bytes before the fsync
@@ -131,10 +132,17 @@ class MirrorIndex:
         if entry is not None:
             self._memory.move_to_end(project)
             return entry
+        return await self._loads.run(project, functools.partial(self._load, project))
+
+    async def _load(self, project: str) -> _Entry | None:
+        """The disk-cached page, parsed once however many clients ask for it after a restart."""
         cached = await self.pages.load(self._cache_key(project))
         if cached is None:
             return None
         entry = await _off_loop(len(cached.body), self._entry_from, project, cached)
+        current = self._memory.get(project)
+        if current is not None:  # a refresh finished meanwhile: it is newer than the disk
+            return current
         self._remember(project, entry)
         return entry
 
@@ -377,6 +385,7 @@ class MirrorIndex:
 
     async def close(self) -> None:
         """Cancel page refreshes and metadata fetches; let queued metadata writes finish."""
+        await self._loads.close()
         await self._refreshes.close()
         await self._metadata_fetches.close()
         await self._metadata_writes.close()
