@@ -7,7 +7,6 @@ as pages are fetched and written behind in small batches, never from the upstrea
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import functools
 import logging
@@ -29,6 +28,7 @@ from proxy.storage.changes import (
     WheelhouseScanned,
 )
 from proxy.storage.db import Database
+from proxy.tasks import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,10 @@ class SearchIndex:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._mirror: dict[tuple[str, str], str | None] = {}  #: what the table holds
-        self._pending: dict[tuple[str, str], str | None] = {}
-        self._flush: asyncio.Task[None] | None = None
+        #: a resolver's burst of page fetches collected into one write
+        self._writes: WriteBehind[tuple[str, str], str | None] = WriteBehind(
+            "search mirror names", self._write_mirror_names, delay=0.05
+        )
 
     async def start(self) -> None:
         def prepare(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -257,25 +259,19 @@ class SearchIndex:
         key = (index, project)
         if key in self._mirror and self._mirror[key] == version:
             return
-        self._pending[key] = version
-        if self._flush is None or self._flush.done():
-            self._flush = asyncio.create_task(self._write_pending(), name="search write-behind")
+        self._writes.put(key, version)
 
-    async def _write_pending(self) -> None:
-        await asyncio.sleep(0.05)  # collect the names of a resolver's burst into one write
-        while self._pending:
-            batch, self._pending = self._pending, {}
-            try:
-                await self.db.write_derived(functools.partial(_write_mirror_batch, batch=batch))
-            except StorageError as exc:
-                log.warning("search: %d mirror names not indexed: %s", len(batch), exc)
-                continue
-            self._mirror.update(batch)
+    async def _write_mirror_names(self, batch: dict[tuple[str, str], str | None]) -> None:
+        try:
+            await self.db.write_derived(functools.partial(_write_mirror_batch, batch=batch))
+        except StorageError as exc:
+            log.warning("search: %d mirror names not indexed: %s", len(batch), exc)
+            return
+        self._mirror.update(batch)
 
     async def close(self) -> None:
         """Write what is pending, so a clean shutdown loses no names."""
-        if self._flush is not None:
-            await self._flush
+        await self._writes.close()
 
     async def search(
         self, text: str, indexes: Sequence[str] | None, limit: int = 50, shadow: bool = False

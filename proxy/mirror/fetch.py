@@ -23,6 +23,7 @@ from proxy.metrics import Metrics
 from proxy.mirror.upstream import UpstreamClient
 from proxy.model import mask_url
 from proxy.storage.blobs import BlobStore, TempBlob
+from proxy.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,10 @@ class Fetcher:
         self.upstream = upstream
         self.blobs = blobs
         self.metrics = metrics
+        #: not a SingleFlight: readers join the Download object itself, synchronously, and
+        #: stream it while it is in flight; the task's result is nobody's concern
         self._inflight: dict[str, Download] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     def in_flight(self) -> int:
         return len(self._inflight)
@@ -105,9 +108,7 @@ class Fetcher:
         self.metrics.file_cache.labels("miss").inc()
         download = Download(key, url, filename, expected_sha256)
         self._inflight[key] = download
-        task = asyncio.create_task(self._run(download), name=f"download {filename}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(download), f"download {filename}")
         return download
 
     async def _run(self, download: Download) -> None:
@@ -174,10 +175,4 @@ class Fetcher:
 
     async def close(self, grace: float) -> None:
         """Let in-flight downloads finish within `grace` seconds, then cancel the rest."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.close(grace)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from proxy.config import UpstreamConfig
 from proxy.errors import (
@@ -43,12 +45,24 @@ from proxy.model import (
 from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list
 from proxy.storage.blobs import BlobStore
 from proxy.storage.pagecache import CachedPage, PageCache
+from proxy.tasks import SingleFlight, WriteBehind
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MEMORY_PAGES = 4096
 _LIST_KEY = ""
 _EMPTY_LIST = ProjectList()
+#: bodies below this are parsed on the loop: the executor hop (~50 µs) costs more than the work
+_INLINE_BYTES = 2 * 1024
+
+
+async def _off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking parse work on the default executor, unless the body is tiny."""
+    if size < _INLINE_BYTES:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +99,13 @@ class MirrorIndex:
         self.cfg = cfg
         self.clock = clock
         self._memory: OrderedDict[str, _Entry] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[_Entry]] = {}
-        self._tasks: set[asyncio.Task[_Entry]] = set()
-        self._metadata_inflight: dict[str, asyncio.Task[bytes]] = {}
-        self._metadata_pending: dict[str, bytes] = {}
-        self._stores: set[asyncio.Task[None]] = set()
+        self._loads: SingleFlight[str, _Entry | None] = SingleFlight("page load")
+        self._refreshes: SingleFlight[str, _Entry] = SingleFlight("page")
+        self._metadata_fetches: SingleFlight[str, bytes] = SingleFlight("metadata")
+        #: the client has its bytes before the fsync
+        self._metadata_writes: WriteBehind[str, bytes] = WriteBehind(
+            "metadata", self._store_metadata
+        )
         self.on_page: Callable[[str, ProjectPage], None] | None = None  #: after a page fetch
 
     # ---- pages ---------------------------------------------------------------------------
@@ -116,14 +132,22 @@ class MirrorIndex:
         if entry is not None:
             self._memory.move_to_end(project)
             return entry
+        return await self._loads.run(project, functools.partial(self._load, project))
+
+    async def _load(self, project: str) -> _Entry | None:
+        """The disk-cached page, parsed once however many clients ask for it after a restart."""
         cached = await self.pages.load(self._cache_key(project))
         if cached is None:
             return None
-        entry = self._entry_from(project, cached)
+        entry = await _off_loop(len(cached.body), self._entry_from, project, cached)
+        current = self._memory.get(project)
+        if current is not None:  # a refresh finished meanwhile: it is newer than the disk
+            return current
         self._remember(project, entry)
         return entry
 
     def _entry_from(self, project: str, cached: CachedPage) -> _Entry:
+        """A page from the disk cache, parsed and rewritten (blocking: run it off the loop)."""
         if cached.status != 200:
             return _Entry(cached, None, None)
         if project == _LIST_KEY:
@@ -133,6 +157,7 @@ class MirrorIndex:
         return _Entry(cached, page, self._rewrite(page) if project else None)
 
     def _rewrite(self, page: ProjectPage) -> ProjectPage:
+        """File URLs pointing at our +f/ paths (pure; called off the loop with the parse)."""
         files = tuple(
             dataclasses.replace(d, url=f"{self.name}/+f/{d.key}/{d.filename}") for d in page.files
         )
@@ -143,14 +168,7 @@ class MirrorIndex:
         if entry is not None and self._fresh(entry):
             self.metrics.page_cache.labels("hit").inc()
             return entry
-        task = self._inflight.get(project)
-        if task is None:
-            task = asyncio.create_task(self._refresh(project, entry), name=f"page {project}")
-            self._inflight[project] = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(lambda _: self._inflight.pop(project, None))
-        return await asyncio.shield(task)
+        return await self._refreshes.run(project, functools.partial(self._refresh, project, entry))
 
     async def project_page(self, project: NormalizedName) -> ProjectPage:
         """The upstream page with upstream URLs; ProjectNotFoundError when upstream has none."""
@@ -182,7 +200,7 @@ class MirrorIndex:
                 etag=old.cached.etag if old and validators else None,
                 last_modified=old.cached.last_modified if old and validators else None,
             )
-            entry = self._entry_from_response(project, resp, old)
+            entry = await self._entry_from_response(project, resp, old)
         except UpstreamError as exc:
             if old is None:
                 raise
@@ -202,7 +220,9 @@ class MirrorIndex:
             self.on_page(project, entry.served)
         return entry
 
-    def _entry_from_response(self, project: str, resp: PageResponse, old: _Entry | None) -> _Entry:
+    async def _entry_from_response(
+        self, project: str, resp: PageResponse, old: _Entry | None
+    ) -> _Entry:
         now = self.clock()
         if resp.status == 304 and old is not None:
             self.metrics.page_cache.labels("revalidated").inc()
@@ -214,11 +234,10 @@ class MirrorIndex:
             raise UpstreamStatusError(mask_url(resp.url), resp.status)
         self.metrics.page_cache.labels("miss").inc()
         if project == _LIST_KEY:
-            names = self._parse_list(resp)
-            cached = CachedPage(body="\n".join(names.names).encode(), fetched_at=now)
-            return _Entry(cached, None, None, names)
-        page = self._parse_page(project, resp)
-        serial = resp.serial if resp.serial is not None else page.last_serial
+            names, body = await _off_loop(len(resp.body), self._parse_list, resp)
+            return _Entry(CachedPage(body=body, fetched_at=now), None, None, names)
+        page, served = await _off_loop(len(resp.body), self._parse_page, project, resp)
+        serial = page.last_serial
         old_serial = old.cached.serial if old is not None else None
         if (
             old is not None
@@ -234,7 +253,6 @@ class MirrorIndex:
             )
             self.metrics.page_cache.labels("stale").inc()
             return old
-        page = dataclasses.replace(page, last_serial=serial)
         cached = CachedPage(
             body=b"",  # rendered by the page cache's writer thread, off the event loop
             fetched_at=now,
@@ -249,9 +267,10 @@ class MirrorIndex:
             mask_url(resp.url),
             extra={"project": project, "index": self.name, "upstream": mask_url(resp.url)},
         )
-        return _Entry(cached, page, self._rewrite(page))
+        return _Entry(cached, page, served)
 
-    def _parse_page(self, project: str, resp: PageResponse) -> ProjectPage:
+    def _parse_page(self, project: str, resp: PageResponse) -> tuple[ProjectPage, ProjectPage]:
+        """The page with the response's serial, and as served (blocking: run it off the loop)."""
         ctype = resp.content_type.split(";")[0].strip().lower()
         if ctype.endswith("json"):
             page = parse_json(resp.body, resp.url)
@@ -259,12 +278,17 @@ class MirrorIndex:
             page = parse_html(resp.body, resp.url, project)
         else:
             raise UpstreamProtocolError(mask_url(resp.url), f"unexpected content type {ctype!r}")
-        return dataclasses.replace(page, name=page.name or project)
+        serial = resp.serial if resp.serial is not None else page.last_serial
+        page = dataclasses.replace(page, name=page.name or project, last_serial=serial)
+        return page, self._rewrite(page)
 
-    def _parse_list(self, resp: PageResponse) -> ProjectList:
+    def _parse_list(self, resp: PageResponse) -> tuple[ProjectList, bytes]:
+        """The root page's names, and their disk form (blocking: run it off the loop)."""
         if resp.content_type.split(";")[0].strip().lower().endswith("json"):
-            return parse_json_list(resp.body, resp.url)
-        return parse_html_list(resp.body, resp.url)
+            names = parse_json_list(resp.body, resp.url)
+        else:
+            names = parse_html_list(resp.body, resp.url)
+        return names, "\n".join(names.names).encode()
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -301,15 +325,11 @@ class MirrorIndex:
         if path is not None:
             self.metrics.file_cache.labels("hit").inc()
             return Cached(path)
-        body = self._metadata_pending.get(alias)
+        body = self._metadata_writes.pending(alias)
         if body is not None:
             return InMemory(body)
-        task = self._metadata_inflight.get(alias)
-        if task is None:
-            task = asyncio.create_task(self._fetch_metadata(project, key, filename))
-            self._metadata_inflight[alias] = task
-            task.add_done_callback(lambda _: self._metadata_inflight.pop(alias, None))
-        return InMemory(await asyncio.shield(task))
+        fetch = functools.partial(self._fetch_metadata, project, key, filename)
+        return InMemory(await self._metadata_fetches.run(alias, fetch))
 
     async def _fetch_metadata(self, project: NormalizedName, key: str, filename: str) -> bytes:
         dist = await self.find_dist(project, key, filename)
@@ -330,21 +350,24 @@ class MirrorIndex:
             actual = hashlib.sha256(body).hexdigest()
             if actual != expected:
                 log.warning("metadata of %s: sha256 %s, page says %s", filename, actual, expected)
-        alias = f"{key}.metadata"
-        self._metadata_pending[alias] = body
-        store = asyncio.create_task(self._store_metadata(alias, body))
-        self._stores.add(store)
-        store.add_done_callback(self._stores.discard)
+        self._metadata_writes.put(f"{key}.metadata", body)
         return body
 
-    async def _store_metadata(self, alias: str, body: bytes) -> None:
-        """Behind the response: the client has its bytes before the fsync."""
+    async def _store_metadata(self, batch: dict[str, bytes]) -> None:
+        """Behind the response, each file on its own: one that fails does not stop the rest."""
+        results = await asyncio.gather(
+            *(self._store_one(alias, body) for alias, body in batch.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _store_one(self, alias: str, body: bytes) -> None:
         try:
             await self.blobs.store_bytes(body, (alias,))
         except StorageError as exc:
             log.error("could not store %s: %s", alias, exc)
-        finally:
-            self._metadata_pending.pop(alias, None)
 
     async def _extract_metadata(self, key: str, dist: Distribution) -> bytes:
         """The wheel's own METADATA, for upstreams that advertise metadata they do not serve."""
@@ -361,10 +384,8 @@ class MirrorIndex:
         return await loop.run_in_executor(None, read_wheel_metadata, path, dist.filename)
 
     async def close(self) -> None:
-        """Cancel page refreshes; let queued metadata writes finish."""
-        for task in list(self._tasks) + list(self._metadata_inflight.values()):
-            task.cancel()
-        await asyncio.gather(
-            *self._tasks, *self._metadata_inflight.values(), return_exceptions=True
-        )
-        await asyncio.gather(*self._stores, return_exceptions=True)
+        """Cancel page refreshes and metadata fetches; let queued metadata writes finish."""
+        await self._loads.close()
+        await self._refreshes.close()
+        await self._metadata_fetches.close()
+        await self._metadata_writes.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import diskcache  # type: ignore[import-untyped]
 
 from proxy.model import ProjectPage
 from proxy.simple_api import render_json
+from proxy.tasks import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ class CachedPage:
     serial: int | None = None  #: upstream X-PyPI-Last-Serial
 
 
+_Write = tuple[CachedPage, ProjectPage | None]  #: a page rendered to JSON only when written
+
+
 def _with_body(cached: CachedPage, page: ProjectPage | None) -> CachedPage:
     return cached if page is None else dataclasses.replace(cached, body=render_json(page))
 
@@ -48,9 +51,7 @@ class PageCache:
         self._cache: diskcache.Cache | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pagecache")
         self._known: set[str] = set()
-        self._pending: dict[str, tuple[CachedPage, ProjectPage | None]] = {}
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._writes: WriteBehind[str, _Write] = WriteBehind("pagecache", self._flush)
 
     def _open(self) -> None:
         self._cache = diskcache.Cache(str(self.directory), size_limit=2**32)
@@ -58,16 +59,10 @@ class PageCache:
 
     async def start(self) -> None:
         await self._call(self._open)
-        self._writer = asyncio.create_task(self._write_loop(), name="pagecache writer")
 
     async def close(self) -> None:
         """Flush queued writes, then close the database."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        await self._flush()
+        await self._writes.close()
         if self._cache is not None:
             await self._call(self._cache.close)
             self._cache = None
@@ -83,7 +78,7 @@ class PageCache:
         return self._cache
 
     async def load(self, key: str) -> CachedPage | None:
-        pending = self._pending.get(key)
+        pending = self._writes.pending(key)
         if pending is not None:
             return _with_body(*pending)
         if key not in self._known:
@@ -98,26 +93,14 @@ class PageCache:
 
     def store(self, key: str, cached: CachedPage, page: ProjectPage | None = None) -> None:
         """Queue a write (the latest per key wins); `page` is rendered to JSON off the loop."""
-        self._pending[key] = (cached, page)
+        self._writes.put(key, (cached, page))
         self._known.add(key)
-        self._wakeup.set()
 
-    def _write_batch(self, batch: dict[str, tuple[CachedPage, ProjectPage | None]]) -> None:
+    def _write_batch(self, batch: dict[str, _Write]) -> None:
         with self.cache.transact():
             for key, (cached, page) in batch.items():
                 self.cache.set(key, asdict(_with_body(cached, page)))
 
-    async def _flush(self) -> None:
-        if not self._pending or self._cache is None:
-            return
-        batch, self._pending = self._pending, {}
-        try:
-            await self._call(self._write_batch, batch)
-        except (OSError, diskcache.Timeout) as exc:
-            log.error("could not store %d pages: %s", len(batch), exc)
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            await self._flush()
+    async def _flush(self, batch: dict[str, _Write]) -> None:
+        """One transaction per batch, on the cache's own thread (WriteBehind logs a failure)."""
+        await self._call(self._write_batch, batch)
