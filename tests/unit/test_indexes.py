@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from proxy.config import IndexConfig, IndexKind
+from proxy.config import IndexConfig, IndexKind, IndexProblem, IndexRule, check_indexes
 from proxy.errors import (
     DistributionNotFoundError,
     InvalidInputError,
@@ -28,9 +29,11 @@ from proxy.indexes.registry import (
     merge_pages,
     render_explain,
 )
+from proxy.indexes.store import IndexStore, from_api
 from proxy.mirror.sources import FileSource
 from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage, normalize
 from proxy.simple_api import Format
+from proxy.storage.db import Database
 from proxy.storage.locations import Cached, InMemory
 
 MIRROR, PRIVATE = IndexKind.MIRROR, IndexKind.PRIVATE
@@ -320,3 +323,92 @@ async def test_render_is_the_same_inline_and_on_a_thread(count: int) -> None:
     assert len(merged.files) == count
     assert rendered.body.count(b'"filename"') == count
     assert await registry.render("a/top", FOO, Format.JSON, "../../") is rendered
+
+
+# ---- one set of index rules: the API's words (the YAML's are pinned in test_config.py) ------
+
+
+def _store(tmp_path: Path, configs: Iterable[IndexConfig]) -> IndexStore:
+    registry, _ = _registry(configs)
+    return IndexStore(Database(tmp_path / "unused.sqlite3"), registry)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"type": "mirror", "bases": ["root/pypi"]}, "a mirror index has no bases"),
+        ({"type": "mirror", "bases": ["root/nope"]}, "a mirror index has no bases"),
+        ({"mirror_url": "http://127.0.0.1:9/simple/"}, "only mirror indexes have a mirror_url"),
+        ({"type": "mirror", "mirror_url": "ftp://x/"}, "'mirror_url' must be an http(s) URL"),
+    ],
+)
+def test_api_body_rules(body: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        from_api("team/dev", body, None)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (_private("team/dev", "root/pypy"), "unknown base index 'root/pypy'"),
+        (_private("team/dev", "root/pypi", "team/dev"), "an index cannot be its own base"),
+        (_private("root/pypi", "team/a"), "bases form a cycle: root/pypi -> team/a -> root/pypi"),
+        (
+            _private("team/a", "team/b"),
+            "bases form a cycle: team/a -> team/b -> root/pypi -> team/a",
+        ),
+    ],
+)
+def test_api_rules_against_the_other_indexes(
+    tmp_path: Path, cfg: IndexConfig, message: str
+) -> None:
+    store = _store(
+        tmp_path, [_private("root/pypi"), _private("team/a", "root/pypi"), _private("team/b")]
+    )
+    if cfg.name == "team/a":
+        store.registry.put(_private("root/pypi", "team/a"))
+        store.registry.put(_private("team/b", "root/pypi"))
+    with pytest.raises(InvalidInputError) as raised:
+        store.check(cfg)
+    assert str(raised.value) == message
+
+
+def test_api_rules_accept_a_good_index(tmp_path: Path) -> None:
+    store = _store(tmp_path, [_mirror("root/pypi"), _private("team/a", "root/pypi")])
+    store.check(_private("team/dev", "team/a", "root/pypi"))
+    store.check(_private("team/a", "root/pypi", whitelist=("*",)))
+
+
+def test_check_indexes_reports_every_problem_with_its_place() -> None:
+    configs = [
+        _mirror("root/pypi"),
+        IndexConfig(name="root/pypi", kind=MIRROR, bases=("a/b",), upstream="ftp://x/"),
+        _private("a/b", "a/c", "root/pypy", "a/b"),
+        _private("a/c", "a/b"),
+    ]
+    assert check_indexes(configs) == [
+        IndexProblem(IndexRule.DUPLICATE, 1, "name", "root/pypi", "duplicate index 'root/pypi'"),
+        IndexProblem(
+            IndexRule.MIRROR_BASES, 1, "bases", "root/pypi", "a mirror index has no bases"
+        ),
+        IndexProblem(
+            IndexRule.BAD_UPSTREAM, 1, "upstream", "ftp://x/", "'ftp://x/' is not an http(s) URL"
+        ),
+        IndexProblem(
+            IndexRule.UNKNOWN_BASE,
+            2,
+            "bases[1]",
+            "root/pypy",
+            "unknown index 'root/pypy' (did you mean 'root/pypi'?)",
+        ),
+        IndexProblem(IndexRule.OWN_BASE, 2, "bases[2]", "a/b", "an index cannot be its own base"),
+        IndexProblem(
+            IndexRule.CYCLE,
+            None,
+            "",
+            "root/pypi -> a/b -> a/c -> a/b",  # the walk's path to the cycle, as it always was
+            "bases form a cycle: root/pypi -> a/b -> a/c -> a/b",
+        ),
+    ]
+    assert [p.rule for p in check_indexes(configs, only="a/c")] == [IndexRule.CYCLE]
