@@ -98,7 +98,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
     def build(index_cfg: IndexConfig) -> Index:
         name = IndexName(index_cfg.name)
         if index_cfg.kind is IndexKind.PRIVATE:
-            return PrivateIndex(name, index_cfg, app[keys.DB])
+            return PrivateIndex(name, index_cfg, app[keys.DB], app[keys.BLOBS])
         mirror = MirrorIndex(
             name,
             cfg.upstream_url(index_cfg),
@@ -130,8 +130,8 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
         )
         log.info("index %s (%s)%s", index_cfg.name, index_cfg.kind.value, upstream)
     wheelhouses = []
-    for index in registry.indexes.values():
-        if isinstance(index, PrivateIndex) and index.cfg.wheelhouse:
+    for index in registry.privates():
+        if index.cfg.wheelhouse:
             wheelhouse = Wheelhouse(
                 index, app[keys.DB], app[keys.BLOBS], cfg.storage.wheelhouse_poll
             )

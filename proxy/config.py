@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -120,6 +120,77 @@ class Config:
 # ---- validation ------------------------------------------------------------------------------
 
 
+class IndexRule(StrEnum):
+    """The rules an index configuration follows, from the YAML file and from the API alike."""
+
+    NAME = "name"  #: the name is user/index
+    DUPLICATE = "duplicate"  #: each name once
+    UNKNOWN_BASE = "unknown-base"  #: every base exists
+    OWN_BASE = "own-base"  #: no index is its own base
+    MIRROR_BASES = "mirror-bases"  #: a mirror has no bases
+    BAD_UPSTREAM = "bad-upstream"  #: a mirror's upstream is an http(s) URL
+    PRIVATE_UPSTREAM = "private-upstream"  #: only mirrors have an upstream
+    CYCLE = "cycle"  #: bases form no cycle
+
+
+@dataclass(frozen=True, slots=True)
+class IndexProblem:
+    """One broken rule; `message` is in the words of the YAML check (the API has its own)."""
+
+    rule: IndexRule
+    position: int | None  #: which of the configs; None for a cycle
+    path: str  #: below `indexes[position]`: "name", "bases[0]", "bases", "upstream"; "" for a cycle
+    subject: str  #: what is at fault: the name, a base, the URL, or the cycle's path
+    message: str
+
+
+def check_indexes(configs: Sequence[IndexConfig], only: str | None = None) -> list[IndexProblem]:
+    """Every problem of a set of index configs, as it would be; `only`: that index's problems."""
+    names = [i.name for i in configs]
+    known = set(names)
+    problems: list[IndexProblem] = []
+    for n, index in enumerate(configs):
+        if only is not None and index.name != only:
+            continue
+
+        def report(rule: IndexRule, path: str, subject: str, message: str, n: int = n) -> None:
+            problems.append(IndexProblem(rule, n, path, subject, message))
+
+        user, _, rest = index.name.partition("/")
+        try:
+            parse_index_name(user, rest)
+        except InvalidNameError:
+            report(
+                IndexRule.NAME, "name", index.name, f"'{index.name}' is not of the form user/index"
+            )
+        if names.index(index.name) != n:
+            report(IndexRule.DUPLICATE, "name", index.name, f"duplicate index '{index.name}'")
+        for b, base in enumerate(index.bases):
+            if base not in known:
+                close = difflib.get_close_matches(base, names, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                report(IndexRule.UNKNOWN_BASE, f"bases[{b}]", base, f"unknown index '{base}'{hint}")
+            elif base == index.name:
+                report(IndexRule.OWN_BASE, f"bases[{b}]", base, "an index cannot be its own base")
+        if index.kind is IndexKind.MIRROR:
+            if index.bases:
+                report(IndexRule.MIRROR_BASES, "bases", index.name, "a mirror index has no bases")
+            if index.upstream and urlsplit(index.upstream).scheme not in {"http", "https"}:
+                message = f"'{index.upstream}' is not an http(s) URL"
+                report(IndexRule.BAD_UPSTREAM, "upstream", index.upstream, message)
+        elif index.upstream:
+            message = "only mirror indexes have an upstream"
+            report(IndexRule.PRIVATE_UPSTREAM, "upstream", index.upstream, message)
+    graph = {i.name: i.bases for i in configs}
+    cycle = _find_cycle(graph, names if only is None else [only])
+    if cycle:
+        path = " -> ".join(cycle)
+        problems.append(
+            IndexProblem(IndexRule.CYCLE, None, "", path, "bases form a cycle: " + path)
+        )
+    return problems
+
+
 def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[str]:
     """Cross-field checks; every problem is reported, each with its location when known."""
     marks = marks or {}
@@ -130,32 +201,12 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         where = cfg.source if mark is None else f"{cfg.source}:{mark.line + 1}:{mark.column + 1}"
         problems.append(f"{where}: {path}: {message}")
 
+    for problem in check_indexes(cfg.indexes):
+        if problem.position is None:
+            report("indexes", problem.message)
+        else:
+            report(f"indexes[{problem.position}].{problem.path}", problem.message)
     names = [i.name for i in cfg.indexes]
-    for n, index in enumerate(cfg.indexes):
-        user, _, rest = index.name.partition("/")
-        try:
-            parse_index_name(user, rest)
-        except InvalidNameError:
-            report(f"indexes[{n}].name", f"'{index.name}' is not of the form user/index")
-        if names.count(index.name) > 1 and names.index(index.name) != n:
-            report(f"indexes[{n}].name", f"duplicate index '{index.name}'")
-        for b, base in enumerate(index.bases):
-            if base not in names:
-                close = difflib.get_close_matches(base, names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                report(f"indexes[{n}].bases[{b}]", f"unknown index '{base}'{hint}")
-            elif base == index.name:
-                report(f"indexes[{n}].bases[{b}]", "an index cannot be its own base")
-        if index.kind is IndexKind.MIRROR:
-            if index.bases:
-                report(f"indexes[{n}].bases", "a mirror index has no bases")
-            if index.upstream and urlsplit(index.upstream).scheme not in {"http", "https"}:
-                report(f"indexes[{n}].upstream", f"'{index.upstream}' is not an http(s) URL")
-        elif index.upstream:
-            report(f"indexes[{n}].upstream", "only mirror indexes have an upstream")
-    cycle = _find_cycle(cfg)
-    if cycle:
-        report("indexes", "bases form a cycle: " + " -> ".join(cycle))
     if cfg.server.default_index not in names:
         report("server.default_index", f"unknown index '{cfg.server.default_index}'")
     if not 0 <= cfg.server.port <= 65535:
@@ -169,8 +220,8 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
     return problems
 
 
-def _find_cycle(cfg: Config) -> list[str]:
-    graph = {i.name: i.bases for i in cfg.indexes}
+def _find_cycle(graph: Mapping[str, Sequence[str]], starts: Iterable[str]) -> list[str]:
+    """The first cycle a depth-first walk from `starts` meets, as a path; [] when none."""
     state: dict[str, int] = {}
 
     def visit(node: str, trail: list[str]) -> list[str]:
@@ -185,8 +236,8 @@ def _find_cycle(cfg: Config) -> list[str]:
         state[node] = 2
         return []
 
-    for name in graph:
-        if state.get(name) is None:
+    for name in starts:
+        if name in graph and state.get(name) is None:
             found = visit(name, [])
             if found:
                 return found

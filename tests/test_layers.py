@@ -58,6 +58,9 @@ SEPARATE_SIDES = (("proxy.hosted", "proxy.mirror"), ("proxy.mirror", "proxy.host
 ENVIRONMENT_READERS = {"proxy.config", "proxy.client.settings"}
 _ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
+#: index kinds are told apart only in the index layer; elsewhere the Index protocol serves
+KIND_CLASSES = {"MirrorIndex", "PrivateIndex"}
+
 
 def module_name(path: Path, root: Path = PROXY) -> str:
     parts = [root.name, *path.relative_to(root).with_suffix("").parts]
@@ -124,6 +127,30 @@ def environment_reads(source: str) -> list[int]:
     )
 
 
+def _names_in(node: ast.expr) -> set[str]:
+    """The class names an isinstance() second argument mentions (a name, a tuple or a union)."""
+    found: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            found.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            found.add(sub.attr)
+    return found
+
+
+def kind_checks(source: str) -> list[int]:
+    """Line numbers of isinstance(x, MirrorIndex | PrivateIndex) and the like."""
+    return sorted(
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "isinstance"
+        and len(node.args) == 2
+        and _names_in(node.args[1]) & KIND_CLASSES
+    )
+
+
 def test_modules_are_found() -> None:
     assert {"proxy", "proxy.errors", "proxy.model", "proxy.app"} <= set(MODULES)
 
@@ -177,6 +204,12 @@ def test_hosted_and_mirror_do_not_import_each_other(side: str, other: str) -> No
 def test_only_config_reads_the_environment(module: str) -> None:
     source = MODULES[module].read_text(encoding="utf-8")
     assert environment_reads(source) == [], f"{module} reads the environment"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not _in(m, "proxy.indexes")))
+def test_index_kinds_are_told_apart_only_in_the_index_layer(module: str) -> None:
+    source = MODULES[module].read_text(encoding="utf-8")
+    assert kind_checks(source) == [], f"{module}: use the Index protocol or an IndexRegistry method"
 
 
 # ---- the checker itself can fail -------------------------------------------------------------
@@ -239,6 +272,21 @@ def test_layer_of(module: str, layer: int | None) -> None:
 )
 def test_environment_reads(source: str, lines: list[int]) -> None:
     assert environment_reads(source) == lines
+
+
+@pytest.mark.parametrize(
+    ("source", "lines"),
+    [
+        ("isinstance(i, PrivateIndex)\n", [1]),
+        ("x = 1\nif not isinstance(i, MirrorIndex):\n    pass\n", [2]),
+        ("isinstance(i, (str, private.PrivateIndex))\n", [1]),
+        ("isinstance(i, MirrorIndex | PrivateIndex)\n", [1]),
+        ("isinstance(i, Cached)\n", []),
+        ("i.kind is IndexKind.MIRROR\n", []),
+    ],
+)
+def test_kind_checks(source: str, lines: list[int]) -> None:
+    assert kind_checks(source) == lines
 
 
 def test_module_name() -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from proxy.config import IndexConfig
+from proxy.config import IndexConfig, IndexKind
 from proxy.errors import DistributionNotFoundError
 from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage
+from proxy.storage.blobs import BlobStore
 from proxy.storage.db import Database
+from proxy.storage.locations import Cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +80,13 @@ class HostedFile:
 class PrivateIndex:
     """Hosted files of one index; takes part in inheritance and shadows mirrors."""
 
-    def __init__(self, name: IndexName, cfg: IndexConfig, db: Database) -> None:
+    kind = IndexKind.PRIVATE
+
+    def __init__(self, name: IndexName, cfg: IndexConfig, db: Database, blobs: BlobStore) -> None:
         self.name = name
         self.cfg = cfg
         self.db = db
+        self.blobs = blobs
         self._pages: dict[str, ProjectPage | None] = {}
         self._projects: tuple[str, ...] | None = None
         #: files found in wheelhouse directories, by project; kept current by `Wheelhouse`
@@ -152,3 +158,35 @@ class PrivateIndex:
             names = {r[0] for r in rows} | {p for p, f in self.wheelhouse.items() if f}
             self._projects = tuple(sorted(names))
         return self._projects
+
+    # ---- the registry's Index protocol ---------------------------------------------------
+
+    async def page(self, project: NormalizedName) -> ProjectPage | None:
+        return await self.own_page(project)
+
+    async def project_names(self) -> tuple[str, ...]:
+        return await self.own_projects()
+
+    async def shown_names(self) -> tuple[str, ...]:
+        return await self.own_projects()
+
+    async def locate_file(
+        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+    ) -> Cached:
+        """An upload from the blob store, a wheelhouse file where it lies; `probe` is moot."""
+        hosted = await self.find_file(key, filename)
+        path = Path(hosted.path) if hosted.path is not None else self.blobs.find(hosted.sha256)
+        if path is None:
+            raise DistributionNotFoundError(filename, self.name)
+        return Cached(path)
+
+    async def locate_metadata(self, project: NormalizedName, key: str, filename: str) -> Cached:
+        """The metadata stored beside the upload (or the scan) of the file."""
+        await self.find_file(key, filename)
+        path = self.blobs.find_key(f"{key}.metadata")
+        if path is None:
+            raise DistributionNotFoundError(filename + ".metadata", self.name)
+        return Cached(path)
+
+    async def close(self) -> None:
+        """Nothing runs in the background here; the wheelhouse watcher has its own close."""

@@ -14,21 +14,84 @@ import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from packaging.utils import canonicalize_name
 
-from proxy.config import IndexConfig
-from proxy.errors import IndexNotFoundError, ProjectNotFoundError, UpstreamError
-from proxy.hosted.private import PrivateIndex
-from proxy.mirror.index import MirrorIndex
-from proxy.model import NormalizedName, ProjectList, ProjectPage
+from proxy.config import IndexConfig, IndexKind
+from proxy.errors import IndexNotFoundError, InvalidInputError, ProjectNotFoundError, UpstreamError
+from proxy.hosted.private import HostedFile, PrivateIndex
+from proxy.indexes.base import Index as Index
+from proxy.model import IndexName, NormalizedName, ProjectList, ProjectPage
 from proxy.simple_api import Format, render_list, render_page
-
-Index = MirrorIndex | PrivateIndex
 
 _RENDER_CACHE_SIZE = 4096
 _GZIP_MIN = 4096  #: smaller bodies fit in a few packets; compressing them costs more than it saves
 _INLINE_LIMIT = 16 * 1024
+#: a merged page with more files than this is merged and rendered on a worker thread
+_OFF_LOOP_FILES = 200
+
+
+class Hiding(StrEnum):
+    """Why an index's files are left out of a view."""
+
+    SHADOWED = "shadowed"  #: an index earlier in the order lists the same file names
+    PRIVATE = "private"  #: a private index in the chain hosts the project (not whitelisted)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one index of the resolution order gave to a project's view, and what it did not."""
+
+    index: IndexName
+    kind: IndexKind
+    page: ProjectPage | None  #: None: no such project here, an error, or a hidden mirror unasked
+    files: tuple[str, ...] = ()  #: the file names this index contributed
+    hidden: tuple[str, ...] = ()  #: its file names left out, for `hiding`
+    hiding: Hiding | None = None
+    error: UpstreamError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A project's view of an index, one step per index of the resolution order."""
+
+    index: IndexName
+    project: NormalizedName
+    steps: tuple[Step, ...]
+    hosted_in: IndexName | None = None  #: the first private index hosting the project
+
+    def pages(self) -> tuple[ProjectPage, ...]:
+        """The pages that make up the view; the first upstream error, else not found, if none."""
+        parts = tuple(
+            s.page for s in self.steps if s.page is not None and s.hiding is not Hiding.PRIVATE
+        )
+        if parts:
+            return parts
+        error = next((s.error for s in self.steps if s.error is not None), None)
+        if error is not None:
+            raise error
+        raise ProjectNotFoundError(self.project, self.index)
+
+    def reason(self, step: Step) -> str | None:
+        """Why `step` hid files, in the words of /+explain."""
+        if step.hiding is Hiding.PRIVATE:
+            return (
+                f"'{self.project}' is hosted privately in {self.hosted_in}; mirror files are "
+                f"hidden (dependency-confusion protection) unless whitelisted"
+            )
+        if step.hiding is Hiding.SHADOWED:
+            return "an index earlier in the order lists the same file names"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A project shown on an index's web page, and the index it comes from."""
+
+    project: str
+    index: IndexName
+    kind: IndexKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +168,17 @@ class IndexRegistry:
         self._orders.clear()
         self._rendered.clear()
 
+    def private(self, name: str) -> PrivateIndex:
+        """The private index `name`, for what only hosted indexes do (uploads, yanks, deletes)."""
+        index = self.get(name)
+        if not isinstance(index, PrivateIndex):
+            raise InvalidInputError(f"'{name}' is a mirror index; this needs a private index")
+        return index
+
+    def privates(self) -> tuple[PrivateIndex, ...]:
+        """Every private index (the wheelhouse watchers start from these)."""
+        return tuple(i for i in self.indexes.values() if isinstance(i, PrivateIndex))
+
     def resolution_order(self, name: str) -> tuple[Index, ...]:
         cached = self._orders.get(name)
         if cached is not None:
@@ -117,8 +191,8 @@ class IndexRegistry:
                 continue
             seen[current] = self.indexes[current]
             queue.extend(self.configs[current].bases)
-        ordered: list[Index] = [i for i in seen.values() if not isinstance(i, MirrorIndex)]
-        ordered += [i for i in seen.values() if isinstance(i, MirrorIndex)]
+        ordered = [i for i in seen.values() if i.kind is not IndexKind.MIRROR]
+        ordered += [i for i in seen.values() if i.kind is IndexKind.MIRROR]
         result = tuple(ordered)
         self._orders[name] = result
         return result
@@ -127,77 +201,82 @@ class IndexRegistry:
         whitelist = self.config(name).mirror_whitelist
         return "*" in whitelist or project in {canonicalize_name(w) for w in whitelist}
 
-    async def view_parts(self, name: str, project: NormalizedName) -> tuple[ProjectPage, ...]:
-        """The pages that make up the view, in resolution order (mirrors dropped if shadowed)."""
-        parts: list[ProjectPage] = []
-        private_hit = False
-        upstream_error: UpstreamError | None = None
+    async def resolve(
+        self, name: str, project: NormalizedName, *, fetch_hidden: bool = False
+    ) -> Resolution:
+        """Ask each index of the order for the project: what it gives, what is hidden and why.
+
+        A mirror hidden by a private index is not asked unless `fetch_hidden` (for /+explain,
+        which lists its files): a page view never waits on an upstream it will not show.
+        """
+        steps: list[Step] = []
+        seen: set[str] = set()
+        hosted_in: IndexName | None = None
+        whitelisted: bool | None = None
         for index in self.resolution_order(name):
-            if isinstance(index, PrivateIndex):
-                page = await index.own_page(project)
-                if page is not None:
-                    parts.append(page)
-                    private_hit = True
-                continue
-            if private_hit and not self._whitelisted(name, project):
+            hide = False
+            if index.kind is IndexKind.MIRROR and hosted_in is not None:
+                if whitelisted is None:
+                    whitelisted = self._whitelisted(name, project)
+                hide = not whitelisted
+            if hide and not fetch_hidden:
+                steps.append(Step(index.name, index.kind, None, hiding=Hiding.PRIVATE))
                 continue
             try:
-                parts.append(await index.served_page(project))
-            except ProjectNotFoundError:
-                continue
+                page = await index.page(project)
             except UpstreamError as exc:
-                upstream_error = exc
-        if not parts:
-            if upstream_error is not None:
-                raise upstream_error
-            raise ProjectNotFoundError(project, name)
-        return tuple(parts)
+                steps.append(Step(index.name, index.kind, None, error=exc))
+                continue
+            if page is None:
+                steps.append(Step(index.name, index.kind, None))
+                continue
+            files = [d.filename for d in page.files]
+            if hide:
+                steps.append(
+                    Step(index.name, index.kind, page, hidden=tuple(files), hiding=Hiding.PRIVATE)
+                )
+                continue
+            if index.kind is IndexKind.PRIVATE and hosted_in is None:
+                hosted_in = index.name
+            shadowed = tuple(f for f in files if f in seen)
+            own = tuple(f for f in files if f not in seen)
+            seen.update(files)
+            hiding = Hiding.SHADOWED if shadowed else None
+            steps.append(Step(index.name, index.kind, page, own, shadowed, hiding))
+        return Resolution(IndexName(name), project, tuple(steps), hosted_in)
+
+    async def view_parts(self, name: str, project: NormalizedName) -> tuple[ProjectPage, ...]:
+        """The pages that make up the view, in resolution order (mirrors dropped if shadowed)."""
+        return (await self.resolve(name, project)).pages()
 
     async def explain(self, name: str, project: NormalizedName) -> list[dict[str, object]]:
         """For each index in the resolution order: what it contributed, what was hidden, why."""
-        steps: list[dict[str, object]] = []
-        seen: set[str] = set()
-        private_hit: str | None = None
+        return render_explain(await self.resolve(name, project, fetch_hidden=True))
+
+    async def hosted_files(self, name: str, project: str) -> list[HostedFile]:
+        """Hosted files of the project in the private indexes of `name`'s resolution order."""
+        hosted: list[HostedFile] = []
         for index in self.resolution_order(name):
-            step: dict[str, object] = {
-                "index": index.name,
-                "type": self.configs[index.name].kind.value,
-            }
-            try:
-                if isinstance(index, PrivateIndex):
-                    page = await index.own_page(project)
-                else:
-                    page = await index.served_page(project)
-            except ProjectNotFoundError:
-                page = None
-            except UpstreamError as exc:
-                page, step["error"] = None, str(exc)
-            files = [d.filename for d in page.files] if page else []
-            hide = page and isinstance(index, MirrorIndex) and private_hit
-            if hide and not self._whitelisted(name, project):
-                step.update(
-                    files=[],
-                    hidden=files,
-                    reason=(
-                        f"'{project}' is hosted privately in {private_hit}; mirror files are "
-                        f"hidden (dependency-confusion protection) unless whitelisted"
-                    ),
-                )
-                steps.append(step)
-                continue
-            if page and isinstance(index, PrivateIndex):
-                private_hit = private_hit or index.name
-            shadowed = [f for f in files if f in seen]
-            step["files"] = [f for f in files if f not in seen]
-            step["hidden"] = shadowed
-            if shadowed:
-                step["reason"] = "an index earlier in the order lists the same file names"
-            seen.update(files)
-            steps.append(step)
-        return steps
+            if isinstance(index, PrivateIndex):
+                hosted.extend(await index.files(project))
+        return hosted
+
+    async def listing(self, name: str, mirror_limit: int | None = None) -> tuple[Listed, ...]:
+        """The projects an index's web page shows, each once, from the first index showing it."""
+        listed: list[Listed] = []
+        seen: set[str] = set()
+        for index in self.resolution_order(name):
+            names = await index.shown_names()
+            if index.kind is IndexKind.MIRROR and mirror_limit is not None:
+                names = names[:mirror_limit]
+            for project in names:
+                if project not in seen:
+                    seen.add(project)
+                    listed.append(Listed(project, index.name, index.kind))
+        return tuple(listed)
 
     async def view(self, name: str, project: NormalizedName) -> ProjectPage:
-        return _merge(await self.view_parts(name, project))
+        return merge_pages(await self.view_parts(name, project))
 
     async def render(
         self, name: str, project: NormalizedName, fmt: Format, url_prefix: str
@@ -208,26 +287,23 @@ class IndexRegistry:
         if hit is not None and _same(hit[0], parts):
             self._rendered.move_to_end(key)
             return hit[1]
-        page = _merge(parts)
-        body = render_page(page, fmt, url_prefix)
-        if len(body) < _INLINE_LIMIT:  # cheaper than a hop to the thread pool
-            rendered = _make_rendered(body, page.last_serial)
+        loop = asyncio.get_running_loop()
+        if sum(len(p.files) for p in parts) > _OFF_LOOP_FILES:  # merge, render, gzip: one trip
+            rendered = await loop.run_in_executor(None, _render_parts, parts, fmt, url_prefix)
         else:
-            loop = asyncio.get_running_loop()
-            rendered = await loop.run_in_executor(None, _make_rendered, body, page.last_serial)
+            page = merge_pages(parts)
+            body = render_page(page, fmt, url_prefix)
+            if len(body) < _INLINE_LIMIT:  # cheaper than a hop to the thread pool
+                rendered = _make_rendered(body, page.last_serial)
+            else:
+                rendered = await loop.run_in_executor(None, _make_rendered, body, page.last_serial)
         self._rendered[key] = (parts, rendered)
         while len(self._rendered) > _RENDER_CACHE_SIZE:
             self._rendered.popitem(last=False)
         return rendered
 
     async def _list_parts(self, name: str) -> tuple[tuple[str, ...], ...]:
-        parts: list[tuple[str, ...]] = []
-        for index in self.resolution_order(name):
-            if isinstance(index, PrivateIndex):
-                parts.append(await index.own_projects())
-            else:
-                parts.append((await index.project_list()).names)
-        return tuple(parts)
+        return tuple([await index.project_names() for index in self.resolution_order(name)])
 
     async def project_list(self, name: str) -> ProjectList:
         return _merge_names(await self._list_parts(name))
@@ -248,8 +324,29 @@ class IndexRegistry:
 
     async def close(self) -> None:
         for index in self.indexes.values():
-            if isinstance(index, MirrorIndex):
-                await index.close()
+            await index.close()
+
+
+def render_explain(resolution: Resolution) -> list[dict[str, object]]:
+    """The JSON of /+explain: per index its files, the hidden ones and why, or its error."""
+    steps: list[dict[str, object]] = []
+    for step in resolution.steps:
+        data: dict[str, object] = {"index": step.index, "type": step.kind.value}
+        if step.error is not None:
+            data["error"] = str(step.error)
+        data["files"] = list(step.files)
+        data["hidden"] = list(step.hidden)
+        reason = resolution.reason(step)
+        if reason is not None:
+            data["reason"] = reason
+        steps.append(data)
+    return steps
+
+
+def _render_parts(parts: tuple[ProjectPage, ...], fmt: Format, url_prefix: str) -> Rendered:
+    """Merge, render, compress and hash (pure: small pages inline, large ones on a thread)."""
+    page = merge_pages(parts)
+    return _make_rendered(render_page(page, fmt, url_prefix), page.last_serial)
 
 
 def _merge_names(parts: tuple[tuple[str, ...], ...]) -> ProjectList:
@@ -265,7 +362,7 @@ def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
-def _merge(parts: tuple[ProjectPage, ...]) -> ProjectPage:
+def merge_pages(parts: tuple[ProjectPage, ...]) -> ProjectPage:
     """First index to list a filename wins; a single part is returned as is (cheap and cached)."""
     if len(parts) == 1:
         return parts[0]

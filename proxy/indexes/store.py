@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.config import IndexConfig, IndexKind
-from proxy.errors import ConflictError, InvalidInputError
+from proxy.config import IndexConfig, IndexKind, IndexProblem, IndexRule, check_indexes
+from proxy.errors import ConflictError, InvalidInputError, InvalidNameError
 from proxy.indexes.registry import IndexRegistry
-from proxy.model import mask_url, normalize, parse_index_name
+from proxy.model import mask_url, normalize
 from proxy.storage.changes import IndexDeleted, IndexSaved
 from proxy.storage.db import Database
 
@@ -109,11 +109,36 @@ def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
             raise InvalidInputError("'mirror_url' must be an http(s) URL")
         changes["upstream"] = url
     cfg = dataclasses.replace(cfg, **changes)
-    if cfg.kind is IndexKind.MIRROR and cfg.bases:
-        raise InvalidInputError("a mirror index has no bases")
-    if cfg.kind is IndexKind.PRIVATE and cfg.upstream:
-        raise InvalidInputError("only mirror indexes have a mirror_url")
+    for problem in check_indexes([cfg]):
+        if problem.rule in _OWN_FIELD_RULES:  # the bases are checked against the rest on save
+            raise _api_error(problem)
     return cfg
+
+
+#: the rules of config.check_indexes a PUT/PATCH body is checked for before any other index
+_OWN_FIELD_RULES = {IndexRule.MIRROR_BASES, IndexRule.PRIVATE_UPSTREAM, IndexRule.BAD_UPSTREAM}
+
+
+def _api_error(problem: IndexProblem) -> InvalidInputError:
+    """A broken index rule in the API's words (the YAML check words them for a file)."""
+    match problem.rule:
+        case IndexRule.NAME:
+            user, _, index = problem.subject.partition("/")
+            return InvalidNameError(f"{user}/{index}", "not a valid user/index name")
+        case IndexRule.UNKNOWN_BASE:
+            return InvalidInputError(f"unknown base index '{problem.subject}'")
+        case IndexRule.OWN_BASE:
+            return InvalidInputError("an index cannot be its own base")
+        case IndexRule.MIRROR_BASES:
+            return InvalidInputError("a mirror index has no bases")
+        case IndexRule.PRIVATE_UPSTREAM:
+            return InvalidInputError("only mirror indexes have a mirror_url")
+        case IndexRule.BAD_UPSTREAM:
+            return InvalidInputError("'mirror_url' must be an http(s) URL")
+        case IndexRule.CYCLE:
+            return InvalidInputError("bases form a cycle: " + problem.subject)
+        case IndexRule.DUPLICATE:
+            return InvalidInputError(f"index '{problem.subject}' exists; change it with PATCH")
 
 
 class IndexStore:
@@ -134,27 +159,11 @@ class IndexStore:
             self.registry.put(cfg)
 
     def check(self, cfg: IndexConfig) -> None:
-        """Bases exist and no cycle appears: checked against the configs as they would be."""
-        user, _, index = cfg.name.partition("/")
-        parse_index_name(user, index)
-        configs = dict(self.registry.configs)
-        configs[cfg.name] = cfg
-        for base in cfg.bases:
-            if base not in configs:
-                raise InvalidInputError(f"unknown base index '{base}'")
-            if base == cfg.name:
-                raise InvalidInputError("an index cannot be its own base")
-        trail: list[str] = []
-
-        def visit(name: str) -> None:
-            if name in trail:
-                raise InvalidInputError("bases form a cycle: " + " -> ".join([*trail, name]))
-            trail.append(name)
-            for base in configs[name].bases:
-                visit(base)
-            trail.pop()
-
-        visit(cfg.name)
+        """The index rules, against the configs as they would be; the first problem raises."""
+        configs = {**self.registry.configs, cfg.name: cfg}
+        problems = check_indexes(list(configs.values()), only=cfg.name)
+        if problems:
+            raise _api_error(problems[0])
 
     async def _write(self, cfg: IndexConfig) -> None:
         await self.db.commit(IndexSaved(name=cfg.name, config=to_record(cfg)))

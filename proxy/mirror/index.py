@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from proxy.config import UpstreamConfig
+from proxy.config import IndexKind, UpstreamConfig
 from proxy.errors import (
     DistributionNotFoundError,
     ProjectNotFoundError,
@@ -75,6 +75,8 @@ class _Entry:
 
 class MirrorIndex:
     """Mirror of one upstream simple index, exposed under `name`."""
+
+    kind = IndexKind.MIRROR
 
     def __init__(
         self,
@@ -389,3 +391,19 @@ class MirrorIndex:
         await self._refreshes.close()
         await self._metadata_fetches.close()
         await self._metadata_writes.close()
+
+    # ---- the registry's Index protocol ---------------------------------------------------
+
+    async def page(self, project: NormalizedName) -> ProjectPage | None:
+        """The served page, None when upstream has no such project (UpstreamError raises)."""
+        try:
+            return await self.served_page(project)
+        except ProjectNotFoundError:
+            return None
+
+    async def project_names(self) -> tuple[str, ...]:
+        return (await self.project_list()).names
+
+    async def shown_names(self) -> tuple[str, ...]:
+        """The pages in memory, most recently used first: the upstream's list is too long."""
+        return tuple(self.names_cached())

@@ -1,4 +1,4 @@
-"""Where a requested file's bytes come from: a tagged union, never "a path or a URL in a str"."""
+"""Where a mirror file's bytes come from; the kind-neutral locations are in storage.locations."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ from pathlib import Path
 
 from proxy.errors import DistributionNotFoundError
 from proxy.mirror.fetch import Download
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    """The file is on disk: serve it with sendfile."""
-
-    path: Path
+from proxy.storage.locations import Cached as Cached
+from proxy.storage.locations import InMemory as InMemory
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +25,6 @@ class Passthrough:
 
     url: str
     size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class InMemory:
-    """A small body (core metadata) just fetched, answered while it is being stored."""
-
-    body: bytes
 
 
 FileSource = Cached | InFlight | Passthrough

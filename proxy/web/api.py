@@ -12,7 +12,7 @@ from proxy.hosted.auth import Auth, Identity, Token
 from proxy.indexes.store import from_api, to_api
 from proxy.model import check_file_key, check_filename, normalize, parse_index_name
 from proxy.web import keys, ui
-from proxy.web.common import identify, index_name, private_index, read_json
+from proxy.web.common import identify, index_name, read_json
 
 
 def _user_param(request: web.Request) -> str:
@@ -186,7 +186,7 @@ async def get_project(request: web.Request) -> web.Response:
     project = normalize(request.match_info["project"])
     if ui.wants_html(request):
         return await ui.render_project(request, name, project)
-    files = await private_index(request, name).files(project)
+    files = await request.app[keys.INDEXES].private(name).files(project)
     if not files:
         raise NotFoundError(f"project '{project}' has no files in index '{name}'")
     releases: dict[str, list[dict[str, Any]]] = {}
@@ -225,7 +225,7 @@ async def patch_release(request: web.Request) -> web.Response:
     reason = data.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise InvalidInputError("'reason' must be a string")
-    index = private_index(request, name)
+    index = request.app[keys.INDEXES].private(name)
     uploads = request.app[keys.UPLOADS]
     if yanked:
         await uploads.yank(index, project, version, reason or None)
@@ -239,7 +239,9 @@ async def delete_release(request: web.Request) -> web.Response:
     await _uploader(request, name)
     project = normalize(request.match_info["project"])
     version = request.match_info["version"]
-    await request.app[keys.UPLOADS].delete_release(private_index(request, name), project, version)
+    await request.app[keys.UPLOADS].delete_release(
+        request.app[keys.INDEXES].private(name), project, version
+    )
     return web.json_response({"project": project, "version": version, "deleted": True})
 
 
@@ -248,7 +250,9 @@ async def delete_file(request: web.Request) -> web.Response:
     await _uploader(request, name)
     key = check_file_key(request.match_info["key"])
     filename = check_filename(request.match_info["filename"])
-    await request.app[keys.UPLOADS].delete_file(private_index(request, name), key, filename)
+    await request.app[keys.UPLOADS].delete_file(
+        request.app[keys.INDEXES].private(name), key, filename
+    )
     return web.json_response({"filename": filename, "deleted": True})
 
 

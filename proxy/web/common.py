@@ -11,7 +11,6 @@ from aiohttp import web
 
 from proxy.errors import InvalidInputError, UnauthorizedError
 from proxy.hosted.auth import Identity
-from proxy.hosted.private import PrivateIndex
 from proxy.model import IndexName, parse_index_name
 from proxy.web import keys
 
@@ -52,10 +51,3 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInputError("body must be a JSON object")
     return data
-
-
-def private_index(request: web.Request, name: str) -> PrivateIndex:
-    index = request.app[keys.INDEXES].get(name)
-    if not isinstance(index, PrivateIndex):
-        raise InvalidInputError(f"'{name}' is a mirror index; this needs a private index")
-    return index

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
+from proxy.config import IndexKind
 from proxy.errors import DistributionNotFoundError
-from proxy.hosted.private import PrivateIndex
-from proxy.mirror.sources import Cached, InFlight, Passthrough
+from proxy.mirror.sources import InFlight, Passthrough
 from proxy.model import check_file_key, check_filename, project_of
+from proxy.storage.locations import Cached
 from proxy.web import keys
 from proxy.web.common import index_name
 
@@ -36,9 +35,6 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     project = project_of(dist_filename)
     if project is None:
         raise DistributionNotFoundError(filename, name)
-    if isinstance(index, PrivateIndex):
-        return await _hosted(request, index, key, dist_filename, is_metadata)
-    metrics = request.app[keys.METRICS]
     if is_metadata:
         found = await index.locate_metadata(project, key, dist_filename)
         if isinstance(found, Cached):
@@ -47,29 +43,13 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     probe = request.method == "HEAD" or "Range" in request.headers
     source = await index.locate_file(project, key, filename, probe=probe)
     if isinstance(source, Cached):
-        metrics.bytes_from_cache.inc(request.app[keys.BLOBS].size_of(source.path.name))
+        if index.kind is IndexKind.MIRROR:  # the cache's bytes; hosted files are not cached ones
+            size = request.app[keys.BLOBS].size_of(source.path.name)
+            request.app[keys.METRICS].bytes_from_cache.inc(size)
         return web.FileResponse(source.path, headers=_file_headers())
     if isinstance(source, Passthrough):
         return await _passthrough(request, source)
     return await _follow(request, source)
-
-
-async def _hosted(
-    request: web.Request, index: PrivateIndex, key: str, filename: str, is_metadata: bool
-) -> web.StreamResponse:
-    """An uploaded file (or its metadata), straight from the store."""
-    hosted = await index.find_file(key, filename)
-    blobs = request.app[keys.BLOBS]
-    if is_metadata:
-        path = blobs.find_key(f"{key}.metadata")
-    elif hosted.path is not None:
-        path = Path(hosted.path)  # a wheelhouse file, served where it lies
-    else:
-        path = blobs.find(hosted.sha256)
-    if path is None:
-        suffix = _METADATA_SUFFIX if is_metadata else ""
-        raise DistributionNotFoundError(filename + suffix, index.name)
-    return web.FileResponse(path, headers=_file_headers())
 
 
 async def _follow(request: web.Request, source: InFlight) -> web.StreamResponse:

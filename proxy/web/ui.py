@@ -10,9 +10,10 @@ import jinja2
 from aiohttp import web
 from packaging.version import InvalidVersion, Version
 
+from proxy.config import IndexKind
 from proxy.hosted.descriptions import render_description
-from proxy.hosted.private import HostedFile, PrivateIndex
-from proxy.mirror.index import MirrorIndex
+from proxy.hosted.private import HostedFile
+from proxy.indexes.registry import Resolution, merge_pages
 from proxy.model import Distribution, NormalizedName, version_of
 from proxy.web import keys
 
@@ -118,12 +119,8 @@ async def _index_rows(request: web.Request, indexes: list[dict[str, Any]]) -> li
     rows = []
     for data in indexes:
         index = registry.indexes.get(data["name"])
-        if isinstance(index, PrivateIndex):
-            count, what = len(await index.own_projects()), "project"
-        elif isinstance(index, MirrorIndex):
-            count, what = len(index.names_cached()), "cached page"
-        else:
-            count, what = 0, "project"
+        count = 0 if index is None else len(await index.shown_names())
+        what = "cached page" if index is not None and index.kind is IndexKind.MIRROR else "project"
         rows.append({**data, "count": count, "count_of": what + ("" if count == 1 else "s")})
     return rows
 
@@ -156,21 +153,9 @@ def render_search(
 
 async def render_index(request: web.Request, name: str, data: dict[str, Any]) -> web.Response:
     """An index: private projects first, then the mirror pages recently asked for."""
-    registry = request.app[keys.INDEXES]
-    private: list[tuple[str, str]] = []
-    mirrored: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for index in registry.resolution_order(name):
-        if isinstance(index, PrivateIndex):
-            names = list(await index.own_projects())
-            target = private
-        else:
-            names = index.names_cached()[:_RECENT_MIRROR_PROJECTS]
-            target = mirrored
-        for project in names:
-            if project not in seen:
-                seen.add(project)
-                target.append((project, index.name))
+    listed = await request.app[keys.INDEXES].listing(name, _RECENT_MIRROR_PROJECTS)
+    private = [(p.project, p.index) for p in listed if p.kind is IndexKind.PRIVATE]
+    mirrored = [(p.project, p.index) for p in listed if p.kind is IndexKind.MIRROR]
     snippets = render_snippets(request, name)
     return _page(
         request,
@@ -198,31 +183,18 @@ def _releases(files: tuple[Distribution, ...]) -> list[tuple[str, list[Distribut
     return [(v, by_version[v]) for v in ordered]
 
 
-async def _hosted(request: web.Request, name: str, project: str) -> list[HostedFile]:
-    """Hosted files of the project in the private indexes of `name`'s resolution order."""
-    hosted: list[HostedFile] = []
-    for index in request.app[keys.INDEXES].resolution_order(name):
-        if isinstance(index, PrivateIndex):
-            hosted.extend(await index.files(project))
-    return hosted
-
-
-def _count(value: object) -> int:
-    return len(value) if isinstance(value, list) else 0
-
-
-def _explain_line(steps: list[dict[str, object]]) -> list[str]:
+def _explain_line(resolution: Resolution) -> list[str]:
     """`+explain` in a sentence per index that contributed, hid or failed."""
     lines = []
-    for step in steps:
-        files, hidden = _count(step.get("files")), _count(step.get("hidden"))
-        if not files and not hidden and "error" not in step:
+    for step in resolution.steps:
+        files, hidden = len(step.files), len(step.hidden)
+        if not files and not hidden and step.error is None:
             continue
-        line = f"{step['index']} ({step['type']}): {files} file{'' if files == 1 else 's'}"
+        line = f"{step.index} ({step.kind.value}): {files} file{'' if files == 1 else 's'}"
         if hidden:
-            line += f", {hidden} hidden: {step.get('reason', '')}"
-        if "error" in step:
-            line += f", error: {step['error']}"
+            line += f", {hidden} hidden: {resolution.reason(step) or ''}"
+        if step.error is not None:
+            line += f", error: {step.error}"
         lines.append(line)
     return lines
 
@@ -230,9 +202,10 @@ def _explain_line(steps: list[dict[str, object]]) -> list[str]:
 async def render_project(request: web.Request, name: str, project: NormalizedName) -> web.Response:
     """A project in an index's merged view: releases newest first, description, provenance."""
     registry = request.app[keys.INDEXES]
-    page = await registry.view(name, project)
+    resolution = await registry.resolve(name, project, fetch_hidden=True)  # explain lists all
+    page = merge_pages(resolution.pages())
     releases = _releases(page.files)
-    hosted = await _hosted(request, name, project)
+    hosted = await registry.hosted_files(name, project)
     latest = _latest(hosted)
     description = ""
     if latest is not None:
@@ -240,7 +213,7 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
         description = await loop.run_in_executor(
             None, render_description, latest.description, latest.description_type
         )
-    explain = _explain_line(await registry.explain(name, project))
+    explain = _explain_line(resolution)
     simple = f"{_base_url(request)}/{name}/+simple/"
     return _page(
         request,

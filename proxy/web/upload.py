@@ -16,7 +16,7 @@ from proxy.errors import (
 from proxy.hosted.auth import Auth
 from proxy.storage.blobs import TempBlob
 from proxy.web import keys, xmlrpc
-from proxy.web.common import identify, index_name, private_index
+from proxy.web.common import identify, index_name
 
 _FIELD_LIMIT = 1024 * 1024  #: description and friends; the file itself streams to disk
 _CHUNK = 256 * 1024
@@ -81,7 +81,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
         if not filename:
             raise InvalidUploadError("the upload has no 'content' file")
         uploads = request.app[keys.UPLOADS]
-        new = await uploads.accept(private_index(request, name), who, filename, fields, temp)
+        new = await uploads.accept(
+            request.app[keys.INDEXES].private(name), who, filename, fields, temp
+        )
     finally:
         temp.close()
     return web.json_response({"status": "ok", "filename": filename, "new": new})

@@ -1,0 +1,52 @@
+"""What the registry and the handlers need of an index, whatever its kind.
+
+MirrorIndex and PrivateIndex satisfy `Index` structurally: neither imports this module (hosted/
+and mirror/ sit below indexes/ and never import each other), and tests can pass small fakes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from proxy.config import IndexKind
+from proxy.mirror.sources import FileSource
+from proxy.model import IndexName, NormalizedName, ProjectPage
+from proxy.storage.locations import Cached, InMemory
+
+
+class Index(Protocol):
+    """One index: its pages, its project names and where its files are."""
+
+    @property
+    def name(self) -> IndexName: ...
+
+    @property
+    def kind(self) -> IndexKind: ...
+
+    async def page(self, project: NormalizedName) -> ProjectPage | None:
+        """The project as this index serves it; None when it has none (UpstreamError raises)."""
+        ...
+
+    async def project_names(self) -> tuple[str, ...]:
+        """Every project this index lists on its root page."""
+        ...
+
+    async def shown_names(self) -> tuple[str, ...]:
+        """What the web UI lists and counts: own projects, or a mirror's pages in memory."""
+        ...
+
+    async def locate_file(
+        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+    ) -> FileSource:
+        """Where the file's bytes are; DistributionNotFoundError when it is not here."""
+        ...
+
+    async def locate_metadata(
+        self, project: NormalizedName, key: str, filename: str
+    ) -> Cached | InMemory:
+        """Where the file's core metadata (PEP 658) is; DistributionNotFoundError when nowhere."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work at shutdown."""
+        ...
