@@ -30,7 +30,7 @@ from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
 from proxy.mirror.upstream import UpstreamClient
 from proxy.model import IndexName, mask_url
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import BlobAliases, LocalBlobStore
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
@@ -41,9 +41,20 @@ from proxy.web.middleware import error_middleware
 log = logging.getLogger(__name__)
 
 
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """The database first and closed last: every other service may read or write it."""
+    db = Database(app[keys.CONFIG].storage.data_dir / "wheelwell.sqlite3")
+    await db.start()
+    app[keys.DB] = db
+    yield
+    await db.close()
+
+
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     data_dir = app[keys.CONFIG].storage.data_dir
-    blobs = BlobStore(data_dir)
+    aliases = BlobAliases(app[keys.DB])
+    await aliases.migrate(data_dir / "aliases")  # milestone 1 kept them as files
+    blobs = LocalBlobStore(data_dir, aliases)
     blobs.open()
     await asyncio.get_running_loop().run_in_executor(None, blobs.scan)
     app[keys.BLOBS] = blobs
@@ -71,11 +82,9 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
+async def _services(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
-    db = Database(cfg.storage.data_dir / "wheelwell.sqlite3")
-    await db.start()
-    app[keys.DB] = db
+    db = app[keys.DB]
     app[keys.SEARCH] = SearchIndex(db)
     await app[keys.SEARCH].start()  # its table exists before the first change is derived
     db.add_deriver(search.derive)
@@ -89,7 +98,6 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.SEARCH].close()
     await cache.close()
-    await db.close()
 
 
 def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
@@ -181,7 +189,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_storage, _database, _upstream, _indexes])
+    app.cleanup_ctx.extend([_database, _storage, _services, _upstream, _indexes])
     ops.add_routes(app)
     simple.add_routes(app)
     files.add_routes(app)

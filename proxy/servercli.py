@@ -17,7 +17,7 @@ from proxy.config import Config, load, parse_size
 from proxy.errors import ConfigError
 from proxy.model import mask_url
 from proxy.storage import eviction as cache
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import LocalBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def serve(cfg: Config) -> int:
 def cache_command(cfg: Config, args: argparse.Namespace) -> int:
     """`wheelwell cache stats|prune|verify` on a data dir, with or without the daemon running."""
     data_dir = args.data_dir or cfg.storage.data_dir
-    blobs = BlobStore(data_dir)
+    blobs = LocalBlobStore(data_dir)
     if not blobs.blobs.is_dir():
         print(f"wheelwell: no file store under {data_dir}", file=sys.stderr)  # noqa: T201
         return 1

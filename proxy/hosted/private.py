@@ -14,9 +14,8 @@ from pathlib import Path
 from proxy.config import IndexConfig, IndexKind
 from proxy.errors import DistributionNotFoundError
 from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import BlobLocation, BlobStore, LocalFile
 from proxy.storage.db import Database
-from proxy.storage.locations import Cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,21 +171,26 @@ class PrivateIndex:
 
     async def locate_file(
         self, project: NormalizedName, key: str, filename: str, *, probe: bool
-    ) -> Cached:
+    ) -> BlobLocation:
         """An upload from the blob store, a wheelhouse file where it lies; `probe` is moot."""
         hosted = await self.find_file(key, filename)
-        path = Path(hosted.path) if hosted.path is not None else self.blobs.find(hosted.sha256)
-        if path is None:
+        if hosted.path is not None:
+            return LocalFile(Path(hosted.path), hosted.size)
+        stored = await self.blobs.locate(hosted.sha256)
+        if stored is None:
             raise DistributionNotFoundError(filename, self.name)
-        return Cached(path)
+        return stored
 
-    async def locate_metadata(self, project: NormalizedName, key: str, filename: str) -> Cached:
-        """The metadata stored beside the upload (or the scan) of the file."""
-        await self.find_file(key, filename)
-        path = self.blobs.find_key(f"{key}.metadata")
-        if path is None:
+    async def locate_metadata(
+        self, project: NormalizedName, key: str, filename: str
+    ) -> BlobLocation:
+        """The metadata stored beside the upload (or the scan), by its own recorded sha256."""
+        hosted = await self.find_file(key, filename)
+        sha = hosted.metadata_sha256
+        stored = await self.blobs.locate(sha) if sha else None
+        if stored is None:
             raise DistributionNotFoundError(filename + ".metadata", self.name)
-        return Cached(path)
+        return stored
 
     async def close(self) -> None:
         """Nothing runs in the background here; the wheelhouse watcher has its own close."""

@@ -213,7 +213,7 @@ class Uploads:
         metadata_sha = None
         if found.metadata is not None:
             metadata_sha = hashlib.sha256(found.metadata).hexdigest()
-            await self.blobs.store_bytes(found.metadata, (f"{sha256}.metadata",))
+            await self.blobs.store_bytes(found.metadata)  # found by files.metadata_sha256
         change = FileUploaded(
             idx=index.name,
             project=found.name,

@@ -159,7 +159,7 @@ class Wheelhouse:
                 log.info("wheelhouse file %s skipped for now: %s", path, exc)
                 continue
             if metadata is not None:
-                await self.blobs.store_bytes(metadata, (f"{hosted.sha256}.metadata",))
+                await self.blobs.store_bytes(metadata)  # found by metadata_sha256
             size, mtime_ns = listing[path]
             added.append(_Seen(size, mtime_ns, hosted))
         if removed or added:

@@ -11,7 +11,7 @@ from typing import Protocol
 from proxy.config import IndexKind
 from proxy.mirror.sources import FileSource
 from proxy.model import IndexName, NormalizedName, ProjectPage
-from proxy.storage.locations import Cached, InMemory
+from proxy.storage.locations import MetadataSource
 
 
 class Index(Protocol):
@@ -43,7 +43,7 @@ class Index(Protocol):
 
     async def locate_metadata(
         self, project: NormalizedName, key: str, filename: str
-    ) -> Cached | InMemory:
+    ) -> MetadataSource:
         """Where the file's core metadata (PEP 658) is; DistributionNotFoundError when nowhere."""
         ...
 

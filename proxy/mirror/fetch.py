@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from proxy.errors import (
     HashMismatchError,
@@ -22,7 +21,7 @@ from proxy.errors import (
 from proxy.metrics import Metrics
 from proxy.mirror.upstream import UpstreamClient
 from proxy.model import mask_url
-from proxy.storage.blobs import BlobStore, TempBlob
+from proxy.storage.blobs import BlobLocation, BlobStore, TempBlob
 from proxy.tasks import Background
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class Download:
         self.done = False  #: finished, successfully or not
         self.verified = False  #: every byte arrived and the sha256 matched
         self.error: BaseException | None = None
-        self.path: Path | None = None  #: the committed blob once verified
+        self.stored: BlobLocation | None = None  #: where the committed blob is, once verified
         self.temp: TempBlob | None = None
         self.started = asyncio.Event()  #: upstream headers arrived, or the download failed
         self.finished = asyncio.Event()  #: committed to the store, or failed
@@ -171,7 +170,7 @@ class Fetcher:
         download.verified = True  # readers may finish now; the commit below is ours to wait for
         download.notify()
         aliases = () if download.key == actual else (download.key,)
-        download.path = await self.blobs.commit(temp, aliases)
+        download.stored = await self.blobs.commit(temp, aliases)
 
     async def close(self, grace: float) -> None:
         """Let in-flight downloads finish within `grace` seconds, then cancel the rest."""

@@ -24,14 +24,7 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 from proxy.mirror.fetch import Fetcher
-from proxy.mirror.sources import (
-    Cached,
-    FileSource,
-    InFlight,
-    InMemory,
-    Passthrough,
-    read_wheel_metadata,
-)
+from proxy.mirror.sources import FileSource, InFlight, Passthrough, read_wheel_metadata
 from proxy.mirror.upstream import PageResponse, UpstreamClient
 from proxy.model import (
     Distribution,
@@ -43,7 +36,8 @@ from proxy.model import (
     mask_url,
 )
 from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import BlobStore, LocalFile
+from proxy.storage.locations import InMemory, MetadataSource
 from proxy.storage.pagecache import CachedPage, PageCache
 from proxy.tasks import SingleFlight, WriteBehind
 
@@ -308,10 +302,10 @@ class MirrorIndex:
         download = self.fetcher.find(key)
         if download is not None and download.verified:
             await download.finished.wait()  # only the rename is left: wait, then use the store
-        path = self.blobs.find_key(key)
-        if path is not None:
+        stored = await self.blobs.locate(key)
+        if stored is not None:
             self.metrics.file_cache.labels("hit").inc()
-            return Cached(path)
+            return stored
         dist = await self.find_dist(project, key, filename)
         if probe:
             self.metrics.file_cache.labels("passthrough").inc()
@@ -320,13 +314,13 @@ class MirrorIndex:
 
     async def locate_metadata(
         self, project: NormalizedName, key: str, filename: str
-    ) -> Cached | InMemory:
+    ) -> MetadataSource:
         """PEP 658 metadata: from disk, from memory while being stored, or fetched (one flight)."""
         alias = f"{key}.metadata"
-        path = self.blobs.find_key(alias)
-        if path is not None:
+        stored = await self.blobs.locate(alias)
+        if stored is not None:
             self.metrics.file_cache.labels("hit").inc()
-            return Cached(path)
+            return stored
         body = self._metadata_writes.pending(alias)
         if body is not None:
             return InMemory(body)
@@ -373,17 +367,17 @@ class MirrorIndex:
 
     async def _extract_metadata(self, key: str, dist: Distribution) -> bytes:
         """The wheel's own METADATA, for upstreams that advertise metadata they do not serve."""
-        path = self.blobs.find_key(key)
-        if path is None:
+        stored = await self.blobs.locate(key)
+        if stored is None:
             download = self.fetcher.fetch(key, dist.url, dist.filename, dist.sha256)
             await download.finished.wait()
             if download.error is not None:
                 raise download.error
-            path = download.path
-        if path is None:
+            stored = download.stored
+        if not isinstance(stored, LocalFile):  # a remote store reads it through a download
             raise DistributionNotFoundError(dist.filename, self.name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, read_wheel_metadata, path, dist.filename)
+        return await loop.run_in_executor(None, read_wheel_metadata, stored.path, dist.filename)
 
     async def close(self) -> None:
         """Cancel page refreshes and metadata fetches; let queued metadata writes finish."""

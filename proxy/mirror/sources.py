@@ -1,4 +1,4 @@
-"""Where a mirror file's bytes come from; the kind-neutral locations are in storage.locations."""
+"""Where a mirror file's bytes come from: the store, a download in flight, or the upstream."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 from proxy.errors import DistributionNotFoundError
 from proxy.mirror.fetch import Download
-from proxy.storage.locations import Cached as Cached
-from proxy.storage.locations import InMemory as InMemory
+from proxy.storage.blobs import BlobLocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +26,7 @@ class Passthrough:
     size: int | None
 
 
-FileSource = Cached | InFlight | Passthrough
+FileSource = BlobLocation | InFlight | Passthrough
 
 
 def read_wheel_metadata(path: Path, filename: str) -> bytes:

@@ -1,8 +1,11 @@
-"""Content-addressed file store: a stored file is always complete and verified.
+"""Content-addressed blob stores: a stored blob is always complete and verified.
 
-Files are written to `tmp/`, fsynced and renamed into `blobs/<sha[:2]>/<sha>`; a rename is atomic,
-so a reader sees either nothing or the whole file. Aliases map keys that are not a sha256 (files
-published without a hash, `.metadata` files) to the blob holding their bytes.
+`BlobStore` is the interface the rest of the server uses; a lookup answers *where* the bytes are
+(`LocalFile | RemoteObject | Redirect`), and the web layer turns that into sendfile, a stream or a
+302. `LocalBlobStore` writes to `tmp/`, fsyncs and renames into `blobs/<sha[:2]>/<sha>`; a rename
+is atomic, so a reader sees either nothing or the whole file. Aliases map mirror keys that are not
+a sha256 (files published without a hash, `.metadata` files) to the blob holding their bytes;
+they live in SQLite (`BlobAliases`), as cache: no changelog, rebuilt by fetching again.
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ import hashlib
 import itertools
 import logging
 import os
+import shutil
+import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from proxy.errors import StorageError, StorageFullError
 from proxy.model import check_filename, is_sha256
+from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,108 @@ class TempBlob:
         self._close()
 
 
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """The blob is a file on this machine: serve it with sendfile."""
+
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteObject:
+    """The blob is in an object store: stream it through `BlobStore.open_stream`."""
+
+    key: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The client may fetch the blob itself from `url` (a short-lived presigned URL)."""
+
+    url: str
+    size: int
+
+
+BlobLocation = LocalFile | RemoteObject | Redirect
+
+
+class BlobStore(Protocol):
+    """Where verified bytes are kept; every backend keeps the temp-verify-commit guarantee."""
+
+    def create_temp(self) -> TempBlob:
+        """A new temp file that a download or upload writes and hashes as bytes arrive."""
+        ...
+
+    async def commit(self, temp: TempBlob, aliases: tuple[str, ...] = ()) -> BlobLocation:
+        """Make a verified temp file visible under its sha256 (and the aliases)."""
+        ...
+
+    async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> BlobLocation:
+        """Store a small body (core metadata) under its sha256."""
+        ...
+
+    async def locate(self, key: str) -> BlobLocation | None:
+        """Where the blob of a sha256 or an alias is, or None when it is not stored."""
+        ...
+
+    def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
+        """The bytes of a remote object (backends without remote objects raise)."""
+        ...
+
+
+class BlobAliases:
+    """Alias → sha256 rows in the database, written behind the blob they name (cache, no log)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def lookup(self, alias: str) -> str | None:
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT sha256 FROM blob_aliases WHERE alias = ?", (alias,)
+            ).fetchone()
+        )
+        return str(row[0]) if row is not None else None
+
+    async def record(self, aliases: tuple[str, ...], sha256: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO blob_aliases (alias, sha256) VALUES (?, ?)",
+                [(alias, sha256) for alias in aliases],
+            )
+
+        await self.db.write_derived(write)
+
+    async def migrate(self, directory: Path) -> int:
+        """Milestone 1 kept aliases as files under `aliases/`: move them in, then drop the dir."""
+        if not directory.is_dir():  # noqa: ASYNC240 - one stat at start-up
+            return 0
+
+        def read() -> list[tuple[str, str]]:
+            found = []
+            for path in directory.iterdir():
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    value = path.read_text().strip()
+                    if is_sha256(value):
+                        found.append((path.name, value))
+            return found
+
+        loop = asyncio.get_running_loop()
+        pairs = await loop.run_in_executor(None, read)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO blob_aliases (alias, sha256) VALUES (?, ?)", pairs
+            )
+
+        await self.db.write_derived(write)
+        await loop.run_in_executor(None, shutil.rmtree, directory)
+        log.info("moved %d blob aliases from %s into the database", len(pairs), directory)
+        return len(pairs)
+
+
 @dataclass(slots=True)
 class BlobEntry:
     """Accounting for one stored file: its size and when it was last served."""
@@ -86,16 +195,16 @@ class BlobEntry:
     last_access: float  #: wall-clock; seeded from the file's mtime at start
 
 
-class BlobStore:
-    """Owns `<data_dir>/blobs`, `<data_dir>/aliases` and `<data_dir>/tmp`."""
+class LocalBlobStore:
+    """Owns `<data_dir>/blobs` and `<data_dir>/tmp`; `aliases` is None for offline tools."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, aliases: BlobAliases | None = None) -> None:
         #: fsync can take milliseconds; it gets its own threads so reads never queue behind it
         self._commit_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="commit")
         self.root = data_dir
         self._names = itertools.count(time.time_ns())  #: temp names: unique without urandom
         self.blobs = data_dir / "blobs"
-        self.aliases = data_dir / "aliases"
+        self.aliases = aliases
         self.tmp = data_dir / "tmp"
         self.quarantine_dir = data_dir / "quarantine"
         self.entries: dict[str, BlobEntry] = {}
@@ -148,7 +257,7 @@ class BlobStore:
 
     def open(self) -> None:
         """Create the layout and drop temp files a crash left behind (they were never complete)."""
-        for path in (self.blobs, self.aliases, self.tmp):
+        for path in (self.blobs, self.tmp):
             path.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(OSError):
@@ -175,17 +284,16 @@ class BlobStore:
         entry = self.entries.get(sha256)
         return entry.size if entry is not None else 0
 
-    def resolve_alias(self, alias: str) -> str | None:
-        try:
-            value = (self.aliases / alias).read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return value if is_sha256(value) else None
-
-    def find_key(self, key: str) -> Path | None:
+    async def locate(self, key: str) -> LocalFile | None:
         """A blob by sha256 or by alias."""
-        sha = key if is_sha256(key) else self.resolve_alias(key)
-        return self.find(sha) if sha else None
+        sha = key if is_sha256(key) else None
+        if sha is None and self.aliases is not None:
+            sha = await self.aliases.lookup(key)
+        path = self.find(sha) if sha else None
+        return LocalFile(path, self.size_of(sha)) if path is not None and sha else None
+
+    def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
+        raise StorageError(f"a local store holds no remote object ({blob.key})")
 
     def create_temp(self) -> TempBlob:
         path = self.tmp / f"{next(self._names):x}-{os.getpid()}.part"
@@ -195,51 +303,51 @@ class BlobStore:
             raise _translate_os_error(exc, self.tmp) from exc
         return TempBlob(path, fd)
 
-    def _commit(self, temp: TempBlob, aliases: tuple[str, ...]) -> Path:
+    def _commit(self, temp: TempBlob) -> LocalFile:
         sha = temp.hexdigest()
         final = self.path_for(sha)
         os.fsync(temp.fd)
         final.parent.mkdir(parents=True, exist_ok=True)
         temp.path.replace(final)
-        self._account(sha, final.stat().st_size)
-        for alias in aliases:
-            self._write_alias(alias, sha)
-        return final
+        size = final.stat().st_size
+        self._account(sha, size)
+        return LocalFile(final, size)
 
-    def _write_alias(self, alias: str, sha: str) -> None:
-        check_filename(alias)
-        tmp = self.tmp / f"{next(self._names):x}-{os.getpid()}.alias"
-        tmp.write_text(sha)
-        tmp.replace(self.aliases / alias)
+    async def _committed(self, stored: LocalFile, aliases: tuple[str, ...]) -> LocalFile:
+        """After the rename: record the aliases, then tell the eviction accounting."""
+        if aliases:
+            for alias in aliases:
+                check_filename(alias)
+            if self.aliases is not None:
+                await self.aliases.record(aliases, stored.path.name)
+        if self.on_commit is not None:
+            self.on_commit()
+        return stored
 
-    async def commit(self, temp: TempBlob, aliases: tuple[str, ...] = ()) -> Path:
+    async def commit(self, temp: TempBlob, aliases: tuple[str, ...] = ()) -> LocalFile:
         """fsync and rename the verified temp file into place; the temp fd stays readable."""
         try:
-            path = await asyncio.get_running_loop().run_in_executor(
-                self._commit_pool, self._commit, temp, aliases
+            stored = await asyncio.get_running_loop().run_in_executor(
+                self._commit_pool, self._commit, temp
             )
         except OSError as exc:
             raise _translate_os_error(exc, self.blobs) from exc
-        if self.on_commit is not None:
-            self.on_commit()
-        return path
+        return await self._committed(stored, aliases)
 
-    def _store_bytes(self, data: bytes, aliases: tuple[str, ...]) -> Path:
+    def _store_bytes(self, data: bytes) -> LocalFile:
         temp = self.create_temp()
         try:
             temp.write_sync(data)
-            return self._commit(temp, aliases)
+            return self._commit(temp)
         finally:
             temp.close()
 
-    async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> Path:
+    async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> LocalFile:
         """Store a small body (a .metadata file) under its sha256, in one trip to a thread."""
         try:
-            path = await asyncio.get_running_loop().run_in_executor(
-                self._commit_pool, self._store_bytes, data, aliases
+            stored = await asyncio.get_running_loop().run_in_executor(
+                self._commit_pool, self._store_bytes, data
             )
         except OSError as exc:
             raise _translate_os_error(exc, self.blobs) from exc
-        if self.on_commit is not None:
-            self.on_commit()
-        return path
+        return await self._committed(stored, aliases)

@@ -1,6 +1,6 @@
 """The mirror cache's size: least-recently-used mirror files are evicted; hosted files never are.
 
-Accounting lives in BlobStore (sizes and last access per blob, seeded from the files' mtimes at
+Accounting lives in LocalBlobStore (sizes and last access per blob, seeded from the files' mtimes at
 start); this module decides what may go. A blob referenced by an uploaded file or its metadata is
 protected, whatever its age.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.metrics import Metrics
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import LocalBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def protected_blobs(db_path: Path) -> set[str]:
     return {sha for row in rows for sha in row if sha}
 
 
-def stats(blobs: BlobStore, protected: set[str], max_size: int) -> CacheStats:
+def stats(blobs: LocalBlobStore, protected: set[str], max_size: int) -> CacheStats:
     return CacheStats(
         files=len(blobs.entries),
         bytes=blobs.total_bytes,
@@ -64,7 +64,7 @@ def stats(blobs: BlobStore, protected: set[str], max_size: int) -> CacheStats:
     )
 
 
-def prune(blobs: BlobStore, protected: set[str], max_size: int) -> tuple[int, int]:
+def prune(blobs: LocalBlobStore, protected: set[str], max_size: int) -> tuple[int, int]:
     """Remove least-recently-used unprotected blobs until under the low-water mark (blocking)."""
     if max_size <= 0 or blobs.total_bytes <= max_size:
         return 0, 0
@@ -81,7 +81,7 @@ def prune(blobs: BlobStore, protected: set[str], max_size: int) -> tuple[int, in
     return removed, freed
 
 
-def verify(blobs: BlobStore) -> list[str]:
+def verify(blobs: LocalBlobStore) -> list[str]:
     """Re-hash every blob; corrupt ones move to `quarantine/` and are reported (blocking)."""
     corrupt = []
     for sha in list(blobs.entries):
@@ -103,7 +103,9 @@ def verify(blobs: BlobStore) -> list[str]:
 class CacheManager:
     """Runs eviction in the background whenever a commit takes the store over `max_size`."""
 
-    def __init__(self, blobs: BlobStore, db_path: Path, metrics: Metrics, max_size: int) -> None:
+    def __init__(
+        self, blobs: LocalBlobStore, db_path: Path, metrics: Metrics, max_size: int
+    ) -> None:
         self.blobs = blobs
         self.db_path = db_path
         self.metrics = metrics

@@ -1,16 +1,10 @@
-"""Where a file's bytes are, for either kind of index: a tagged union, never "a path in a str"."""
+"""Where a requested file's bytes are, for either kind of index: a blob, or a body in memory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    """The file is on disk: serve it with sendfile."""
-
-    path: Path
+from proxy.storage.blobs import BlobLocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +12,6 @@ class InMemory:
     """A small body (core metadata) just fetched, answered while it is being stored."""
 
     body: bytes
+
+
+MetadataSource = BlobLocation | InMemory

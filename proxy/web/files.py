@@ -1,4 +1,4 @@
-"""File handlers: sendfile from the store, follow a download, or pass a probe upstream."""
+"""File handlers: turn where the bytes are (a blob, a download, the upstream) into a response."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from aiohttp import web
 
 from proxy.config import IndexKind
 from proxy.errors import DistributionNotFoundError
-from proxy.mirror.sources import InFlight, Passthrough
+from proxy.mirror.sources import FileSource, InFlight, Passthrough
 from proxy.model import check_file_key, check_filename, project_of
-from proxy.storage.locations import Cached
+from proxy.storage.blobs import BlobLocation, LocalFile, Redirect, RemoteObject
+from proxy.storage.locations import MetadataSource
 from proxy.web import keys
 from proxy.web.common import index_name
 
@@ -35,21 +36,41 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     project = project_of(dist_filename)
     if project is None:
         raise DistributionNotFoundError(filename, name)
+    source: MetadataSource | FileSource
     if is_metadata:
-        found = await index.locate_metadata(project, key, dist_filename)
-        if isinstance(found, Cached):
-            return web.FileResponse(found.path, headers=_file_headers())
-        return web.Response(body=found.body, headers=_file_headers())
-    probe = request.method == "HEAD" or "Range" in request.headers
-    source = await index.locate_file(project, key, filename, probe=probe)
-    if isinstance(source, Cached):
-        if index.kind is IndexKind.MIRROR:  # the cache's bytes; hosted files are not cached ones
-            size = request.app[keys.BLOBS].size_of(source.path.name)
-            request.app[keys.METRICS].bytes_from_cache.inc(size)
-        return web.FileResponse(source.path, headers=_file_headers())
-    if isinstance(source, Passthrough):
-        return await _passthrough(request, source)
-    return await _follow(request, source)
+        source = await index.locate_metadata(project, key, dist_filename)
+    else:
+        probe = request.method == "HEAD" or "Range" in request.headers
+        source = await index.locate_file(project, key, filename, probe=probe)
+        if index.kind is IndexKind.MIRROR and isinstance(source, LocalFile | RemoteObject):
+            request.app[keys.METRICS].bytes_from_cache.inc(source.size)  # hosted files are not
+    match source:
+        case InFlight():
+            return await _follow(request, source)
+        case Passthrough():
+            return await _passthrough(request, source)
+        case LocalFile() | RemoteObject() | Redirect():
+            return await _blob(request, source)
+        case _:
+            return web.Response(body=source.body, headers=_file_headers())
+
+
+async def _blob(request: web.Request, blob: BlobLocation) -> web.StreamResponse:
+    """A stored blob: sendfile when local, a stream from the store, or a redirect to it."""
+    match blob:
+        case LocalFile():
+            return web.FileResponse(blob.path, headers=_file_headers())
+        case Redirect():
+            raise web.HTTPFound(location=blob.url, headers={"Cache-Control": "no-store"})
+        case RemoteObject():
+            response = web.StreamResponse(headers=_file_headers())
+            response.content_length = blob.size
+            await response.prepare(request)
+            if request.method != "HEAD":
+                async for chunk in request.app[keys.BLOBS].open_stream(blob):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
 
 
 async def _follow(request: web.Request, source: InFlight) -> web.StreamResponse:

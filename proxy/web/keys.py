@@ -14,13 +14,13 @@ from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.upstream import UpstreamClient
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import LocalBlobStore
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 
 CONFIG = web.AppKey("wheelwell.config", Config)
 METRICS = web.AppKey("wheelwell.metrics", Metrics)
-BLOBS = web.AppKey("wheelwell.blobs", BlobStore)
+BLOBS = web.AppKey("wheelwell.blobs", LocalBlobStore)
 UPSTREAM = web.AppKey("wheelwell.upstream", UpstreamClient)
 FETCHER = web.AppKey("wheelwell.fetcher", Fetcher)
 INDEXES = web.AppKey("wheelwell.indexes", IndexRegistry)

@@ -6,11 +6,14 @@ import asyncio
 import gc
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from proxy.storage.blobs import BlobStore
+from proxy.errors import UnsafePathError
+from proxy.storage.blobs import LocalBlobStore, LocalFile
+from tests.fakes.stores import open_local_blobs
 
 BODY = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n"
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -23,84 +26,102 @@ def tree(root: Path) -> list[str]:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    store = BlobStore(tmp_path / "data")
-    store.open()
-    return store
+async def blobs(tmp_path: Path) -> AsyncIterator[LocalBlobStore]:
+    async with open_local_blobs(tmp_path / "data") as store:
+        yield store
+
+
+def files(store: LocalBlobStore) -> list[str]:
+    """The store's own files (the database beside it holds the aliases)."""
+    return [p for p in tree(store.root) if not p.startswith("wheelwell.sqlite3")]
 
 
 def test_open_creates_the_layout(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "deep" / "data")
+    store = LocalBlobStore(tmp_path / "deep" / "data")
     store.open()
     assert store.blobs.is_dir()
-    assert store.aliases.is_dir()
     assert store.tmp.is_dir()
     store.open()  # idempotent
 
 
-async def test_store_bytes_and_find(blobs: BlobStore) -> None:
-    path = await blobs.store_bytes(BODY)
-    assert path == blobs.blobs / SHA[:2] / SHA
-    assert path.read_bytes() == BODY
-    assert blobs.find(SHA) == path
-    assert blobs.find_key(SHA) == path
-    assert tree(blobs.root) == [f"blobs/{SHA[:2]}/{SHA}"]
+async def test_store_bytes_and_locate(blobs: LocalBlobStore) -> None:
+    stored = await blobs.store_bytes(BODY)
+    assert stored == LocalFile(blobs.blobs / SHA[:2] / SHA, len(BODY))
+    assert stored.path.read_bytes() == BODY
+    assert blobs.find(SHA) == stored.path
+    assert await blobs.locate(SHA) == stored
+    assert files(blobs) == [f"blobs/{SHA[:2]}/{SHA}"]
 
 
-async def test_store_bytes_twice_is_one_blob(blobs: BlobStore) -> None:
+async def test_store_bytes_twice_is_one_blob(blobs: LocalBlobStore) -> None:
     first = await blobs.store_bytes(BODY)
     second = await blobs.store_bytes(BODY)
     assert first == second
-    assert tree(blobs.root) == [f"blobs/{SHA[:2]}/{SHA}"]
+    assert files(blobs) == [f"blobs/{SHA[:2]}/{SHA}"]
 
 
-async def test_aliases(blobs: BlobStore) -> None:
+async def test_aliases(blobs: LocalBlobStore) -> None:
     metadata_alias = f"{SHA}.metadata"
-    path = await blobs.store_bytes(BODY, (ALIAS, metadata_alias))
-    assert blobs.resolve_alias(ALIAS) == SHA
-    assert blobs.find_key(ALIAS) == path
-    assert blobs.find_key(metadata_alias) == path
-    assert tree(blobs.root) == sorted(
-        [f"aliases/{ALIAS}", f"aliases/{metadata_alias}", f"blobs/{SHA[:2]}/{SHA}"]
-    )
+    stored = await blobs.store_bytes(BODY, (ALIAS, metadata_alias))
+    assert blobs.aliases is not None and await blobs.aliases.lookup(ALIAS) == SHA
+    assert await blobs.locate(ALIAS) == stored
+    assert await blobs.locate(metadata_alias) == stored
+    assert files(blobs) == [f"blobs/{SHA[:2]}/{SHA}"]  # aliases are rows, not files
 
 
-async def test_alias_is_rewritten(blobs: BlobStore) -> None:
+async def test_alias_is_rewritten(blobs: LocalBlobStore) -> None:
     await blobs.store_bytes(b"old", (ALIAS,))
     new = await blobs.store_bytes(b"new", (ALIAS,))
-    assert blobs.find_key(ALIAS) == new
-    assert new.read_bytes() == b"new"
+    assert await blobs.locate(ALIAS) == new
+    assert new.path.read_bytes() == b"new"
 
 
-def test_find_missing(blobs: BlobStore) -> None:
+async def test_locate_missing(blobs: LocalBlobStore) -> None:
     assert blobs.find(SHA) is None
-    assert blobs.find_key(SHA) is None
-    assert blobs.find_key(ALIAS) is None
-    assert blobs.resolve_alias(ALIAS) is None
+    assert await blobs.locate(SHA) is None
+    assert await blobs.locate(ALIAS) is None
 
 
-def test_alias_to_a_missing_or_garbled_blob(blobs: BlobStore) -> None:
-    (blobs.aliases / ALIAS).write_text(SHA)
-    assert blobs.resolve_alias(ALIAS) == SHA
-    assert blobs.find_key(ALIAS) is None
-    (blobs.aliases / ALIAS).write_text("../../etc/passwd")
-    assert blobs.resolve_alias(ALIAS) is None
-    assert blobs.find_key(ALIAS) is None
+async def test_an_alias_whose_blob_is_gone_locates_nothing(blobs: LocalBlobStore) -> None:
+    await blobs.store_bytes(BODY, (ALIAS,))
+    blobs.remove(SHA)  # evicted
+    assert await blobs.locate(ALIAS) is None
+
+
+async def test_an_unsafe_alias_is_refused_and_nothing_recorded(blobs: LocalBlobStore) -> None:
+    with pytest.raises(UnsafePathError):
+        await blobs.store_bytes(BODY, ("../../etc/passwd",))
+    assert blobs.aliases is not None and await blobs.aliases.lookup("../../etc/passwd") is None
+
+
+async def test_milestone_1_alias_files_move_into_the_database(tmp_path: Path) -> None:
+    legacy = tmp_path / "data" / "aliases"
+    legacy.mkdir(parents=True)
+    (legacy / ALIAS).write_text(SHA + "\n")
+    (legacy / "garbled.metadata").write_text("../../etc/passwd")
+    async with open_local_blobs(tmp_path / "data") as store:
+        assert store.aliases is not None
+        assert await store.aliases.migrate(legacy) == 1
+        assert not legacy.exists()
+        await store.store_bytes(BODY)
+        assert await store.locate(ALIAS) == LocalFile(store.path_for(SHA), len(BODY))
+        assert await store.aliases.lookup("garbled.metadata") is None
+        assert await store.aliases.migrate(legacy) == 0  # once only
 
 
 def test_open_removes_leftover_temp_files(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "data")
+    store = LocalBlobStore(tmp_path / "data")
     store.open()
     (store.tmp / "0123abcd.part").write_bytes(b"half a wheel")
     (store.tmp / "4567ef01.alias").write_text(SHA)
     blob = store.blobs / SHA[:2] / SHA
     blob.parent.mkdir()
     blob.write_bytes(BODY)
-    BlobStore(tmp_path / "data").open()
+    LocalBlobStore(tmp_path / "data").open()
     assert tree(store.root) == [f"blobs/{SHA[:2]}/{SHA}"]
 
 
-async def test_discarded_temp_blob_leaves_nothing(blobs: BlobStore) -> None:
+async def test_discarded_temp_blob_leaves_nothing(blobs: LocalBlobStore) -> None:
     temp = blobs.create_temp()
     await temp.write(b"partial ")
     await temp.write(b"download")
@@ -109,17 +130,17 @@ async def test_discarded_temp_blob_leaves_nothing(blobs: BlobStore) -> None:
     assert temp.path.parent == blobs.tmp
     temp.close()
     temp.close()  # twice is harmless
-    assert tree(blobs.root) == []
+    assert files(blobs) == []
     with pytest.raises(OSError):
         os.fstat(temp.fd)
 
 
-async def test_unlinked_temp_blob_stays_readable_until_dropped(blobs: BlobStore) -> None:
+async def test_unlinked_temp_blob_stays_readable_until_dropped(blobs: LocalBlobStore) -> None:
     temp = blobs.create_temp()
     await temp.write(b"late readers still get these bytes")
     name = str(temp.path)
     temp.unlink()
-    assert tree(blobs.root) == []
+    assert files(blobs) == []
     assert temp.read_at(0, 4) == b"late"
     link = Path(f"/proc/self/fd/{temp.fd}")
     del temp  # the last reference: the fd is closed with it
@@ -129,17 +150,17 @@ async def test_unlinked_temp_blob_stays_readable_until_dropped(blobs: BlobStore)
     assert target is None or not str(target).startswith(name)
 
 
-async def test_commit(blobs: BlobStore) -> None:
+async def test_commit(blobs: LocalBlobStore) -> None:
     temp = blobs.create_temp()
     await temp.write(BODY[:10])
     await temp.write(BODY[10:])
     assert temp.hexdigest() == SHA
-    path = await blobs.commit(temp, (ALIAS,))
+    stored = await blobs.commit(temp, (ALIAS,))
     assert temp.read_at(0, len(BODY)) == BODY  # the fd stays readable after the rename
     temp.close()
-    assert path.read_bytes() == BODY
-    assert blobs.find_key(ALIAS) == path
-    assert tree(blobs.root) == sorted([f"aliases/{ALIAS}", f"blobs/{SHA[:2]}/{SHA}"])
+    assert stored.path.read_bytes() == BODY
+    assert await blobs.locate(ALIAS) == stored
+    assert files(blobs) == [f"blobs/{SHA[:2]}/{SHA}"]
 
 
 @pytest.mark.parametrize(
@@ -155,7 +176,7 @@ async def test_commit(blobs: BlobStore) -> None:
         SHA + "\n",  # `$` also matches before a trailing newline
     ],
 )
-def test_path_for_rejects_non_sha256(blobs: BlobStore, digest: str) -> None:
+def test_path_for_rejects_non_sha256(blobs: LocalBlobStore, digest: str) -> None:
     with pytest.raises(ValueError, match="not a sha256"):
         blobs.path_for(digest)
     with pytest.raises(ValueError, match="not a sha256"):

@@ -16,10 +16,11 @@ from proxy.errors import HashMismatchError, UpstreamError, UpstreamUnavailableEr
 from proxy.metrics import Metrics
 from proxy.mirror.fetch import Download, Fetcher
 from proxy.mirror.upstream import UpstreamClient
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import LocalBlobStore
 from tests.conftest import Dists
 from tests.fakes.dists import Built
 from tests.fakes.index import FakeIndex
+from tests.fakes.stores import open_local_blobs
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 
@@ -28,7 +29,7 @@ AiohttpServer = Callable[..., Awaitable[TestServer]]
 class Setup:
     fake: FakeIndex
     base: str
-    blobs: BlobStore
+    blobs: LocalBlobStore
     fetcher: Fetcher
     data_dir: Path
 
@@ -44,15 +45,12 @@ async def setup(
     fake_index: FakeIndex, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> AsyncIterator[Setup]:
     server = await aiohttp_server(fake_index.app)
-    blobs = BlobStore(tmp_path / "data")
-    blobs.open()
     metrics = Metrics()
-    async with aiohttp.ClientSession() as session:
+    async with open_local_blobs(tmp_path / "data") as blobs, aiohttp.ClientSession() as session:
         client = UpstreamClient(session, UpstreamConfig(retries=0, read_timeout=2.0), metrics)
         fetcher = Fetcher(client, blobs, metrics)
         yield Setup(fake_index, str(server.make_url("/")), blobs, fetcher, tmp_path / "data")
         await fetcher.close(0)
-    blobs.close()
 
 
 async def _read(download: Download) -> bytes:
@@ -72,8 +70,8 @@ async def test_one_get_for_every_joiner(setup: Setup, dists: Dists) -> None:
     assert setup.fake.hits(f"/files/{bulky.filename}") == 1
     await downloads[0].finished.wait()
     assert downloads[0].verified and downloads[0].error is None
-    path = setup.blobs.find_key(bulky.sha256)
-    assert path is not None and path.read_bytes() == bulky.path.read_bytes()
+    stored = await setup.blobs.locate(bulky.sha256)
+    assert stored is not None and stored.path.read_bytes() == bulky.path.read_bytes()
     assert setup.fetcher.find(bulky.sha256) is None
     assert setup.temp_files() == []
 
@@ -83,7 +81,7 @@ async def test_a_url_key_is_stored_as_an_alias(setup: Setup, dists: Dists) -> No
     download = setup.fetcher.fetch("url-key", setup.url(alpha), alpha.filename, None)
     assert await _read(download) == alpha.path.read_bytes()
     await download.finished.wait()
-    assert setup.blobs.find_key("url-key") == setup.blobs.find_key(alpha.sha256)
+    assert await setup.blobs.locate("url-key") == await setup.blobs.locate(alpha.sha256)
 
 
 async def test_a_hash_mismatch_is_never_stored_and_fails_the_reader(
@@ -98,7 +96,7 @@ async def test_a_hash_mismatch_is_never_stored_and_fails_the_reader(
             received += chunk
     assert len(received) < alpha.size  # held back one byte short of a complete body
     await download.finished.wait()
-    assert setup.blobs.find_key(wrong) is None
+    assert await setup.blobs.locate(wrong) is None
     assert setup.blobs.find(alpha.sha256) is None
     assert setup.temp_files() == []
 
@@ -110,7 +108,7 @@ async def test_a_body_cut_short_fails_the_reader(setup: Setup, dists: Dists) -> 
     with pytest.raises(UpstreamError):
         await _read(download)
     await download.finished.wait()
-    assert setup.blobs.find_key(bulky.sha256) is None
+    assert await setup.blobs.locate(bulky.sha256) is None
     assert setup.temp_files() == []
 
 
@@ -139,6 +137,6 @@ async def test_close_cancels_a_download_in_flight(setup: Setup, dists: Dists) ->
     with pytest.raises(UpstreamUnavailableError):
         async for _ in progress:
             pass
-    assert setup.blobs.find_key(bulky.sha256) is None
+    assert await setup.blobs.locate(bulky.sha256) is None
     assert setup.temp_files() == []
     assert setup.fetcher.in_flight() == 0

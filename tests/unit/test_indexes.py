@@ -34,7 +34,7 @@ from proxy.mirror.sources import FileSource
 from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage, normalize
 from proxy.simple_api import Format
 from proxy.storage.db import Database
-from proxy.storage.locations import Cached, InMemory
+from proxy.storage.locations import MetadataSource
 
 MIRROR, PRIVATE = IndexKind.MIRROR, IndexKind.PRIVATE
 FOO = normalize("foo")
@@ -69,7 +69,7 @@ class FakeIndex:
 
     async def locate_metadata(
         self, project: NormalizedName, key: str, filename: str
-    ) -> Cached | InMemory:
+    ) -> MetadataSource:
         raise DistributionNotFoundError(filename, self.name)
 
     async def close(self) -> None:

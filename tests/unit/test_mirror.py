@@ -17,14 +17,15 @@ from proxy.errors import ProjectNotFoundError, UpstreamError
 from proxy.metrics import Metrics
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
-from proxy.mirror.sources import Cached, InMemory
 from proxy.mirror.upstream import UpstreamClient
 from proxy.model import IndexName, NormalizedName, ProjectPage, normalize
-from proxy.storage.blobs import BlobStore
+from proxy.storage.blobs import LocalBlobStore, LocalFile
+from proxy.storage.locations import InMemory
 from proxy.storage.pagecache import PageCache
 from tests.conftest import Dists
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import FakeIndex
+from tests.fakes.stores import open_local_blobs
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 PAGE_TTL = 600.0
@@ -48,7 +49,7 @@ class Setup:
     url: str
     session: aiohttp.ClientSession
     pages: PageCache
-    blobs: BlobStore
+    blobs: LocalBlobStore
     data_dir: Path
     clock: Clock = field(default_factory=Clock)
     mirrors: list[MirrorIndex] = field(default_factory=list)
@@ -87,11 +88,9 @@ async def setup(
     fake_index: FakeIndex, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> AsyncIterator[Setup]:
     server = await aiohttp_server(fake_index.app)
-    blobs = BlobStore(tmp_path / "data")
-    blobs.open()
     pages = PageCache(tmp_path / "data" / "pages")
     await pages.start()
-    async with aiohttp.ClientSession() as session:
+    async with open_local_blobs(tmp_path / "data") as blobs, aiohttp.ClientSession() as session:
         url = str(server.make_url("/simple/"))
         state = Setup(fake_index, url, session, pages, blobs, tmp_path / "data")
         yield state
@@ -99,7 +98,6 @@ async def setup(
             await mirror.close()
             await mirror.fetcher.close(0)
     await pages.close()
-    blobs.close()
 
 
 def _outcome(mirror: MirrorIndex, outcome: str) -> float:
@@ -260,6 +258,6 @@ async def test_metadata_is_served_from_memory_then_from_disk(setup: Setup, dists
     assert setup.fake.hits(f"/files/{dist.filename}.metadata") == 1
     await mirror.close()  # the write-behind finishes
     stored = await mirror.locate_metadata(ALPHA, dist.key, dist.filename)
-    assert isinstance(stored, Cached)
+    assert isinstance(stored, LocalFile)
     assert stored.path.read_bytes() == dists.alpha.metadata
     assert setup.fake.hits(f"/files/{dist.filename}.metadata") == 1
