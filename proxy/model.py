@@ -8,15 +8,9 @@ from dataclasses import dataclass, field
 from typing import NewType
 from urllib.parse import urlsplit, urlunsplit
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import NormalizedName, canonicalize_name
 
+from proxy.distfiles import InvalidDistFilenameError, parse_filename
 from proxy.errors import InvalidNameError, UnsafePathError
 
 __all__ = [
@@ -93,13 +87,8 @@ def is_sha256(key: str) -> bool:
 def project_of(filename: str) -> NormalizedName | None:
     """The project a distribution file belongs to, or None when the name does not parse."""
     try:
-        if filename.endswith(".whl"):
-            return parse_wheel_filename(filename)[0]
-        for ext in (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar"):
-            if filename.endswith(ext):
-                base = filename[: -len(ext)] + ".tar.gz"
-                return parse_sdist_filename(base)[0]
-    except (InvalidWheelFilename, InvalidSdistFilename):
+        return parse_filename(filename).project
+    except InvalidDistFilenameError:
         pass
     name = filename.split("-", 1)[0]
     return canonicalize_name(name) if _PROJECT_RE.match(name) else None
@@ -108,14 +97,9 @@ def project_of(filename: str) -> NormalizedName | None:
 def version_of(filename: str) -> str | None:
     """The version in a distribution's file name (used for PEP 700 `versions`)."""
     try:
-        if filename.endswith(".whl"):
-            return str(parse_wheel_filename(filename)[1])
-        for ext in (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar"):
-            if filename.endswith(ext):
-                return str(parse_sdist_filename(filename[: -len(ext)] + ".tar.gz")[1])
-    except (InvalidWheelFilename, InvalidSdistFilename):
+        return str(parse_filename(filename).version)
+    except InvalidDistFilenameError:
         return None
-    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from packaging.utils import canonicalize_name
 
+from proxy.accept import choose
 from proxy.errors import NotAcceptableError, UpstreamProtocolError
 from proxy.model import Distribution, ProjectList, ProjectPage
 
@@ -38,47 +39,15 @@ _FORMAT_ALIASES = {
     Format.HTML.value: Format.HTML,
     Format.LEGACY_HTML.value: Format.LEGACY_HTML,
 }
+#: PEP 691's meta version `latest` names the newest version we speak, v1
+LATEST_ALIASES = {
+    "application/vnd.pypi.simple.latest+json": Format.JSON.value,
+    "application/vnd.pypi.simple.latest+html": Format.HTML.value,
+}
 _METADATA_HASH_PREFERENCE = ("sha256", "sha384", "sha512", "blake2b", "md5")
 
 
 # ---- negotiation -----------------------------------------------------------------------------
-
-
-def _accept_entries(accept: str) -> list[tuple[str, float]]:
-    entries: list[tuple[str, float]] = []
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        if not media:
-            continue
-        media = media.replace(".simple.latest+", ".simple.v1+")  # PEP 691: latest is v1 here
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        entries.append((media.lower(), q))
-    return entries
-
-
-def _quality(fmt: Format, entries: list[tuple[str, float]]) -> float:
-    """The q-value of the most specific Accept range that matches fmt (RFC 9110 12.5.1)."""
-    main = fmt.value.split("/")[0]
-    best: tuple[int, float] = (-1, 0.0)
-    for media, q in entries:
-        if media == fmt.value:
-            specificity = 2
-        elif media == f"{main}/*":
-            specificity = 1
-        elif media == "*/*":
-            specificity = 0
-        else:
-            continue
-        if specificity > best[0]:
-            best = (specificity, q)
-    return best[1]
 
 
 def negotiate(accept: str | None, format_param: str | None = None) -> Format:
@@ -88,14 +57,10 @@ def negotiate(accept: str | None, format_param: str | None = None) -> Format:
         if fmt is None:
             raise NotAcceptableError(f"format={format_param}", [f.value for f in _PREFERENCE])
         return fmt
-    if not accept or not accept.strip():
-        return Format.LEGACY_HTML
-    entries = _accept_entries(accept)
-    scored = [(fmt, _quality(fmt, entries)) for fmt in _PREFERENCE]
-    best = max(scored, key=lambda item: item[1])
-    if best[1] <= 0.0:
-        raise NotAcceptableError(accept, [f.value for f in _PREFERENCE])
-    return best[0]
+    fmt = choose(accept, _PREFERENCE, aliases=LATEST_ALIASES)
+    if fmt is None:
+        raise NotAcceptableError(accept or "", [f.value for f in _PREFERENCE])
+    return fmt
 
 
 # ---- parsing ---------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -20,6 +19,7 @@ import yaml
 
 from tests.fakes.dists import Built, build_sdist, build_wheel
 from tests.fakes.index import FakeIndex, ThreadedServer
+from tests.polling import wait_until
 
 ROOT_PASSWORD = "root-e2e-secret"
 HEALTH_TIMEOUT = 20.0
@@ -152,21 +152,29 @@ class Daemon:
         return self.process.returncode
 
 
+def _healthy(daemon: Daemon) -> bool:
+    if daemon.process.poll() is not None:
+        pytest.fail(f"daemon exited with {daemon.process.returncode}:\n{daemon.log()}")
+    try:
+        with urllib.request.urlopen(f"{daemon.url}/+health", timeout=1) as response:
+            status: int = response.status
+            return status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def wait_healthy(daemon: Daemon, timeout: float = HEALTH_TIMEOUT) -> None:
     """Poll /+health until 200; fail with the daemon's log if it exits or never answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if daemon.process.poll() is not None:
-            pytest.fail(f"daemon exited with {daemon.process.returncode}:\n{daemon.log()}")
-        try:
-            with urllib.request.urlopen(f"{daemon.url}/+health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    daemon.stop()
-    pytest.fail(f"daemon not healthy after {timeout}s:\n{daemon.log()}")
+    try:
+        wait_until(
+            lambda: _healthy(daemon),
+            timeout=timeout,
+            interval=0.1,
+            message=lambda: f"{daemon.url}/+health to answer 200:\n{daemon.log()}",
+        )
+    except BaseException:
+        daemon.stop()
+        raise
 
 
 @dataclass

@@ -49,7 +49,7 @@ LAYERS: dict[str, int] = {
 }
 
 #: the CLI's client side runs on users' machines: it may use these shared leaves and itself only
-CLIENT_MAY_IMPORT = {"proxy", "proxy.errors"}
+CLIENT_MAY_IMPORT = {"proxy", "proxy.distfiles", "proxy.errors"}
 #: the two sides of the house meet only in the index layer: neither imports the other
 SEPARATE_SIDES = (("proxy.hosted", "proxy.mirror"), ("proxy.mirror", "proxy.hosted"))
 

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import tarfile
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.metadata import RawMetadata, parse_email
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from proxy import distfiles
 from proxy.client.errors import ClientError
+from proxy.distfiles import UPLOAD_SDIST_EXTENSIONS
 
 CHUNK = 1024 * 1024
 _METADATA_LIMIT = 16 * 1024 * 1024
@@ -71,14 +64,29 @@ class DistFile:
     """A wheel or sdist found on disk, described by its file name alone."""
 
     path: Path
-    project: NormalizedName
-    version: Version
-    filetype: str  #: "bdist_wheel" or "sdist", the legacy upload API's names
-    pyversion: str  #: the wheel's Python tag, or "source"
+    file: distfiles.DistFile
 
     @property
     def filename(self) -> str:
         return self.path.name
+
+    @property
+    def project(self) -> NormalizedName:
+        return self.file.project
+
+    @property
+    def version(self) -> Version:
+        return self.file.version
+
+    @property
+    def filetype(self) -> str:
+        """The legacy upload API's name for the kind: `bdist_wheel` or `sdist`."""
+        return "bdist_wheel" if self.file.kind is distfiles.DistKind.WHEEL else "sdist"
+
+    @property
+    def pyversion(self) -> str:
+        """The wheel's Python tag, or `source`."""
+        return self.file.python_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +101,11 @@ class Digests:
 
 def parse_dist_path(path: Path) -> DistFile | None:
     """Describe a wheel or sdist from its name; None for names that are neither."""
-    name = path.name
     try:
-        if name.endswith(".whl"):
-            project, version, _, _ = parse_wheel_filename(name)
-            return DistFile(path, project, version, "bdist_wheel", name[:-4].split("-")[-3])
-        if name.endswith((".tar.gz", ".zip")):
-            project, version = parse_sdist_filename(name)
-            return DistFile(path, project, version, "sdist", "source")
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        if name.endswith(".whl"):
-            raise InvalidDistError(name, "not a valid wheel file name") from None
+        return DistFile(path, distfiles.parse_filename(path.name, UPLOAD_SDIST_EXTENSIONS))
+    except distfiles.InvalidDistFilenameError:
+        if path.name.endswith(".whl"):
+            raise InvalidDistError(path.name, "not a valid wheel file name") from None
     return None
 
 
@@ -129,42 +131,18 @@ def compute_digests(path: Path) -> Digests:
     return Digests(sha256.hexdigest(), md5.hexdigest(), blake2.hexdigest(), size)
 
 
-def _read_zip_member(path: Path, suffix: str, expected_dir: str) -> bytes:
-    with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(suffix)]
-        names.sort(key=lambda n: n.split("/")[0].lower() != expected_dir.lower())
-        if not names:
-            raise InvalidDistError(path.name, f"no top-level *{suffix} inside")
-        info = archive.getinfo(names[0])
-        if info.file_size > _METADATA_LIMIT:
-            raise InvalidDistError(path.name, f"{names[0]} is too large")
-        return archive.read(info)
-
-
-def _read_tar_member(path: Path, suffix: str) -> bytes:
-    with tarfile.open(path, "r:gz") as archive:
-        for member in archive:
-            if member.isfile() and member.name.count("/") == 1 and member.name.endswith(suffix):
-                if member.size > _METADATA_LIMIT:
-                    raise InvalidDistError(path.name, f"{member.name} is too large")
-                stream = archive.extractfile(member)
-                if stream is not None:
-                    return stream.read()
-    raise InvalidDistError(path.name, f"no top-level *{suffix} inside")
-
-
 def load_metadata(dist: DistFile) -> bytes:
     """The core metadata file: the wheel's METADATA or the sdist's PKG-INFO."""
-    name = dist.filename
     try:
-        if dist.filetype == "bdist_wheel":
-            dist_info = "-".join(name.split("-")[:2]) + ".dist-info"
-            return _read_zip_member(dist.path, "/METADATA", dist_info)
-        if name.endswith(".zip"):
-            return _read_zip_member(dist.path, "/PKG-INFO", name[: -len(".zip")])
-        return _read_tar_member(dist.path, "/PKG-INFO")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise InvalidDistError(name, f"cannot read it ({exc})") from exc
+        data = distfiles.load_metadata(dist.path, dist.file, limit=_METADATA_LIMIT)
+    except distfiles.MetadataTooLargeError as exc:
+        raise InvalidDistError(dist.filename, exc.reason) from exc
+    except distfiles.UnreadableArchiveError as exc:
+        raise InvalidDistError(dist.filename, f"cannot read it ({exc.reason})") from exc
+    if data is None:
+        member = "METADATA" if dist.filetype == "bdist_wheel" else "PKG-INFO"
+        raise InvalidDistError(dist.filename, f"no top-level */{member} inside")
+    return data
 
 
 def parse_metadata(dist: DistFile, data: bytes) -> RawMetadata:

@@ -49,14 +49,15 @@ def hash_password(password: str) -> str:
 
 
 def check_password(password: str, stored: str) -> bool:
+    """Whether password matches the stored hash; a malformed stored hash matches nothing."""
     try:
         scheme, n, salt_b64, digest_b64 = stored.split("$")
         salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-    except (ValueError, binascii.Error):
+        if scheme != "scrypt" or not digest:
+            return False
+        actual = hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=8, p=1, dklen=len(digest))
+    except (ValueError, TypeError, binascii.Error):  # a bad n or salt: scrypt refuses them
         return False
-    if scheme != "scrypt":
-        return False
-    actual = hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=8, p=1, dklen=len(digest))
     return hmac.compare_digest(actual, digest)
 
 

@@ -10,22 +10,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import tarfile
 import time
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
 from packaging.version import InvalidVersion, Version
 
+from proxy.distfiles import (
+    UPLOAD_SDIST_EXTENSIONS,
+    DamagedArchiveError,
+    DistFile,
+    DistKind,
+    InvalidDistFilenameError,
+    NotADistributionError,
+    UnreadableArchiveError,
+    load_metadata,
+    parse_filename,
+)
 from proxy.errors import ConflictError, InvalidUploadError
 from proxy.hosted.auth import Identity
 from proxy.hosted.private import PrivateIndex
@@ -43,8 +46,6 @@ from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
 
-_SDIST_EXTENSIONS = (".tar.gz", ".zip")
-
 
 @dataclass(frozen=True, slots=True)
 class Inspected:
@@ -61,56 +62,40 @@ class Inspected:
 
 def parse_dist_filename(filename: str) -> tuple[NormalizedName, Version, bool]:
     """(project, version, is_wheel) from a distribution file name, or InvalidUploadError."""
+    dist = _parse_upload_filename(filename)
+    return dist.project, dist.version, dist.kind is DistKind.WHEEL
+
+
+def _parse_upload_filename(filename: str) -> DistFile:
     try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-            return name, version, True
-        if filename.endswith(_SDIST_EXTENSIONS):
-            stem = filename[: -len(".zip")] if filename.endswith(".zip") else filename
-            name, version = parse_sdist_filename(
-                stem if stem.endswith(".tar.gz") else stem + ".tar.gz"
-            )
-            return name, version, False
-    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        return parse_filename(filename, UPLOAD_SDIST_EXTENSIONS)
+    except NotADistributionError as exc:
         raise InvalidUploadError(
-            f"'{filename}' is not a valid distribution file name: {exc}"
+            f"'{filename}' is neither a wheel nor an sdist (.tar.gz, .zip)"
         ) from exc
-    raise InvalidUploadError(f"'{filename}' is neither a wheel nor an sdist (.tar.gz, .zip)")
+    except InvalidDistFilenameError as exc:
+        raise InvalidUploadError(
+            f"'{filename}' is not a valid distribution file name: {exc.reason}"
+        ) from exc
 
 
-def _read_archive_metadata(path: Path, filename: str, is_wheel: bool) -> bytes | None:
+def _read_archive_metadata(path: Path, dist: DistFile) -> bytes | None:
     """METADATA or PKG-INFO; any error here means a broken or truncated archive."""
     try:
-        if is_wheel or filename.endswith(".zip"):
-            with zipfile.ZipFile(path) as zf:
-                for member in zf.namelist():
-                    parts = member.split("/")
-                    wanted = parts[-1] == ("METADATA" if is_wheel else "PKG-INFO")
-                    if (
-                        len(parts) == 2
-                        and wanted
-                        and (not is_wheel or parts[0].endswith(".dist-info"))
-                    ):
-                        return zf.read(member)
-                if zf.testzip() is not None:
-                    raise InvalidUploadError(f"'{filename}' is a damaged archive")
-            return None
-        with tarfile.open(path, "r:gz") as tf:
-            found: bytes | None = None
-            for info in tf:  # reads the whole stream: a truncated file fails here
-                parts = info.name.split("/")
-                if found is None and len(parts) == 2 and parts[1] == "PKG-INFO":
-                    extracted = tf.extractfile(info)
-                    found = extracted.read() if extracted else None
-            return found
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise InvalidUploadError(f"'{filename}' is not a readable archive: {exc}") from exc
+        return load_metadata(path, dist)
+    except DamagedArchiveError as exc:
+        raise InvalidUploadError(f"'{dist.filename}' is a damaged archive") from exc
+    except UnreadableArchiveError as exc:
+        raise InvalidUploadError(
+            f"'{dist.filename}' is not a readable archive: {exc.reason}"
+        ) from exc
 
 
 def inspect_distribution(path: Path, filename: str) -> Inspected:
     """Everything the archive says about itself; InvalidUploadError when it is unusable."""
-    name, version, is_wheel = parse_dist_filename(filename)
-    metadata = _read_archive_metadata(path, filename, is_wheel)
+    dist = _parse_upload_filename(filename)
+    name, version, is_wheel = dist.project, dist.version, dist.kind is DistKind.WHEEL
+    metadata = _read_archive_metadata(path, dist)
     if is_wheel and metadata is None:
         raise InvalidUploadError(f"wheel '{filename}' has no .dist-info/METADATA")
     headers = BytesHeaderParser().parsebytes(metadata or b"")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.distfiles import InvalidDistFilenameError, load_metadata, parse_filename
 from proxy.errors import DistributionNotFoundError
 from proxy.mirror.fetch import Download
 from proxy.storage.blobs import BlobLocation
@@ -31,9 +31,11 @@ FileSource = BlobLocation | InFlight | Passthrough
 
 def read_wheel_metadata(path: Path, filename: str) -> bytes:
     """The wheel's own .dist-info/METADATA (blocking; run it on a worker thread)."""
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            parts = name.split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "METADATA":
-                return zf.read(name)
-    raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")
+    try:
+        dist = parse_filename(filename)
+    except InvalidDistFilenameError as exc:
+        raise DistributionNotFoundError(filename + ".metadata", exc.reason) from exc
+    metadata = load_metadata(path, dist)
+    if metadata is None:
+        raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")
+    return metadata

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.accept import choose
 from proxy.errors import (
     AuthError,
     ConflictError,
@@ -27,9 +28,14 @@ from proxy.errors import (
     UpstreamTimeoutError,
     WheelwellError,
 )
+from proxy.simple_api import LATEST_ALIASES, Format
 from proxy.web import keys
 
 log = logging.getLogger(__name__)
+
+_JSON_TYPES = ("application/json", Format.JSON.value)
+#: text first: a tie (`*/*`, no header, a browser's `text/html`) gets a plain-text error
+_ERROR_OFFERS = ("text/plain", Format.LEGACY_HTML.value, Format.HTML.value, *_JSON_TYPES)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,8 +73,9 @@ def status_for(exc: BaseException) -> int:
 
 
 def _wants_json(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "json" in accept and "html" not in accept.split(",")[0]
+    """A client that names a JSON type above HTML and text (pip, uv, API clients) gets JSON."""
+    accept = request.headers.get("Accept")
+    return choose(accept, _ERROR_OFFERS, aliases=LATEST_ALIASES) in _JSON_TYPES
 
 
 def error_response(request: web.Request, status: int, message: str) -> web.Response:

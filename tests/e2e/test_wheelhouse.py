@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from tests.conftest import Clients, DaemonFactory, http_get
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +35,23 @@ def test_pip_sees_wheelhouse_changes(
     built = build_wheel(tmp_path / "built", "housed", "1.0", requires=["beta>=1"])
     shutil.copy(built.path, house)
     index = daemon.index_url("root/public")
-    deadline = time.monotonic() + 10
-    while http_get(f"{index}housed/").status != 200:
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.1)
+    wait_until(
+        lambda: http_get(f"{index}housed/").status == 200,
+        timeout=10,
+        interval=0.1,
+        message=lambda: f"the wheelhouse's file on {index}housed/:\n{daemon.log()}",
+    )
     target = tmp_path / "target"
     clients.pip("install", "--index-url", index, "--target", str(target), "housed")
     assert (target / "housed" / "__init__.py").exists()
     assert (target / "beta").is_dir()  # the dependency came through the mirror
     (house / built.filename).unlink()
-    deadline = time.monotonic() + 10
-    while http_get(f"{index}housed/").status != 404:
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.1)
+    wait_until(
+        lambda: http_get(f"{index}housed/").status == 404,
+        timeout=10,
+        interval=0.1,
+        message=lambda: f"{index}housed/ to be gone with its file:\n{daemon.log()}",
+    )
     again = clients.pip(
         "install", "--index-url", index, "--target", str(tmp_path / "t2"), "housed", check=False
     )

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Dists
 from tests.fakes.dists import build_wheel
 from tests.integration.conftest import ROOT_PASSWORD, MirrorFactory
+from tests.polling import eventually
 
 
 def file_url(filename: str, sha256: str) -> str:
@@ -78,11 +79,7 @@ async def test_max_size_evicts_least_recently_used_mirror_files(
     async def evicted() -> bool:
         return not (blobs / dists.beta1.sha256[:2] / dists.beta1.sha256).exists()
 
-    for _ in range(100):
-        if await evicted():
-            break
-        await asyncio.sleep(0.05)
-    assert await evicted()
+    await eventually(evicted, timeout=5, message=f"{dists.beta1.filename} evicted from {blobs}")
     stored = sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
     assert stored <= 1_000_000
     assert (blobs / ours.sha256[:2] / ours.sha256).exists()  # hosted files are never evicted

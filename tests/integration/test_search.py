@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from tests.fakes.dists import build_wheel
 from tests.integration.conftest import Mirror
 from tests.integration.test_api import ROOT, upload
+from tests.polling import eventually
 
 XML = {"Content-Type": "text/xml"}
 JSON = {"Accept": "application/json"}
@@ -27,12 +27,16 @@ async def search(mirror: Mirror, query: str, index: str | None = None) -> dict[s
 
 async def eventually_found(mirror: Mirror, query: str, name: str) -> dict[str, Any]:
     """Mirror names are written behind: wait a little for them."""
-    for _ in range(100):
-        found = await search(mirror, query)
-        if any(r["name"] == name for r in found["results"]):
-            return found
-        await asyncio.sleep(0.02)
-    pytest.fail(f"{name} never appeared in the results for {query!r}")
+
+    async def found() -> dict[str, Any] | None:
+        result = await search(mirror, query)
+        return result if any(r["name"] == name for r in result["results"]) else None
+
+    result: dict[str, Any] | None = await eventually(
+        found, timeout=5, interval=0.02, message=f"{name} in the results for {query!r}"
+    )
+    assert result is not None
+    return result
 
 
 @pytest.fixture

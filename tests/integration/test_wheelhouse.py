@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
 import shutil
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from proxy.app import create_app
 from proxy.config import Config, IndexConfig, IndexKind, StorageConfig
 from tests.fakes.dists import build_sdist, build_wheel
 from tests.integration.conftest import ROOT_PASSWORD, AiohttpClient, make_config
+from tests.polling import eventually
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -36,13 +35,6 @@ async def filenames(client: TestClient[Any, Any], project: str) -> list[str]:
     if resp.status == 404:
         return []
     return [f["filename"] for f in (await resp.json(content_type=None))["files"]]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_files_appear_change_and_disappear(
@@ -70,19 +62,19 @@ async def test_files_appear_change_and_disappear(
             [first.filename, second.filename]
         )
 
-    await eventually(both)
+    await eventually(both, timeout=5, message="both files listed")
     (house / first.filename).unlink()
 
     async def only_second() -> bool:
         return await filenames(client, "housed") == [second.filename]
 
-    await eventually(only_second)
+    await eventually(only_second, timeout=5, message="only the second file listed")
     (house / second.filename).unlink()
 
     async def gone() -> bool:
         return await filenames(client, "housed") == []
 
-    await eventually(gone)
+    await eventually(gone, timeout=5, message="the project gone with its files")
     found = await (await client.get("/+search", params={"q": "housed"}, headers=JSON)).json()
     assert found["results"] == []
 

@@ -1,0 +1,175 @@
+"""Distribution files: what a wheel's or sdist's name says, and its core metadata from disk.
+
+The one place for both, used by uploads, the mirror, the model and the upload client. Callers
+turn these errors into their own (InvalidUploadError, InvalidDistError, ...). The metadata
+readers block: run them on a worker thread.
+
+Member lookup: a wheel's metadata is `<dir>.dist-info/METADATA` and an sdist's `<dir>/PKG-INFO`,
+exactly one level deep; the directory the file name implies wins over others, otherwise the first
+in archive order. A `.tar.gz` sdist is read to its end, so a truncated one fails here.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from proxy.errors import WheelwellError
+
+#: every sdist extension a mirror page may list
+SDIST_EXTENSIONS = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar")
+#: the sdist extensions an upload may have (PEP 625 allows only .tar.gz; .zip is legacy)
+UPLOAD_SDIST_EXTENSIONS = (".tar.gz", ".zip")
+
+
+class DistKind(StrEnum):
+    WHEEL = "wheel"
+    SDIST = "sdist"
+
+
+class DistFileError(WheelwellError):
+    """A distribution file that is not what its name or contents should be."""
+
+    def __init__(self, filename: str, reason: str) -> None:
+        self.filename = filename
+        self.reason = reason
+        super().__init__(f"{filename}: {reason}")
+
+
+class InvalidDistFilenameError(DistFileError):
+    """Named like a wheel or sdist, but the name does not parse (reason: packaging's message)."""
+
+
+class NotADistributionError(InvalidDistFilenameError):
+    """The name has neither the wheel extension nor one of the sdist extensions accepted."""
+
+
+class UnreadableArchiveError(DistFileError):
+    """The archive cannot be opened or read to its end (broken or truncated)."""
+
+
+class DamagedArchiveError(UnreadableArchiveError):
+    """The zip opens but a member fails its CRC check."""
+
+
+class MetadataTooLargeError(DistFileError):
+    """The metadata member is larger than the caller's limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class DistFile:
+    """A wheel or sdist as its file name describes it."""
+
+    filename: str
+    project: NormalizedName
+    version: Version
+    kind: DistKind
+    extension: str  #: ".whl" or the sdist extension, e.g. ".tar.gz"
+
+    @property
+    def python_tag(self) -> str:
+        """The wheel's Python tag as written (`py3`, `cp311`), or `source` for an sdist."""
+        if self.kind is DistKind.SDIST:
+            return "source"
+        return self.filename[: -len(".whl")].split("-")[-3]
+
+    @property
+    def metadata_dir(self) -> str:
+        """The archive directory the metadata should be in, by the file name."""
+        stem = self.filename[: -len(self.extension)]
+        if self.kind is DistKind.WHEEL:
+            return "-".join(stem.split("-")[:2]) + ".dist-info"
+        return stem
+
+
+def parse_filename(filename: str, sdist_extensions: tuple[str, ...] = SDIST_EXTENSIONS) -> DistFile:
+    """Project, version and kind from a file name; InvalidDistFilenameError when it does not say."""
+    try:
+        if filename.endswith(".whl"):
+            project, version, _, _ = parse_wheel_filename(filename)
+            return DistFile(filename, project, version, DistKind.WHEEL, ".whl")
+        for ext in sdist_extensions:
+            if filename.endswith(ext):
+                stem = filename if ext in (".tar.gz", ".zip") else filename[: -len(ext)] + ".tar.gz"
+                project, version = parse_sdist_filename(stem)
+                return DistFile(filename, project, version, DistKind.SDIST, ext)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
+        raise InvalidDistFilenameError(filename, str(exc)) from exc
+    raise NotADistributionError(filename, "neither a wheel nor an sdist")
+
+
+def _pick(candidates: list[str], expected_dir: str) -> str | None:
+    for name in candidates:
+        if name.split("/")[0].lower() == expected_dir.lower():
+            return name
+    return candidates[0] if candidates else None
+
+
+def _is_metadata_member(dist: DistFile, member: str) -> bool:
+    parts = member.split("/")
+    if len(parts) != 2:
+        return False
+    if dist.kind is DistKind.WHEEL:
+        return parts[0].endswith(".dist-info") and parts[1] == "METADATA"
+    return parts[1] == "PKG-INFO"
+
+
+def _check_size(dist: DistFile, member: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise MetadataTooLargeError(dist.filename, f"{member} is too large")
+
+
+def _read_zip(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if _is_metadata_member(dist, n)]
+        member = _pick(names, dist.metadata_dir)
+        if member is not None:
+            info = zf.getinfo(member)
+            _check_size(dist, member, info.file_size, limit)
+            return zf.read(info)
+        if zf.testzip() is not None:
+            raise DamagedArchiveError(dist.filename, "a damaged archive")
+    return None
+
+
+def _open_tar(path: Path, extension: str) -> tarfile.TarFile:
+    if extension == ".tar.bz2":
+        return tarfile.open(path, "r:bz2")
+    if extension == ".tar":
+        return tarfile.open(path, "r:")
+    return tarfile.open(path, "r:gz")
+
+
+def _read_tar(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
+    found: dict[str, bytes] = {}
+    with _open_tar(path, dist.extension) as tf:
+        for info in tf:  # reads the whole stream: a truncated file fails here
+            if info.isfile() and _is_metadata_member(dist, info.name):
+                _check_size(dist, info.name, info.size, limit)
+                extracted = tf.extractfile(info)
+                if extracted is not None:
+                    found.setdefault(info.name, extracted.read())
+    member = _pick(list(found), dist.metadata_dir)
+    return None if member is None else found[member]
+
+
+def load_metadata(path: Path, dist: DistFile, *, limit: int | None = None) -> bytes | None:
+    """A wheel's METADATA or an sdist's PKG-INFO; None when the archive has none."""
+    try:
+        if dist.kind is DistKind.WHEEL or dist.extension == ".zip":
+            return _read_zip(path, dist, limit)
+        return _read_tar(path, dist, limit)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise UnreadableArchiveError(dist.filename, str(exc)) from exc
