@@ -44,45 +44,48 @@ class UnchangedError(Exception):
     """The change would change nothing (an identical re-upload): rolled back, not logged."""
 
 
+class _Change:
+    """What every change has: its kind, its secret fields, and the field naming its index."""
+
+    __slots__ = ()
+    kind: ClassVar[ChangeKind]
+    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = None
+
+    @property
+    def index(self) -> str | None:
+        """The index the change is about (None for users and unscoped tokens)."""
+        value: str | None = getattr(self, self.index_field) if self.index_field else None
+        return value
+
+
 @dataclass(frozen=True, slots=True)
-class UserCreated:
+class UserCreated(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.USER_CREATED
     secrets: ClassVar[frozenset[str]] = frozenset({"pwhash"})
     user: str
     pwhash: str
     created: float
 
-    @property
-    def index(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class PasswordSet:
+class PasswordSet(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.PASSWORD_SET
     secrets: ClassVar[frozenset[str]] = frozenset({"pwhash"})
     user: str
     pwhash: str
 
-    @property
-    def index(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class UserDeleted:
+class UserDeleted(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.USER_DELETED
-    secrets: ClassVar[frozenset[str]] = frozenset()
     user: str
 
-    @property
-    def index(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class TokenCreated:
+class TokenCreated(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.TOKEN_CREATED
+    index_field: ClassVar[str | None] = "token_index"
     secrets: ClassVar[frozenset[str]] = frozenset({"hash"})
     id: str
     user: str
@@ -92,43 +95,26 @@ class TokenCreated:
     description: str
     created: float
 
-    @property
-    def index(self) -> str | None:
-        return self.token_index
-
 
 @dataclass(frozen=True, slots=True)
-class TokenRevoked:
+class TokenRevoked(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.TOKEN_REVOKED
-    secrets: ClassVar[frozenset[str]] = frozenset()
     id: str
 
-    @property
-    def index(self) -> str | None:
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class IndexSaved:
+class IndexSaved(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.INDEX_SAVED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "name"
     name: str
     config: Mapping[str, Any]  #: the stored record of an IndexConfig (plain JSON)
 
-    @property
-    def index(self) -> str | None:
-        return self.name
-
 
 @dataclass(frozen=True, slots=True)
-class IndexDeleted:
+class IndexDeleted(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.INDEX_DELETED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "name"
     name: str
-
-    @property
-    def index(self) -> str | None:
-        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +134,9 @@ class HostedRow:
 
 
 @dataclass(frozen=True, slots=True)
-class FileUploaded:
+class FileUploaded(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.FILE_UPLOADED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "idx"
     idx: str
     project: str
     version: str
@@ -165,54 +151,38 @@ class FileUploaded:
     uploaded: float
     uploader: str | None
 
-    @property
-    def index(self) -> str | None:
-        return self.idx
-
 
 @dataclass(frozen=True, slots=True)
-class ReleaseYanked:
+class ReleaseYanked(_Change):
     """PEP 592 yank (or unyank, with `yanked` false) of every file of a release."""
 
     kind: ClassVar[ChangeKind] = ChangeKind.RELEASE_YANKED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "idx"
     idx: str
     project: str
     version: str
     yanked: bool
     reason: str | None
 
-    @property
-    def index(self) -> str | None:
-        return self.idx
-
 
 @dataclass(frozen=True, slots=True)
-class ReleaseDeleted:
+class ReleaseDeleted(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.RELEASE_DELETED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "idx"
     idx: str
     project: str
     version: str
 
-    @property
-    def index(self) -> str | None:
-        return self.idx
-
 
 @dataclass(frozen=True, slots=True)
-class FileDeleted:
+class FileDeleted(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.FILE_DELETED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "idx"
     idx: str
     filename: str
     sha256: str
     project: str
     version: str
-
-    @property
-    def index(self) -> str | None:
-        return self.idx
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,16 +195,12 @@ class WheelhouseFile:
 
 
 @dataclass(frozen=True, slots=True)
-class WheelhouseScanned:
+class WheelhouseScanned(_Change):
     kind: ClassVar[ChangeKind] = ChangeKind.WHEELHOUSE_SCANNED
-    secrets: ClassVar[frozenset[str]] = frozenset()
+    index_field: ClassVar[str | None] = "idx"
     idx: str
     removed: tuple[WheelhouseFile, ...]
     added: tuple[WheelhouseFile, ...]  #: new or changed (replacing the row at the same path)
-
-    @property
-    def index(self) -> str | None:
-        return self.idx
 
 
 Change = (
