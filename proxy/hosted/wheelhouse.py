@@ -25,6 +25,8 @@ from proxy.storage.db import Database
 log = logging.getLogger(__name__)
 
 _EXTENSIONS = (".whl", ".tar.gz", ".zip")
+#: files per changelog entry: a first scan of 10,000 files is 20 bounded changes, not one huge one
+_CHANGE_BATCH = 500
 #: wheelhouse rows shaped like `files` rows, so HostedFile.from_row reads both
 _LOAD = (
     "SELECT idx, project, version, filename, sha256, size, requires_python, metadata_sha256, "
@@ -163,7 +165,9 @@ class Wheelhouse:
             size, mtime_ns = listing[path]
             added.append(_Seen(size, mtime_ns, hosted))
         if removed or added:
-            await self._record(removed, added)
+            for start in range(0, max(len(removed), len(added)), _CHANGE_BATCH):
+                end = start + _CHANGE_BATCH
+                await self._record(removed[start:end], added[start:end])
 
     async def _record(self, removed: list[str], added: list[_Seen]) -> None:
         name = self.index.name
