@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sqlite3
 from pathlib import Path
@@ -11,23 +10,19 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
-from proxy.config import Config, IndexConfig, IndexKind, StorageConfig
+from proxy.config import Config
 from proxy.storage.db import Database
 from tests.fakes.dists import build_sdist, build_wheel
-from tests.integration.conftest import AiohttpClient, make_config
+from tests.integration.conftest import AiohttpClient
 from tests.integration.test_api import ROOT, BasicAuth, form
+from tests.integration.test_wheelhouse import wheelhouse_config
 
 ALICE = BasicAuth("alice", "alice-password")
 
 
 def busy_config(data_dir: Path, wheelhouse: Path) -> Config:
-    cfg = make_config("http://127.0.0.1:9/simple/", data_dir)  # nothing here goes upstream
-    indexes = (
-        IndexConfig(name="root/pypi", kind=IndexKind.MIRROR),
-        IndexConfig(name="root/public", kind=IndexKind.PRIVATE, wheelhouse=(wheelhouse,)),
-    )
-    storage = StorageConfig(data_dir=data_dir, wheelhouse_poll=3600)
-    return dataclasses.replace(cfg, indexes=indexes, storage=storage)
+    """Nothing here goes upstream; the wheelhouse is scanned at start only, not polled."""
+    return wheelhouse_config(data_dir, wheelhouse, poll=3600)
 
 
 async def ok(client: TestClient[Any, Any], method: str, path: str, **kw: Any) -> Any:

@@ -20,13 +20,13 @@ from tests.polling import eventually
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
-def wheelhouse_config(data_dir: Path, wheelhouse: Path) -> Config:
+def wheelhouse_config(data_dir: Path, wheelhouse: Path, poll: float = 0.05) -> Config:
     cfg = make_config("http://127.0.0.1:9/simple/", data_dir)  # no upstream needed here
     indexes = (
         IndexConfig(name="root/pypi", kind=IndexKind.MIRROR),
         IndexConfig(name="root/public", kind=IndexKind.PRIVATE, wheelhouse=(wheelhouse,)),
     )
-    storage = StorageConfig(data_dir=data_dir, wheelhouse_poll=0.05)
+    storage = StorageConfig(data_dir=data_dir, wheelhouse_poll=poll)
     return dataclasses.replace(cfg, indexes=indexes, storage=storage)
 
 
