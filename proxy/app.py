@@ -34,6 +34,7 @@ from proxy.storage.blobs import BlobAliases, LocalBlobStore
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
+from proxy.storage.scrubber import Scrubber
 from proxy.web import api, files, keys, ops, simple, ui, upload
 from proxy.web import search as search_web
 from proxy.web.middleware import error_middleware
@@ -95,7 +96,19 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache
+    scrubber = None
+    if cfg.storage.scrub and cfg.storage.scrub_rate > 0:
+        scrubber = Scrubber(
+            app[keys.BLOBS],
+            db.path,
+            app[keys.METRICS],
+            rate=cfg.storage.scrub_rate,
+            interval=cfg.storage.scrub_interval,
+        )
+        scrubber.start()
     yield
+    if scrubber is not None:
+        await scrubber.close()
     await app[keys.SEARCH].close()
     await cache.close()
 

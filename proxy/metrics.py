@@ -89,3 +89,30 @@ class Metrics:
         self.hash_mismatches = Counter(
             "wheelwell_hash_mismatches_total", "Downloads rejected for a wrong sha256", registry=r
         )
+        self.uncached_downloads = Counter(
+            "wheelwell_uncached_downloads_total",
+            "Mirror files streamed to a client without being stored, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.damaged_served = Counter(
+            "wheelwell_blob_damaged_total",
+            "Stored files refused at serve time because their size is wrong, by index kind",
+            ["kind"],
+            registry=r,
+        )
+        self.scrub_bytes = Counter(
+            "wheelwell_scrub_bytes_total", "Bytes the background scrubber re-hashed", registry=r
+        )
+        self.scrub_files = Counter(
+            "wheelwell_scrub_files_total", "Stored files the scrubber checked", registry=r
+        )
+        self.scrub_failures = Counter(
+            "wheelwell_scrub_failures_total",
+            "Stored files the scrubber found corrupt and quarantined, by index kind",
+            ["kind"],
+            registry=r,
+        )
+        self.scrub_passes = Counter(
+            "wheelwell_scrub_passes_total", "Full scrub passes completed", registry=r
+        )

@@ -9,12 +9,14 @@ check: on a mismatch its connection drops one byte short.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from proxy.errors import (
     HashMismatchError,
     StorageError,
+    StorageFullError,
     UpstreamError,
     UpstreamUnavailableError,
 )
@@ -32,7 +34,15 @@ READ_CHUNK = 256 * 1024
 class Download:
     """One file on its way from upstream to the store; readers join with `stream()`."""
 
-    def __init__(self, key: str, url: str, filename: str, expected_sha256: str | None) -> None:
+    def __init__(
+        self,
+        key: str,
+        url: str,
+        filename: str,
+        expected_sha256: str | None,
+        upstream: UpstreamClient | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.key = key
         self.url = url
         self.filename = filename
@@ -47,23 +57,53 @@ class Download:
         self.started = asyncio.Event()  #: upstream headers arrived, or the download failed
         self.finished = asyncio.Event()  #: committed to the store, or failed
         self._progress = asyncio.Event()
+        self._upstream = upstream  #: for readers that go on uncached when the store fails
+        self._metrics = metrics
+        self._readers = 0  #: streams attached to the temp file; it is closed when none is left
 
     def notify(self) -> None:
         event, self._progress = self._progress, asyncio.Event()
         event.set()
 
+    @property
+    def uncached(self) -> bool:
+        """The store could not take the file: readers go on with their own upstream request."""
+        return isinstance(self.error, StorageError) and self._upstream is not None
+
     async def wait_started(self) -> None:
         """Raise the download's error if it failed before sending headers."""
         await self.started.wait()
-        if self.error is not None and self.written == 0:
+        if self.error is not None and self.written == 0 and not self.uncached:
             raise self.error
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    def release(self) -> None:
+        """After a failure, close and delete the temp file as soon as no reader is on it."""
+        if self.done and self.error is not None and self._readers == 0 and self.temp is not None:
+            self.temp.close()
+            self.temp = None
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """The file's bytes as they arrive; raises the download's error instead of ending short."""
+        self._readers += 1
+        try:
+            async for chunk in self._stream():
+                yield chunk
+        finally:
+            self._readers -= 1
+            self.release()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         offset = 0
         while True:
             complete = self.verified
+            failed = self.error is not None and not complete
+            if failed or (self.temp is None and self.done):
+                if self.uncached:
+                    async for chunk in self._pass_through(offset):
+                        yield chunk
+                    return
+                raise self.error or UpstreamUnavailableError(mask_url(self.url), "temp file gone")
             available = self.written if complete else self.written - 1
             if offset < available and self.temp is not None:
                 length = min(available - offset, READ_CHUNK)
@@ -73,11 +113,41 @@ class Download:
                 continue
             if complete:
                 return
-            if self.error is not None:
-                raise self.error
             if self.done:
                 raise UpstreamUnavailableError(mask_url(self.url), "download ended early")
             await self._progress.wait()
+
+    async def _pass_through(self, sent: int) -> AsyncIterator[bytes]:
+        """The whole file again, straight from upstream; `sent` bytes of it went out already.
+
+        It is hashed on the way and its last byte held back, as for a cached download, so a
+        client never receives a complete body that fails its sha256.
+        """
+        assert self._upstream is not None  # noqa: S101 - checked by `uncached`
+        if self._metrics is not None:
+            reason = "full" if isinstance(self.error, StorageFullError) else "error"
+            self._metrics.uncached_downloads.labels(reason).inc()
+        digest = hashlib.sha256()
+        seen = 0
+        held = b""
+        async with self._upstream.open_file(self.url) as resp:
+            async for chunk in resp.content.iter_chunked(READ_CHUNK):
+                digest.update(chunk)
+                begin, seen = seen, seen + len(chunk)
+                if seen <= sent:
+                    continue
+                data = held + chunk[max(0, sent - begin) :]
+                held, data = data[-1:], data[:-1]
+                if data:
+                    yield data
+        upstream = mask_url(self.url)
+        if seen < sent or (self.content_length is not None and seen != self.content_length):
+            raise UpstreamUnavailableError(upstream, f"body ended at {seen} bytes")
+        actual = digest.hexdigest()
+        if self.expected_sha256 and actual != self.expected_sha256:
+            raise HashMismatchError(upstream, self.filename, self.expected_sha256, actual)
+        if held:
+            yield held
 
 
 class Fetcher:
@@ -105,7 +175,7 @@ class Fetcher:
             self.metrics.file_cache.labels("joined").inc()
             return download
         self.metrics.file_cache.labels("miss").inc()
-        download = Download(key, url, filename, expected_sha256)
+        download = Download(key, url, filename, expected_sha256, self.upstream, self.metrics)
         self._inflight[key] = download
         self._tasks.spawn(self._run(download), f"download {filename}")
         return download
@@ -121,7 +191,15 @@ class Fetcher:
                 mask_url(download.url),
                 extra={"file": download.filename, "upstream": mask_url(download.url)},
             )
-        except (UpstreamError, StorageError) as exc:
+        except StorageError as exc:
+            download.error = exc
+            log.warning(
+                "cannot store %s (%s): its clients get it uncached from upstream",
+                download.filename,
+                exc,
+                extra={"file": download.filename, "upstream": mask_url(download.url)},
+            )
+        except UpstreamError as exc:
             download.error = exc
             log.warning("download of %s failed: %s", download.filename, exc)
         except asyncio.CancelledError:
@@ -142,14 +220,15 @@ class Fetcher:
         download.started.set()
         download.finished.set()
         if download.error is not None and download.temp is not None:
-            download.temp.unlink()
+            download.temp.unlink()  # the name now; the fd once the last reader lets go
+        download.release()
         download.notify()
 
     async def _download(self, download: Download) -> None:
-        temp = self.blobs.create_temp()
-        download.temp = temp
         async with self.upstream.open_file(download.url) as resp:
             download.content_length = resp.content_length
+            temp = self.blobs.create_temp()  # after the headers: readers learn the length
+            download.temp = temp
             download.started.set()
             async for chunk in resp.content.iter_chunked(READ_CHUNK):
                 await temp.write(chunk)

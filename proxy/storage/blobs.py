@@ -35,10 +35,15 @@ from proxy.storage.db import Database
 log = logging.getLogger(__name__)
 
 
+#: a write that fails with one of these means "the disk is full", not "the disk is broken"
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 def _translate_os_error(exc: OSError, where: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageFullError(str(where))
-    return StorageError(f"storage error under {where}: {exc.strerror or exc}")
+    """Name the data dir's subdirectory, never the absolute path: error bodies reach clients."""
+    if exc.errno in FULL_ERRNOS:
+        return StorageFullError(f"{where.name}/")
+    return StorageError(f"storage error under {where.name}/: {exc.strerror or exc}")
 
 
 class TempBlob:
@@ -251,9 +256,29 @@ class LocalBlobStore:
         """Move a corrupt blob aside for a person to look at; it is fetched again when asked."""
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         target = self.quarantine_dir / sha
-        self.path_for(sha).replace(target)
+        with contextlib.suppress(FileNotFoundError):  # a second reader got there first
+            self.path_for(sha).replace(target)
         self.forget(sha)
         return target
+
+    def sha_of(self, path: Path) -> str | None:
+        """The sha256 of a path inside `blobs/`, None for files elsewhere (wheelhouses)."""
+        if path.parent.parent != self.blobs or not is_sha256(path.name):
+            return None
+        return path.name
+
+    def wrong_size(self, blob: LocalFile, expected: int | None = None) -> int | None:
+        """The size on disk when it differs from the record (one stat, no hashing), else None."""
+        sha = self.sha_of(blob.path)
+        entry = self.entries.get(sha) if sha is not None else None
+        recorded = expected if expected is not None else entry.size if entry else None
+        if sha is None or recorded is None:
+            return None
+        try:
+            actual = blob.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        return actual if actual != recorded else None
 
     def open(self) -> None:
         """Create the layout and drop temp files a crash left behind (they were never complete)."""

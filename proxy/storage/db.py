@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.errors import StorageError
+from proxy.errors import StorageError, StorageFullError
 from proxy.storage.changes import (
     FORMAT,
     Change,
@@ -30,6 +31,26 @@ from proxy.storage.changes import (
 )
 
 T = TypeVar("T")
+
+#: primary result codes that mean the disk could not take the write (SQLITE_FULL, SQLITE_IOERR)
+_FULL_CODES = frozenset({13, 10})
+
+
+def _translate_sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:
+    """A full or failing disk is StorageFullError (507); the message names no server path."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _FULL_CODES:
+        return StorageFullError(f"database {path.name}")
+    return StorageError(f"database {path.name}: {exc}")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo a failed change; SQLite may already have rolled it back itself (SQLITE_FULL)."""
+    if conn.in_transaction:
+        # "cannot rollback - no transaction is active": nothing is left to undo
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("ROLLBACK")
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS changelog (
@@ -143,7 +164,7 @@ class Database:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
         except sqlite3.Error as exc:
-            raise StorageError(f"database {self.path}: {exc}") from exc
+            raise _translate_sqlite_error(exc, self.path) from exc
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a query function on the db thread."""
@@ -173,8 +194,7 @@ class Database:
             )
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return int(cursor.lastrowid or 0)
 

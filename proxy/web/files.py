@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from aiohttp import web
 
 from proxy.config import IndexKind
-from proxy.errors import DistributionNotFoundError
+from proxy.errors import DistributionNotFoundError, StorageError
+from proxy.indexes.registry import Index
 from proxy.mirror.sources import FileSource, InFlight, Passthrough
 from proxy.model import check_file_key, check_filename, project_of
 from proxy.storage.blobs import BlobLocation, LocalFile, Redirect, RemoteObject
@@ -16,6 +20,8 @@ from proxy.web.common import index_name
 IMMUTABLE = "max-age=31536000, public, immutable"
 _METADATA_SUFFIX = ".metadata"
 _PASSTHROUGH_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "Last-Modified")
+
+log = logging.getLogger(__name__)
 
 
 def _file_headers() -> dict[str, str]:
@@ -36,14 +42,18 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     project = project_of(dist_filename)
     if project is None:
         raise DistributionNotFoundError(filename, name)
+    probe = request.method == "HEAD" or "Range" in request.headers
     source: MetadataSource | FileSource
-    if is_metadata:
-        source = await index.locate_metadata(project, key, dist_filename)
-    else:
-        probe = request.method == "HEAD" or "Range" in request.headers
-        source = await index.locate_file(project, key, filename, probe=probe)
-        if index.kind is IndexKind.MIRROR and isinstance(source, LocalFile | RemoteObject):
-            request.app[keys.METRICS].bytes_from_cache.inc(source.size)  # hosted files are not
+    for _ in range(2):  # a damaged mirror file is dropped, then located (fetched) again
+        if is_metadata:
+            source = await index.locate_metadata(project, key, dist_filename)
+        else:
+            source = await index.locate_file(project, key, filename, probe=probe)
+        if not isinstance(source, LocalFile) or not await _damaged(request, index, source, key):
+            break
+    mirrored = not is_metadata and index.kind is IndexKind.MIRROR
+    if mirrored and isinstance(source, LocalFile | RemoteObject):
+        request.app[keys.METRICS].bytes_from_cache.inc(source.size)  # hosted files are not
     match source:
         case InFlight():
             return await _follow(request, source)
@@ -53,6 +63,37 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
             return await _blob(request, source)
         case _:
             return web.Response(body=source.body, headers=_file_headers())
+
+
+async def _damaged(request: web.Request, index: Index, blob: LocalFile, key: str) -> bool:
+    """Refuse a stored file whose size is not the recorded one (a stat, no hashing).
+
+    A mirror file is quarantined and True tells the caller to fetch it again; a hosted file
+    cannot be fetched again, so it is quarantined and the request fails.
+    """
+    blobs = request.app[keys.BLOBS]
+    expected = None
+    if index.kind is IndexKind.PRIVATE and blobs.sha_of(blob.path) == key:
+        private = request.app[keys.INDEXES].private(index.name)
+        expected = (await private.find_file(key, request.match_info["filename"])).size
+    actual = blobs.wrong_size(blob, expected)
+    sha = blobs.sha_of(blob.path)
+    if actual is None or sha is None:
+        return False
+    blobs.quarantine(sha)
+    request.app[keys.METRICS].damaged_served.labels(index.kind.value).inc()
+    filename = request.match_info["filename"]
+    if index.kind is IndexKind.MIRROR:
+        log.warning(
+            "stored %s of %s was %d bytes, not %d: quarantined, fetching it again",
+            filename,
+            index.name,
+            actual,
+            blob.size if expected is None else expected,
+            extra={"file": filename, "index": index.name},
+        )
+        return True
+    raise StorageError(f"file {filename} of index {index.name} is damaged")
 
 
 async def _blob(request: web.Request, blob: BlobLocation) -> web.StreamResponse:
@@ -81,8 +122,9 @@ async def _follow(request: web.Request, source: InFlight) -> web.StreamResponse:
     if download.content_length is not None:
         response.content_length = download.content_length
     await response.prepare(request)
-    async for chunk in download.stream():
-        await response.write(chunk)
+    async with contextlib.aclosing(download.stream()) as chunks:
+        async for chunk in chunks:
+            await response.write(chunk)
     await response.write_eof()
     return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from aiohttp import web
@@ -20,19 +21,34 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: storage usable, and either the upstream is being asked or the cache has files."""
+    """Readiness: storage usable with room to spare, and the upstream asked or the cache full."""
     blobs = request.app[keys.BLOBS]
     writable = os.access(blobs.root, os.W_OK)
     upstream = request.app[keys.UPSTREAM].available
     cache_usable = bool(blobs.entries) or bool(request.app[keys.DB].serial)
-    is_ready = writable and (upstream or cache_usable)
-    body = {
+    min_free = request.app[keys.CONFIG].storage.min_free_space
+    free = shutil.disk_usage(blobs.root).free
+    space = min_free == 0 or free >= min_free
+    is_ready = writable and space and (upstream or cache_usable)
+    body: dict[str, object] = {
         "ready": is_ready,
         "data_dir_writable": writable,
         "upstream_available": upstream,
         "cache_usable": cache_usable,
+        "free_bytes": free,
+        "min_free_bytes": min_free,
     }
+    if not is_ready:
+        body["reason"] = _not_ready_reason(writable, space, free, min_free)
     return web.json_response(body, status=200 if is_ready else 503)
+
+
+def _not_ready_reason(writable: bool, space: bool, free: int, min_free: int) -> str:
+    if not writable:
+        return "data dir is not writable"
+    if not space:
+        return f"data dir has {free} bytes free, under storage.min_free_space ({min_free})"
+    return "upstream unavailable and nothing cached"
 
 
 def _indexes(request: web.Request) -> list[dict[str, object]]:
