@@ -85,14 +85,26 @@ class Download:
     async def stream(self) -> AsyncGenerator[bytes, None]:
         """The file's bytes as they arrive; raises the download's error instead of ending short."""
         self._readers += 1
+        attached = True
         try:
-            async for chunk in self._stream():
+            offset = 0
+            async for chunk in self._from_temp():
+                offset += len(chunk)
                 yield chunk
-        finally:
+            if self.verified and offset >= self.written:
+                return
+            attached = False  # the temp file is not needed any more: let its space go now
             self._readers -= 1
             self.release()
+            async for chunk in self._pass_through(offset):
+                yield chunk
+        finally:
+            if attached:
+                self._readers -= 1
+                self.release()
 
-    async def _stream(self) -> AsyncIterator[bytes]:
+    async def _from_temp(self) -> AsyncIterator[bytes]:
+        """Bytes from the temp file; ends early (unverified) when the reader must go uncached."""
         loop = asyncio.get_running_loop()
         offset = 0
         while True:
@@ -100,8 +112,6 @@ class Download:
             failed = self.error is not None and not complete
             if failed or (self.temp is None and self.done):
                 if self.uncached:
-                    async for chunk in self._pass_through(offset):
-                        yield chunk
                     return
                 raise self.error or UpstreamUnavailableError(mask_url(self.url), "temp file gone")
             available = self.written if complete else self.written - 1
