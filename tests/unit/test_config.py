@@ -374,3 +374,30 @@ def test_load_missing_file(tmp_path: Path) -> None:
         load(path, env={"PIP_INDEX_URL": LOCAL_INDEX})
     [problem] = info.value.problems
     assert problem.startswith(f"{path}: cannot read config file: ")
+
+
+# ---- storage: free space and scrubber (issue 9) ----------------------------------------------
+
+
+def test_storage_fault_keys_have_safe_defaults() -> None:
+    storage = parse_config("{}\n", "site.yaml").storage
+    assert (storage.min_free_space, storage.scrub, storage.scrub_rate) == (
+        1024**3,
+        True,
+        20 * 10**6,
+    )
+    assert storage.scrub_interval == 86400.0
+
+
+def test_storage_fault_keys_parse_sizes_and_durations() -> None:
+    text = "storage:\n  min_free_space: 0\n  scrub_rate: 1GB\n  scrub_interval: 200ms\n"
+    storage = parse_config(text, "site.yaml").storage
+    assert (storage.min_free_space, storage.scrub_rate, storage.scrub_interval) == (0, 10**9, 0.2)
+
+
+@pytest.mark.parametrize("key", ["min_free_space", "scrub_rate", "scrub_interval", "scrub"])
+def test_bad_storage_fault_key_names_key_and_file(key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"storage:\n  {key}: lots\n", "site.yaml")
+    [problem] = info.value.problems
+    assert problem.startswith("site.yaml:2:") and f"storage.{key}:" in problem
