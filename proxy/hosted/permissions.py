@@ -166,10 +166,26 @@ def authorize(
         if refusal is not None:
             if op is not Operation.READ:
                 raise refusal
-            who = None  # outside its scope a token reads what anyone may
-            credential = Credential.ANONYMOUS
+            try:  # outside its scope a token reads what anyone may
+                _check_roles(op, rule, None, index, inherited, user, user_mirrors)
+            except AuthError:
+                raise refusal from None
+            return
     if credential not in rule.credentials:
         raise UnauthorizedError("authentication required")
+    _check_roles(op, rule, who, index, inherited, user, user_mirrors)
+
+
+def _check_roles(
+    op: Operation,
+    rule: Rule,
+    who: Identity | None,
+    index: IndexConfig | None,
+    inherited: Sequence[IndexConfig],
+    user: str | None,
+    user_mirrors: bool,
+) -> None:
+    """Some role of the rule covers the caller, for the index and each index it inherits."""
     subjects: Sequence[IndexConfig | None] = [index, *inherited] if index is not None else [None]
     for subject in subjects:
         if not any(_grants(r, who, subject, user, user_mirrors) for r in rule.roles):
