@@ -88,6 +88,7 @@ async def make_world(mirror: Mirror, tmp: Path) -> World:
     h["alice_read"] = basic(
         "__token__", await world.token(alice, index="alice/dev", scopes=["read"])
     )
+    h["alice_upload"] = basic("__token__", await world.token(alice, index="alice/dev"))
     h["alice_other"] = basic("__token__", await world.token(alice, index="alice/other"))
     root_scoped = await world.token(ROOT, index="alice/dev", scopes=ALL_SCOPES)
     h["root_scoped"] = basic("__token__", root_scoped)
@@ -102,6 +103,7 @@ PRINCIPALS = (
     "bob",
     "alice_other",
     "alice_read",
+    "alice_upload",
     "root_scoped",
     "alice_scoped",
     "alice_token",
@@ -114,8 +116,8 @@ ACCOUNTS = {"alice", "alice_token", "bob", "carol", "root"}
 EVERYONE = set(PRINCIPALS)
 
 EXPECTED: dict[Operation, set[str]] = {
-    Operation.READ: WRITERS | {"alice_read"},
-    Operation.UPLOAD: WRITERS,
+    Operation.READ: WRITERS | {"alice_read", "alice_upload"},
+    Operation.UPLOAD: WRITERS | {"alice_upload"},
     Operation.YANK: WRITERS,
     Operation.DELETE_FILES: WRITERS,
     Operation.INDEX_CREATE: OWNER,
