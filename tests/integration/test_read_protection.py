@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from proxy.app import create_app
+from proxy.config import IndexConfig
 from tests.fakes.dists import Built, build_wheel
-from tests.integration.conftest import Mirror
+from tests.fakes.index import FakeIndex
+from tests.integration.conftest import AiohttpClient, AiohttpServer, Mirror, make_config
 from tests.integration.test_api import form
 from tests.integration.test_permissions import PW, ROOT, basic
 
@@ -127,3 +131,23 @@ async def test_read_token_reads_its_index_and_its_bases_files(
     assert (await c.get(f, headers=token)).status == 200  # a base of its index
     assert (await c.get("/root/public/+simple/", headers=token)).status == 200  # anyone may
     assert (await c.post("/alice/child/", data=form(built), headers=token)).status == 403
+
+
+async def test_default_index_simple_pages_are_protected(
+    fake_index: FakeIndex,
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    tmp_path: Path,
+) -> None:
+    server = await aiohttp_server(fake_index.app)
+    cfg = make_config(str(server.make_url("/simple/")), tmp_path / "data")
+    members = IndexConfig(name="root/members", bases=("root/pypi",), acl_read=(":AUTHENTICATED:",))
+    cfg = dataclasses.replace(
+        cfg,
+        indexes=(*cfg.indexes, members),
+        server=dataclasses.replace(cfg.server, default_index="root/members"),
+    )
+    client = await aiohttp_client(create_app(cfg))
+    for path in ("/simple/", "/simple/alpha/"):
+        assert (await client.get(path)).status == 401
+        assert (await client.get(path, headers=ROOT)).status == 200
