@@ -285,8 +285,8 @@ async def _scoped_root(mirror: Mirror) -> dict[str, str]:
     return basic("__token__", (await made.json())["token"])
 
 
-async def test_scoped_token_cannot_change_password(mirror: Mirror) -> None:
-    world = await make_world(mirror, Path())
+async def test_scoped_token_cannot_change_password(mirror: Mirror, tmp_path: Path) -> None:
+    world = await make_world(mirror, tmp_path)
     token = world.headers["alice_scoped"]
     resp = await mirror.client.patch("/alice", json={"password": "stolen"}, headers=token)
     assert resp.status == 403
@@ -359,8 +359,10 @@ async def test_deleted_user_with_indexes_is_refused(mirror: Mirror) -> None:
     assert (await c.delete("/root", headers=ROOT)).status == 403
 
 
-async def test_no_response_contains_a_password_or_token_hash(mirror: Mirror) -> None:
-    world = await make_world(mirror, Path())
+async def test_no_response_contains_a_password_or_token_hash(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    world = await make_world(mirror, tmp_path)
     c = mirror.client
     secret = world.headers["alice_token"]["Authorization"]
     token = aiohttp.BasicAuth.decode(secret).password
