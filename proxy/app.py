@@ -37,6 +37,7 @@ from proxy.storage.pagecache import PageCache
 from proxy.storage.scrubber import Scrubber
 from proxy.web import api, files, keys, ops, simple, ui, upload
 from proxy.web import search as search_web
+from proxy.web.authz import authz_middleware
 from proxy.web.middleware import error_middleware
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ _PAGES = web.AppKey("wheelwell.pages", PageCache)
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    app = web.Application(middlewares=[error_middleware, authz_middleware], client_max_size=1024**2)
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()

@@ -82,6 +82,12 @@ class IndexConfig:
     wheelhouse: tuple[Path, ...] = ()
     #: users who may upload besides root; empty means the index's own user
     acl_upload: tuple[str, ...] = ()
+    #: who may read (user names, :ANONYMOUS:, :AUTHENTICATED:); root and the owner always may
+    acl_read: tuple[str, ...] = (":ANONYMOUS:",)
+
+
+ANONYMOUS = ":ANONYMOUS:"  #: in acl_read/acl_upload: everyone, without credentials too
+AUTHENTICATED = ":AUTHENTICATED:"  #: in acl_read/acl_upload: every user with valid credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,8 @@ class AuthConfig:
     root_password: str = ""
     max_upload_size: ByteSize = 1024**3
     token_lifetime: Seconds = 90 * 86400.0  #: default lifetime of tokens made by /+login
+    #: let index owners set a mirror's upstream URL; false: only root may (SSRF)
+    user_mirrors: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,7 @@ class IndexRule(StrEnum):
     BAD_UPSTREAM = "bad-upstream"  #: a mirror's upstream is an http(s) URL
     PRIVATE_UPSTREAM = "private-upstream"  #: only mirrors have an upstream
     CYCLE = "cycle"  #: bases form no cycle
+    BAD_ACL = "bad-acl"  #: acl entries are user names, :ANONYMOUS: or :AUTHENTICATED:
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +195,11 @@ def check_indexes(configs: Sequence[IndexConfig], only: str | None = None) -> li
         elif index.upstream:
             message = "only mirror indexes have an upstream"
             report(IndexRule.PRIVATE_UPSTREAM, "upstream", index.upstream, message)
+        for key in ("acl_upload", "acl_read"):
+            for e, entry in enumerate(getattr(index, key)):
+                if not is_acl_entry(entry):
+                    message = f"'{entry}' is not a user name, {ANONYMOUS} or {AUTHENTICATED}"
+                    report(IndexRule.BAD_ACL, f"{key}[{e}]", entry, message)
     graph = {i.name: i.bases for i in configs}
     cycle = _find_cycle(graph, names if only is None else [only])
     if cycle:
@@ -194,6 +208,17 @@ def check_indexes(configs: Sequence[IndexConfig], only: str | None = None) -> li
             IndexProblem(IndexRule.CYCLE, None, "", path, "bases form a cycle: " + path)
         )
     return problems
+
+
+def is_acl_entry(entry: str) -> bool:
+    """A user name (the rules of an index name's parts) or one of the two specials."""
+    if entry in (ANONYMOUS, AUTHENTICATED):
+        return True
+    try:
+        parse_index_name(entry, "x")
+    except InvalidNameError:
+        return False
+    return True
 
 
 def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[str]:

@@ -12,15 +12,24 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import sqlite3
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
 
-from proxy.config import AuthConfig, IndexConfig
-from proxy.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from proxy.config import AuthConfig
+from proxy.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from proxy.model import parse_index_name
 from proxy.storage.changes import (
     PasswordSet,
@@ -65,16 +74,43 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class Scope(StrEnum):
+    """What an index token may do on its index; any of upload, yank, delete implies read."""
+
+    UPLOAD = "upload"
+    YANK = "yank"
+    DELETE = "delete"
+    READ = "read"
+
+
+DEFAULT_SCOPES = (Scope.UPLOAD,)
+
+
+def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
+    """Stored or requested scope names → Scopes; InvalidInputError names an unknown one."""
+    try:
+        return frozenset(Scope(v) for v in values)
+    except ValueError as exc:
+        known = ", ".join(s.value for s in Scope)
+        raise InvalidInputError(f"unknown token scope ({exc}); scopes are {known}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """An authenticated caller; `token_index` limits a token to one index."""
+    """An authenticated caller; `token_index` limits a token to one index and its `scopes`."""
 
     user: str
     token_index: str | None = None
+    scopes: frozenset[Scope] = field(default_factory=frozenset)
+    via_token: bool = False  #: a token rather than a password
 
     @property
     def is_root(self) -> bool:
         return self.user == ROOT
+
+    @property
+    def is_scoped(self) -> bool:
+        return self.token_index is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +121,7 @@ class Token:
     expires: float | None
     description: str
     created: float
+    scopes: tuple[str, ...] = ()  #: empty for an unscoped token
 
 
 def _check_user_name(name: str) -> str:
@@ -146,35 +183,13 @@ class Auth:
         digest = _token_hash(token)
         row = await self.db.read(
             lambda c: c.execute(
-                "SELECT user, idx, expires, revoked FROM tokens WHERE hash = ?", (digest,)
+                "SELECT user, idx, expires, revoked, scopes FROM tokens WHERE hash = ?", (digest,)
             ).fetchone()
         )
         if row is None or row["revoked"] or (row["expires"] and row["expires"] < time.time()):
             raise failure
-        return Identity(row["user"], token_index=row["idx"])
-
-    # ---- permissions -------------------------------------------------------------------
-
-    @staticmethod
-    def require_root(who: Identity) -> None:
-        if not who.is_root:
-            raise ForbiddenError(f"user '{who.user}' is not root")
-
-    @staticmethod
-    def require_owner(who: Identity, index: str) -> None:
-        """Index configuration: root, or the user whose namespace the index is in."""
-        if who.token_index is not None and who.token_index != index:
-            raise ForbiddenError(f"token is limited to index '{who.token_index}'")
-        if not who.is_root and index.split("/")[0] != who.user:
-            raise ForbiddenError(f"user '{who.user}' may not change index '{index}'")
-
-    @staticmethod
-    def require_upload(who: Identity, index: IndexConfig) -> None:
-        if who.token_index is not None and who.token_index != index.name:
-            raise ForbiddenError(f"token is limited to index '{who.token_index}'")
-        allowed = set(index.acl_upload) or {index.name.split("/")[0]}
-        if not who.is_root and who.user not in allowed:
-            raise ForbiddenError(f"user '{who.user}' may not upload to '{index.name}'")
+        scopes = parse_scopes(json.loads(row["scopes"])) if row["idx"] else frozenset()
+        return Identity(row["user"], token_index=row["idx"], scopes=scopes, via_token=True)
 
     # ---- users ---------------------------------------------------------------------------
 
@@ -188,9 +203,15 @@ class Auth:
         await self.db.commit(PasswordSet(user=name, pwhash=pwhash))
         self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
 
-    async def delete_user(self, name: str) -> None:
+    async def delete_user(self, name: str, owned: Iterable[str] = ()) -> None:
+        """Delete a user and revoke their tokens; refused while they own indexes (`owned`)."""
         if name == ROOT:
             raise ForbiddenError("root cannot be deleted")
+        indexes = sorted(owned)
+        if indexes:
+            raise ConflictError(
+                f"user '{name}' still owns {', '.join(indexes)}; delete those indexes first"
+            )
         await self.db.commit(UserDeleted(user=name))
         self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
 
@@ -203,10 +224,18 @@ class Auth:
     # ---- tokens --------------------------------------------------------------------------
 
     async def create_token(
-        self, user: str, index: str | None, expires_in: float | None, description: str
+        self,
+        user: str,
+        index: str | None,
+        expires_in: float | None,
+        description: str,
+        scopes: Iterable[str] = DEFAULT_SCOPES,
     ) -> tuple[Token, str]:
         """A new token; the secret is returned once and only its hash is kept."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        granted = sorted(parse_scopes(scopes)) if index is not None else []
+        if index is not None and not granted:
+            raise InvalidInputError("an index token needs at least one scope")
         token = Token(
             id=secrets.token_hex(6),
             user=user,
@@ -214,6 +243,7 @@ class Auth:
             expires=time.time() + expires_in if expires_in else None,
             description=description,
             created=time.time(),
+            scopes=tuple(granted),
         )
         change = TokenCreated(
             id=token.id,
@@ -223,6 +253,7 @@ class Auth:
             expires=token.expires,
             description=description,
             created=token.created,
+            scopes=token.scopes,
         )
         await self.db.commit(change)
         return token, secret
@@ -236,11 +267,30 @@ class Auth:
                 args = (who.user,)
             rows = conn.execute(sql + " ORDER BY created", args).fetchall()
             return [
-                Token(r["id"], r["user"], r["idx"], r["expires"], r["description"], r["created"])
+                Token(
+                    r["id"],
+                    r["user"],
+                    r["idx"],
+                    r["expires"],
+                    r["description"],
+                    r["created"],
+                    tuple(json.loads(r["scopes"])) if r["idx"] else (),
+                )
                 for r in rows
             ]
 
         return await self.db.read(query)
+
+    async def owner(self, token_id: str) -> str:
+        """The user a live token belongs to; NotFoundError when there is none."""
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT user FROM tokens WHERE id = ? AND revoked = 0", (token_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"token '{token_id}' not found")
+        return str(row["user"])
 
     async def revoke_token(self, who: Identity, token_id: str) -> None:
         row = await self.db.read(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.config import IndexConfig, IndexKind, IndexProblem, IndexRule, check_indexes
+from proxy.config import ANONYMOUS, IndexConfig, IndexKind, IndexProblem, IndexRule, check_indexes
 from proxy.errors import ConflictError, InvalidInputError, InvalidNameError
 from proxy.indexes.registry import IndexRegistry
 from proxy.model import mask_url, normalize
@@ -23,7 +23,15 @@ from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
 
-_API_KEYS = {"type", "bases", "mirror_whitelist", "volatile", "acl_upload", "mirror_url"}
+_API_KEYS = {
+    "type",
+    "bases",
+    "mirror_whitelist",
+    "volatile",
+    "acl_upload",
+    "acl_read",
+    "mirror_url",
+}
 
 
 def to_record(cfg: IndexConfig) -> dict[str, Any]:
@@ -44,6 +52,7 @@ def from_record(data: Mapping[str, Any]) -> IndexConfig:
         volatile=bool(data.get("volatile", True)),
         wheelhouse=tuple(Path(p) for p in data.get("wheelhouse", ())),
         acl_upload=tuple(data.get("acl_upload", ())),
+        acl_read=tuple(data.get("acl_read", (ANONYMOUS,))),
     )
 
 
@@ -56,6 +65,7 @@ def to_api(cfg: IndexConfig, default_upstream: str) -> dict[str, Any]:
         "mirror_whitelist": list(cfg.mirror_whitelist),
         "volatile": cfg.volatile,
         "acl_upload": list(cfg.acl_upload),
+        "acl_read": list(cfg.acl_read),
     }
     if cfg.kind is IndexKind.MIRROR:
         data["mirror_url"] = mask_url(cfg.upstream or default_upstream)
@@ -91,7 +101,7 @@ def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
             raise InvalidInputError(
                 f"'type' must be private or mirror, not {data['type']!r}"
             ) from exc
-    for key in ("bases", "mirror_whitelist", "acl_upload"):
+    for key in ("bases", "mirror_whitelist", "acl_upload", "acl_read"):
         values = _str_list(data, key)
         if values is not None:
             changes[key] = values
@@ -116,7 +126,12 @@ def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
 
 
 #: the rules of config.check_indexes a PUT/PATCH body is checked for before any other index
-_OWN_FIELD_RULES = {IndexRule.MIRROR_BASES, IndexRule.PRIVATE_UPSTREAM, IndexRule.BAD_UPSTREAM}
+_OWN_FIELD_RULES = {
+    IndexRule.MIRROR_BASES,
+    IndexRule.PRIVATE_UPSTREAM,
+    IndexRule.BAD_UPSTREAM,
+    IndexRule.BAD_ACL,
+}
 
 
 def _api_error(problem: IndexProblem) -> InvalidInputError:
@@ -137,6 +152,11 @@ def _api_error(problem: IndexProblem) -> InvalidInputError:
             return InvalidInputError("'mirror_url' must be an http(s) URL")
         case IndexRule.CYCLE:
             return InvalidInputError("bases form a cycle: " + problem.subject)
+        case IndexRule.BAD_ACL:
+            key = problem.path.partition("[")[0]
+            return InvalidInputError(
+                f"'{key}': '{problem.subject}' is not a user name, :ANONYMOUS: or :AUTHENTICATED:"
+            )
         case IndexRule.DUPLICATE:
             return InvalidInputError(f"index '{problem.subject}' exists; change it with PATCH")
 

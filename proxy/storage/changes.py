@@ -70,6 +70,8 @@ class UserCreated(_Change):
 
 @dataclass(frozen=True, slots=True)
 class PasswordSet(_Change):
+    """A new password; applying it also revokes every token of the user."""
+
     kind: ClassVar[ChangeKind] = ChangeKind.PASSWORD_SET
     secrets: ClassVar[frozenset[str]] = frozenset({"pwhash"})
     user: str
@@ -94,6 +96,8 @@ class TokenCreated(_Change):
     expires: float | None
     description: str
     created: float
+    #: what an index token may do there (entries older than scopes parse as upload only)
+    scopes: tuple[str, ...] = ("upload",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,8 @@ def parse_change(kind: str, body: str, version: int = FORMAT) -> Change:
         if cls is WheelhouseScanned:
             data["removed"] = tuple(_wheelhouse_file(f) for f in data["removed"])
             data["added"] = tuple(_wheelhouse_file(f) for f in data["added"])
+        if cls is TokenCreated and "scopes" in data:
+            data["scopes"] = tuple(data["scopes"])
         change: Change = cls(**data)
     except (ValueError, TypeError, KeyError) as exc:
         raise StorageError(f"unreadable changelog entry of kind {kind!r}: {exc}") from exc
@@ -309,14 +315,15 @@ def apply(conn: sqlite3.Connection, change: Change) -> None:
             )
             if cur.rowcount == 0:
                 raise NotFoundError(f"user '{change.user}' not found")
+            conn.execute("UPDATE tokens SET revoked = 1 WHERE user = ?", (change.user,))
         case UserDeleted():
             if conn.execute("DELETE FROM users WHERE name = ?", (change.user,)).rowcount == 0:
                 raise NotFoundError(f"user '{change.user}' not found")
             conn.execute("UPDATE tokens SET revoked = 1 WHERE user = ?", (change.user,))
         case TokenCreated():
             conn.execute(
-                "INSERT INTO tokens (id, user, hash, idx, expires, description, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tokens (id, user, hash, idx, expires, description, created, scopes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     change.id,
                     change.user,
@@ -325,6 +332,7 @@ def apply(conn: sqlite3.Connection, change: Change) -> None:
                     change.expires,
                     change.description,
                     change.created,
+                    json.dumps(list(change.scopes)),
                 ),
             )
         case TokenRevoked():

@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY, user TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, idx TEXT,
     expires REAL, description TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0);
+    revoked INTEGER NOT NULL DEFAULT 0, scopes TEXT NOT NULL DEFAULT '["upload"]');
 CREATE TABLE IF NOT EXISTS indexes (name TEXT PRIMARY KEY, config TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     idx TEXT NOT NULL, project TEXT NOT NULL, version TEXT NOT NULL, filename TEXT NOT NULL,
@@ -80,8 +80,9 @@ CREATE TABLE IF NOT EXISTS wheelhouse (
     description_type TEXT NOT NULL DEFAULT '', PRIMARY KEY (idx, path));
 CREATE TABLE IF NOT EXISTS blob_aliases (alias TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 """
-#: PRAGMA user_version: 1 is milestone 1's layout; 2 adds changelog.format and blob_aliases
-SCHEMA_VERSION = 2
+#: PRAGMA user_version: 1 is milestone 1's layout; 2 adds changelog.format and blob_aliases;
+#: 3 adds tokens.scopes (JSON list; tokens made before it are upload tokens)
+SCHEMA_VERSION = 3
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -89,6 +90,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(changelog)")}
     if "format" not in columns:
         conn.execute("ALTER TABLE changelog ADD COLUMN format INTEGER NOT NULL DEFAULT 0")
+    if "scopes" not in {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}:
+        conn.execute("""ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '["upload"]'""")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

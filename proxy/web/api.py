@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 from aiohttp import web
 
+from proxy.config import IndexConfig
 from proxy.errors import InvalidInputError, NotFoundError
-from proxy.hosted.auth import Auth, Identity, Token
+from proxy.hosted.auth import DEFAULT_SCOPES, Token
+from proxy.hosted.permissions import Operation, owner_of
 from proxy.indexes.store import from_api, to_api
 from proxy.model import check_file_key, check_filename, normalize, parse_index_name
-from proxy.web import keys, ui
-from proxy.web.common import identify, index_name, read_json
+from proxy.web import authz, keys, ui
+from proxy.web.authz import caller
+from proxy.web.common import index_name, read_json
+
+_MAX_SECONDS = 10 * 365 * 86400  #: ten years: longer lifetimes are a mistake, or Infinity
 
 
 def _user_param(request: web.Request) -> str:
@@ -34,6 +40,8 @@ def _seconds(data: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise InvalidInputError(f"'{key}' must be a positive number of seconds")
+    if not math.isfinite(value) or value > _MAX_SECONDS:
+        raise InvalidInputError(f"'{key}' must be at most {_MAX_SECONDS} seconds (ten years)")
     return float(value)
 
 
@@ -45,6 +53,7 @@ def _token_json(token: Token) -> dict[str, Any]:
         "expires": token.expires,
         "description": token.description,
         "created": token.created,
+        "scopes": list(token.scopes),
     }
 
 
@@ -65,16 +74,12 @@ async def login(request: web.Request) -> web.Response:
 
 async def put_user(request: web.Request) -> web.Response:
     name = _user_param(request)
-    Auth.require_root(await identify(request))
     await request.app[keys.AUTH].create_user(name, _password(await read_json(request)))
     return web.json_response({"user": name}, status=201)
 
 
 async def patch_user(request: web.Request) -> web.Response:
     name = _user_param(request)
-    who = await identify(request)
-    if who.user != name:
-        Auth.require_root(who)
     await request.app[keys.AUTH].set_password(name, _password(await read_json(request)))
     return web.json_response({"user": name})
 
@@ -83,45 +88,57 @@ async def get_user(request: web.Request) -> web.Response:
     name = _user_param(request)
     if not await request.app[keys.AUTH].user_exists(name):
         raise NotFoundError(f"user '{name}' not found")
-    configs = request.app[keys.INDEXES].configs
-    owned = sorted(n for n in configs if n.split("/")[0] == name)
+    configs = authz.readable_configs(request)
+    owned = sorted(c.name for c in configs if owner_of(c) == name)
     return web.json_response({"user": name, "indexes": owned})
 
 
 async def delete_user(request: web.Request) -> web.Response:
     name = _user_param(request)
-    Auth.require_root(await identify(request))
-    await request.app[keys.AUTH].delete_user(name)
+    configs = request.app[keys.INDEXES].configs.values()
+    owned = [c.name for c in configs if owner_of(c) == name]
+    await request.app[keys.AUTH].delete_user(name, owned)
     return web.json_response({"user": name, "deleted": True})
 
 
+def _scopes(data: dict[str, Any], index: str | None) -> list[str]:
+    scopes = data.get("scopes")
+    if scopes is None:
+        return [s.value for s in DEFAULT_SCOPES]
+    if index is None:
+        raise InvalidInputError("'scopes' needs an 'index'; an unscoped token does everything")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidInputError("'scopes' must be a list of upload, yank, delete, read")
+    return scopes
+
+
 async def create_token(request: web.Request) -> web.Response:
-    who = await identify(request)
+    who = caller(request)
     data = await read_json(request)
     index = data.get("index")
     if index is not None:
         if not isinstance(index, str):
             raise InvalidInputError("'index' must be a user/index name")
         request.app[keys.INDEXES].config(index)
-    if who.token_index is not None and index != who.token_index:
-        raise InvalidInputError(f"this token may only create tokens for '{who.token_index}'")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise InvalidInputError("'description' must be a string")
     token, secret = await request.app[keys.AUTH].create_token(
-        who.user, index, _seconds(data, "expires_in"), description
+        who.user, index, _seconds(data, "expires_in"), description, _scopes(data, index)
     )
     return web.json_response({**_token_json(token), "token": secret}, status=201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    tokens = await request.app[keys.AUTH].list_tokens(await identify(request))
+    tokens = await request.app[keys.AUTH].list_tokens(caller(request))
     return web.json_response({"tokens": [_token_json(t) for t in tokens]})
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    who = await identify(request)
-    await request.app[keys.AUTH].revoke_token(who, request.match_info["token_id"])
+    who = caller(request)
+    token_id = request.match_info["token_id"]
+    authz.check(request, Operation.TOKEN_REVOKE, user=await request.app[keys.AUTH].owner(token_id))
+    await request.app[keys.AUTH].revoke_token(who, token_id)
     return web.json_response({"id": request.match_info["token_id"], "revoked": True})
 
 
@@ -145,28 +162,33 @@ async def get_index(request: web.Request) -> web.Response:
 
 async def put_index(request: web.Request) -> web.Response:
     name = index_name(request)
-    who = await identify(request)
-    Auth.require_owner(who, name)
     registry = request.app[keys.INDEXES]
     if name in registry.configs:
         raise InvalidInputError(f"index '{name}' exists; change it with PATCH")
     cfg = from_api(name, await read_json(request), None)
+    _check_mirror_url(request, cfg, None)
     await request.app[keys.INDEX_STORE].save(cfg)
     return _index_response(request, name, status=201)
 
 
 async def patch_index(request: web.Request) -> web.Response:
     name = index_name(request)
-    Auth.require_owner(await identify(request), name)
     current = request.app[keys.INDEXES].config(name)
     cfg = from_api(name, await read_json(request), current)
+    _check_mirror_url(request, cfg, current)
     await request.app[keys.INDEX_STORE].save(cfg)
     return _index_response(request, name)
 
 
+def _check_mirror_url(request: web.Request, cfg: IndexConfig, current: IndexConfig | None) -> None:
+    """A mirror's own upstream URL is root's to set, unless `auth.user_mirrors` (SSRF)."""
+    before = current.upstream if current is not None else ""
+    if cfg.upstream and cfg.upstream != before:
+        authz.check(request, Operation.MIRROR_URL, cfg)
+
+
 async def delete_index(request: web.Request) -> web.Response:
     name = index_name(request)
-    Auth.require_owner(await identify(request), name)
     await request.app[keys.INDEX_STORE].delete(name)
     return web.json_response({"name": name, "deleted": True})
 
@@ -207,15 +229,8 @@ async def get_project(request: web.Request) -> web.Response:
     return web.json_response({"name": project, "index": name, "releases": releases})
 
 
-async def _uploader(request: web.Request, name: str) -> Identity:
-    who = await identify(request)
-    Auth.require_upload(who, request.app[keys.INDEXES].config(name))
-    return who
-
-
 async def patch_release(request: web.Request) -> web.Response:
     name = index_name(request)
-    await _uploader(request, name)
     project = normalize(request.match_info["project"])
     version = request.match_info["version"]
     data = await read_json(request)
@@ -236,7 +251,6 @@ async def patch_release(request: web.Request) -> web.Response:
 
 async def delete_release(request: web.Request) -> web.Response:
     name = index_name(request)
-    await _uploader(request, name)
     project = normalize(request.match_info["project"])
     version = request.match_info["version"]
     await request.app[keys.UPLOADS].delete_release(
@@ -247,7 +261,6 @@ async def delete_release(request: web.Request) -> web.Response:
 
 async def delete_file(request: web.Request) -> web.Response:
     name = index_name(request)
-    await _uploader(request, name)
     key = check_file_key(request.match_info["key"])
     filename = check_filename(request.match_info["filename"])
     await request.app[keys.UPLOADS].delete_file(
@@ -257,7 +270,6 @@ async def delete_file(request: web.Request) -> web.Response:
 
 
 async def changelog(request: web.Request) -> web.Response:
-    Auth.require_root(await identify(request))
     try:
         since = int(request.query.get("since", "0"))
     except ValueError as exc:

@@ -6,7 +6,7 @@ import jinja2
 from aiohttp import web
 
 from proxy.config import Config
-from proxy.hosted.auth import Auth
+from proxy.hosted.auth import Auth, Identity
 from proxy.hosted.search import SearchIndex
 from proxy.hosted.uploads import Uploads
 from proxy.indexes.registry import IndexRegistry
@@ -35,3 +35,5 @@ TEMPLATES = web.AppKey("wheelwell.templates", jinja2.Environment)
 
 REQUEST_ID = web.RequestKey("wheelwell.request_id", str)
 CACHE_OUTCOME = web.RequestKey("wheelwell.cache_outcome", str)
+#: the caller, set by the authz middleware (None: no credentials were sent)
+IDENTITY: web.RequestKey[Identity | None] = web.RequestKey("wheelwell.identity")

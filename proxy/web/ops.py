@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy import __version__
 from proxy.indexes.store import to_api
 from proxy.model import mask_url
-from proxy.web import keys, ui
+from proxy.web import authz, keys, ui
 
 
 async def health(request: web.Request) -> web.Response:
@@ -53,7 +53,7 @@ def _not_ready_reason(writable: bool, space: bool, free: int, min_free: int) -> 
 
 def _indexes(request: web.Request) -> list[dict[str, object]]:
     default = request.app[keys.CONFIG].upstream.url
-    return [to_api(c, default) for c in request.app[keys.INDEXES].configs.values()]
+    return [to_api(c, default) for c in authz.readable_configs(request)]  # only readable ones
 
 
 async def status(request: web.Request) -> web.Response:

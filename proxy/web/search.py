@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.errors import InvalidInputError
+from proxy.hosted.permissions import Operation
 from proxy.hosted.search import HitKind, SearchHit
-from proxy.web import keys, ui
+from proxy.web import authz, keys, ui
 
 LIMIT = 50  #: results per query: enough to pick from, small enough to render at once
 _MAX_QUERY = 200
@@ -56,9 +57,10 @@ async def search_results(request: web.Request) -> SearchResults:
     registry = request.app[keys.INDEXES]
     scope: list[str]
     if index is not None:
+        authz.check(request, Operation.READ, registry.config(index))
         scope = [i.name for i in registry.resolution_order(index)]
-    else:
-        scope = list(registry.indexes)  # indexes deleted since stay out of the answer
+    else:  # indexes deleted since stay out of the answer, and those the caller may not read
+        scope = [c.name for c in authz.readable_configs(request) if c.name in registry.indexes]
     shadow = index is not None  # within one index, its own project hides a base's
     hits = await request.app[keys.SEARCH].search(query, scope, LIMIT, shadow) if query else []
     return SearchResults(query, index, tuple(_result(h) for h in hits))

@@ -13,10 +13,10 @@ from proxy.errors import (
     UploadNotAllowedError,
     UploadTooLargeError,
 )
-from proxy.hosted.auth import Auth
 from proxy.storage.blobs import TempBlob
 from proxy.web import keys, xmlrpc
-from proxy.web.common import identify, index_name
+from proxy.web.authz import caller
+from proxy.web.common import index_name
 
 _FIELD_LIMIT = 1024 * 1024  #: description and friends; the file itself streams to disk
 _CHUNK = 256 * 1024
@@ -69,8 +69,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
             f"'{name}' is a mirror and takes no uploads; upload to a private index, "
             f"e.g. {_upload_url(request, 'root/public')}"
         )
-    who = await identify(request)
-    Auth.require_upload(who, cfg)
+    who = caller(request)  # authorized for this index by the authz middleware
     limit = request.app[keys.CONFIG].auth.max_upload_size
     temp = request.app[keys.BLOBS].create_temp()
     try:

@@ -9,7 +9,8 @@ import pytest
 
 from proxy.config import IndexConfig
 from proxy.errors import ForbiddenError
-from proxy.hosted.auth import Auth, Identity, check_password, hash_password
+from proxy.hosted.auth import Identity, Scope, check_password, hash_password
+from proxy.hosted.permissions import Operation, authorize
 
 ROOT = Identity("root")
 ALICE = Identity("alice")
@@ -73,18 +74,22 @@ def test_check_password_reads_n_from_the_stored_string() -> None:
     assert not check_password("pW", stored)
 
 
-# ---- permissions -----------------------------------------------------------------------------
+# ---- permissions (proxy.hosted.permissions.authorize; the whole table is in test_permissions) --
+
+
+def _scoped(user: str, index: str, *scopes: Scope) -> Identity:
+    return Identity(user, index, frozenset(scopes or (Scope.UPLOAD,)), via_token=True)
 
 
 @pytest.mark.parametrize(
     ("who", "allowed"), [(ROOT, True), (ALICE, False), (Identity("Root"), False)]
 )
-def test_require_root(who: Identity, allowed: bool) -> None:
+def test_root_only(who: Identity, allowed: bool) -> None:
     if allowed:
-        Auth.require_root(who)
+        authorize(Operation.USER_CREATE, who)
     else:
-        with pytest.raises(ForbiddenError, match=f"user '{who.user}' is not root"):
-            Auth.require_root(who)
+        with pytest.raises(ForbiddenError, match=f"user '{who.user}' may not user-create"):
+            authorize(Operation.USER_CREATE, who)
 
 
 @pytest.mark.parametrize(
@@ -94,21 +99,20 @@ def test_require_root(who: Identity, allowed: bool) -> None:
         (ROOT, "root/public", None),
         (ALICE, "alice/dev", None),
         (ALICE, "alice/other", None),
-        (ALICE, "bob/dev", "user 'alice' may not change index 'bob/dev'"),
-        (ALICE, "root/public", "user 'alice' may not change index 'root/public'"),
-        (Identity("alice", "alice/dev"), "alice/dev", None),
-        (Identity("alice", "alice/dev"), "alice/other", "token is limited to index 'alice/dev'"),
-        (Identity("root", "root/public"), "alice/dev", "token is limited to index 'root/public'"),
-        (Identity("root", "alice/dev"), "alice/dev", None),
+        (ALICE, "bob/dev", "user 'alice' may not index-change on index 'bob/dev'"),
+        (ALICE, "root/public", "user 'alice' may not index-change on index 'root/public'"),
+        # issue 9: a scoped token never changes an index, not even its own
+        (_scoped("alice", "alice/dev"), "alice/dev", "cannot do 'index-change'"),
+        (_scoped("root", "alice/dev"), "alice/dev", "cannot do 'index-change'"),
     ],
 )
-def test_require_owner(who: Identity, index: str, error: str | None) -> None:
+def test_index_owner(who: Identity, index: str, error: str | None) -> None:
     if error is None:
-        Auth.require_owner(who, index)
+        authorize(Operation.INDEX_CHANGE, who, IndexConfig(name=index))
     else:
         with pytest.raises(ForbiddenError) as info:
-            Auth.require_owner(who, index)
-        assert str(info.value) == error
+            authorize(Operation.INDEX_CHANGE, who, IndexConfig(name=index))
+        assert error in str(info.value)
 
 
 OWN = IndexConfig(name="alice/dev")
@@ -121,23 +125,24 @@ SHARED = IndexConfig(name="alice/shared", acl_upload=("bob", "carol"))
         (ROOT, OWN, None),
         (ROOT, SHARED, None),
         (ALICE, OWN, None),
-        (BOB, OWN, "user 'bob' may not upload to 'alice/dev'"),
+        (BOB, OWN, "user 'bob' may not upload on index 'alice/dev'"),
         # an upload ACL replaces the owner's own right
         (BOB, SHARED, None),
         (Identity("carol"), SHARED, None),
-        (ALICE, SHARED, "user 'alice' may not upload to 'alice/shared'"),
-        (Identity("alice", "alice/dev"), OWN, None),
-        (Identity("alice", "alice/other"), OWN, "token is limited to index 'alice/other'"),
-        (Identity("root", "alice/shared"), OWN, "token is limited to index 'alice/shared'"),
-        (Identity("bob", "alice/shared"), SHARED, None),
+        (ALICE, SHARED, "user 'alice' may not upload on index 'alice/shared'"),
+        (_scoped("alice", "alice/dev"), OWN, None),
+        (_scoped("alice", "alice/other"), OWN, "token is limited to index 'alice/other'"),
+        (_scoped("root", "alice/shared"), OWN, "token is limited to index 'alice/shared'"),
+        (_scoped("bob", "alice/shared"), SHARED, None),
+        (_scoped("alice", "alice/dev", Scope.READ), OWN, "token lacks the 'upload' scope"),
     ],
 )
-def test_require_upload(who: Identity, index: IndexConfig, error: str | None) -> None:
+def test_upload(who: Identity, index: IndexConfig, error: str | None) -> None:
     if error is None:
-        Auth.require_upload(who, index)
+        authorize(Operation.UPLOAD, who, index)
     else:
         with pytest.raises(ForbiddenError) as info:
-            Auth.require_upload(who, index)
+            authorize(Operation.UPLOAD, who, index)
         assert str(info.value) == error
 
 

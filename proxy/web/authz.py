@@ -1,0 +1,180 @@
+"""The one place requests are authorized: every route names its operation in ROUTE_OPERATIONS.
+
+The middleware identifies the caller (only when an Authorization header is sent), finds the
+index the URL names, and applies `permissions.authorize` before any handler runs. Handlers
+read the caller from `request[keys.IDENTITY]`; what depends on the body (a mirror URL, whose
+token is revoked) or filters lists asks `permissions` here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.config import IndexConfig
+from proxy.errors import IndexNotFoundError, UnauthorizedError
+from proxy.hosted.auth import Identity
+from proxy.hosted.permissions import Operation, authorize, may
+from proxy.model import parse_index_name
+from proxy.web import keys
+from proxy.web.common import identify
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_XML_TYPES = ("text/xml", "application/xml")
+
+Op = Operation
+#: every route of the app by name; a route missing here answers 500 (and a test fails first)
+ROUTE_OPERATIONS: dict[str, Operation] = {
+    # ops
+    "health": Op.OPS_READ,
+    "ready": Op.OPS_READ,
+    "status": Op.OPS_READ,  # lists only readable indexes
+    "metrics": Op.OPS_READ,
+    "root": Op.OPS_READ,  # lists only readable indexes
+    "search": Op.OPS_READ,  # hits only from readable indexes
+    # simple API and files
+    "simple-list": Op.READ,
+    "simple-list-noslash": Op.READ,
+    "simple-project": Op.READ,
+    "simple-project-ns": Op.READ,
+    "simple-list-default": Op.READ,
+    "simple-list-noslash-default": Op.READ,
+    "simple-project-default": Op.READ,
+    "simple-project-ns-default": Op.READ,
+    "file": Op.READ,
+    # uploads (an XML-RPC search POSTed to the same URL is a read)
+    "upload": Op.UPLOAD,
+    "upload-simple": Op.OPS_READ,  # only ever answers 405 with the right URL
+    "upload-simple-ns": Op.OPS_READ,
+    # users and tokens
+    "login": Op.LOGIN,
+    "tokens": Op.TOKEN_CREATE,
+    "tokens-list": Op.TOKEN_LIST,
+    "token": Op.TOKEN_REVOKE,
+    "changelog": Op.CHANGELOG,
+    "user": Op.USER_CREATE,
+    "user-patch": Op.USER_CHANGE,
+    "user-get": Op.OPS_READ,  # lists only readable indexes
+    "user-delete": Op.USER_DELETE,
+    # indexes and releases
+    "index": Op.READ,
+    "index-put": Op.INDEX_CREATE,
+    "index-patch": Op.INDEX_CHANGE,
+    "index-delete": Op.INDEX_DELETE,
+    "explain": Op.READ,
+    "file-delete": Op.DELETE_FILES,
+    "project": Op.READ,
+    "release": Op.YANK,
+    "release-delete": Op.DELETE_FILES,
+}
+del Op
+
+
+def operation_of(request: web.Request) -> Operation:
+    name = request.match_info.route.name
+    op = ROUTE_OPERATIONS.get(name or "")
+    if op is None:
+        raise RuntimeError(f"route {name!r} has no entry in ROUTE_OPERATIONS")
+    if op is Operation.UPLOAD and request.content_type in _XML_TYPES:
+        return Operation.READ  # pip search's XML-RPC call
+    return op
+
+
+def _index_of(request: web.Request, op: Operation) -> IndexConfig | None:
+    """The index the URL names (the default index for /simple/), or None."""
+    info = request.match_info
+    if "user" in info and "index" in info:
+        name = str(parse_index_name(info["user"], info["index"]))
+    elif op is Operation.READ:
+        name = request.app[keys.CONFIG].server.default_index
+    else:
+        return None
+    cfg = request.app[keys.INDEXES].configs.get(name)
+    if cfg is None:
+        if op is Operation.INDEX_CREATE:
+            return IndexConfig(name=name)  # its namespace says who owns it
+        raise IndexNotFoundError(name)
+    return cfg
+
+
+def inherited(request: web.Request, index: IndexConfig) -> list[IndexConfig]:
+    """The rest of the index's resolution order: reading it needs reading all of them."""
+    registry = request.app[keys.INDEXES]
+    if index.name not in registry.indexes:
+        return []
+    order = registry.resolution_order(index.name)
+    return [registry.configs[i.name] for i in order if i.name != index.name]
+
+
+def reach(request: web.Request, who: Identity | None) -> frozenset[str]:
+    """The indexes a scoped token's index resolves to (their files are in its pages)."""
+    registry = request.app[keys.INDEXES]
+    if who is None or who.token_index is None or who.token_index not in registry.indexes:
+        return frozenset()
+    return frozenset(i.name for i in registry.resolution_order(who.token_index))
+
+
+def caller(request: web.Request) -> Identity:
+    """The authenticated caller of a route whose operation needs credentials."""
+    who: Identity | None = request.get(keys.IDENTITY)
+    if who is None:
+        raise UnauthorizedError("authentication required")
+    return who
+
+
+def check(
+    request: web.Request, op: Operation, index: IndexConfig | None = None, user: str | None = None
+) -> None:
+    """Authorize a further operation a handler finds in the body (a mirror URL, a token)."""
+    who = request.get(keys.IDENTITY)
+    authorize(
+        op,
+        who,
+        index,
+        inherited=inherited(request, index) if index is not None and op is Operation.READ else (),
+        user=user,
+        reach=reach(request, who),
+        user_mirrors=request.app[keys.CONFIG].auth.user_mirrors,
+    )
+
+
+def readable(request: web.Request, index: IndexConfig) -> bool:
+    """Whether the caller may read the index (and everything it inherits)."""
+    who = request.get(keys.IDENTITY)
+    return may(
+        Operation.READ,
+        who,
+        index,
+        inherited=inherited(request, index),
+        reach=reach(request, who),
+    )
+
+
+def readable_configs(request: web.Request) -> list[IndexConfig]:
+    """The index configurations the caller may read, for listings."""
+    return [c for c in request.app[keys.INDEXES].configs.values() if readable(request, c)]
+
+
+@web.middleware
+async def authz_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Identify (when credentials are sent) and authorize, before the handler runs."""
+    if request.match_info.http_exception is not None:
+        return await handler(request)  # no route: 404/405 as aiohttp decides
+    op = operation_of(request)
+    who: Identity | None = None
+    if op is not Operation.LOGIN and request.headers.get("Authorization"):
+        who = await identify(request)
+    request[keys.IDENTITY] = who
+    index = _index_of(request, op)
+    user = request.match_info.get("user") if index is None else None
+    authorize(
+        op,
+        who,
+        index,
+        inherited=inherited(request, index) if index is not None and op is Operation.READ else (),
+        user=user,
+        reach=reach(request, who),
+        user_mirrors=request.app[keys.CONFIG].auth.user_mirrors,
+    )
+    return await handler(request)
