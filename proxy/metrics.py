@@ -89,3 +89,10 @@ class Metrics:
         self.hash_mismatches = Counter(
             "wheelwell_hash_mismatches_total", "Downloads rejected for a wrong sha256", registry=r
         )
+        self.upstream_available = Gauge(
+            "wheelwell_upstream_available",
+            "Per upstream origin and scope (root's or users' mirrors): 0 while it rests after "
+            "failures, else 1",
+            ["upstream", "scope"],
+            registry=r,
+        )

@@ -32,8 +32,11 @@ READ_CHUNK = 256 * 1024
 class Download:
     """One file on its way from upstream to the store; readers join with `stream()`."""
 
-    def __init__(self, key: str, url: str, filename: str, expected_sha256: str | None) -> None:
+    def __init__(
+        self, key: str, url: str, filename: str, expected_sha256: str | None, index: str = ""
+    ) -> None:
         self.key = key
+        self.index = index  #: the mirror that started it, for its address policy
         self.url = url
         self.filename = filename
         self.expected_sha256 = expected_sha256
@@ -98,14 +101,16 @@ class Fetcher:
     def find(self, key: str) -> Download | None:
         return self._inflight.get(key)
 
-    def fetch(self, key: str, url: str, filename: str, expected_sha256: str | None) -> Download:
+    def fetch(
+        self, key: str, url: str, filename: str, expected_sha256: str | None, *, index: str = ""
+    ) -> Download:
         """Join the download of `key`, starting it if nobody has."""
         download = self._inflight.get(key)
         if download is not None:
             self.metrics.file_cache.labels("joined").inc()
             return download
         self.metrics.file_cache.labels("miss").inc()
-        download = Download(key, url, filename, expected_sha256)
+        download = Download(key, url, filename, expected_sha256, index)
         self._inflight[key] = download
         self._tasks.spawn(self._run(download), f"download {filename}")
         return download
@@ -148,7 +153,7 @@ class Fetcher:
     async def _download(self, download: Download) -> None:
         temp = self.blobs.create_temp()
         download.temp = temp
-        async with self.upstream.open_file(download.url) as resp:
+        async with self.upstream.open_file(download.url, index=download.index) as resp:
             download.content_length = resp.content_length
             download.started.set()
             async for chunk in resp.content.iter_chunked(READ_CHUNK):

@@ -129,12 +129,14 @@ async def test_repeated_failures_rest_the_upstream(upstream: Upstream) -> None:
             await client.fetch_page(url)
     assert not client.available
     assert _offline_gauge(client) == 1
-    with pytest.raises(UpstreamOfflineError):
+    with pytest.raises(UpstreamStatusError):  # resting: an uncached request probes it once
+        await client.fetch_page(url)
+    with pytest.raises(UpstreamOfflineError):  # and the next probe waits for probe_interval
         await client.fetch_page(url)
     with pytest.raises(UpstreamOfflineError):
         async with client.open_file(upstream.base + "files/x"):
             pass
-    assert upstream.fake.hits("/simple/alpha/") == 2  # resting: not asked
+    assert upstream.fake.hits("/simple/alpha/") == 3
 
 
 async def test_a_success_after_the_rest_leaves_offline_mode(upstream: Upstream) -> None:
@@ -147,7 +149,7 @@ async def test_a_success_after_the_rest_leaves_offline_mode(upstream: Upstream) 
     upstream.fake.fail_status = None
     assert (await client.fetch_page(url)).status == 200  # the rest is over at once
     assert _offline_gauge(client) == 0
-    assert client._failures == 0
+    assert [h.failures for h in client.health.entries()] == [0]
 
 
 async def test_offline_mode_never_asks(upstream: Upstream) -> None:
