@@ -25,7 +25,7 @@ from proxy.hosted.wheelhouse import Wheelhouse
 from proxy.indexes.registry import Index, IndexRegistry
 from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
-from proxy.mirror.addresses import AddressPolicy
+from proxy.mirror.addresses import AddressPolicy, check_mirror_url
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
 from proxy.mirror.upstream import UpstreamClient, new_session
@@ -125,7 +125,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     registry = IndexRegistry((), _index_builder(app))
-    store = IndexStore(app[keys.DB], registry)
+    store = IndexStore(app[keys.DB], registry, functools.partial(check_mirror_url, cfg.upstream))
     await store.load(cfg.indexes)
     app[keys.INDEXES] = registry
     app[keys.INDEX_STORE] = store

@@ -12,13 +12,14 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_middlewares import ClientHandlerType
 
-from proxy.config import UpstreamConfig
-from proxy.errors import UpstreamAddressError
+from proxy.config import IndexConfig, UpstreamConfig
+from proxy.errors import InvalidInputError, UpstreamAddressError
 from proxy.model import mask_url
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -52,6 +53,11 @@ def _forms(address: Address) -> list[Address]:
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def scope_of(index: str) -> str:
+    """root's mirrors (and callers naming no index) are trusted; every other user's are not."""
+    return "root" if not index or index.partition("/")[0] == "root" else "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,8 @@ async def resolve_denied(policy: AddressPolicy, host: str) -> str | None:
     address = parse_address(host)
     if address is not None:
         return None if policy.permits(address) else str(address)
+    if not policy.deny:
+        return None  # nothing to find: spare the lookup
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
@@ -139,3 +147,15 @@ def address_middleware(
         return await handler(request)
 
     return (check,)
+
+
+async def check_mirror_url(cfg: UpstreamConfig, index: IndexConfig) -> None:
+    """At save time: a clear 400 when the mirror's host is, or resolves to, a denied address."""
+    url = index.upstream or cfg.url
+    host = urlsplit(url).hostname or ""
+    policy = AddressPolicy.for_mirrors(cfg, root=scope_of(index.name) == "root")
+    denied = await resolve_denied(policy, host)
+    if denied is not None:
+        raise InvalidInputError(
+            f"'mirror_url' of index '{index.name}': address {denied} is denied by {policy.source}"
+        )

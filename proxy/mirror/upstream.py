@@ -25,7 +25,7 @@ from proxy.errors import (
     UpstreamUnavailableError,
 )
 from proxy.metrics import Metrics
-from proxy.mirror.addresses import AddressPolicy, PolicyResolver, address_middleware
+from proxy.mirror.addresses import AddressPolicy, PolicyResolver, address_middleware, scope_of
 from proxy.mirror.health import RETRY_STATUSES, HealthBook, Ticket
 from proxy.model import mask_url
 
@@ -96,11 +96,6 @@ def new_session(policy: AddressPolicy, user_agent: str) -> aiohttp.ClientSession
         cookie_jar=aiohttp.DummyCookieJar(),  # an index sets no cookies worth keeping
         middlewares=address_middleware(policy),
     )
-
-
-def scope_of(index: str) -> str:
-    """root's mirrors (and callers naming no index) are trusted; every other user's are not."""
-    return "root" if not index or index.partition("/")[0] == "root" else "user"
 
 
 @contextlib.contextmanager
