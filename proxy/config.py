@@ -241,6 +241,8 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         report("upstream.url", f"'{cfg.upstream.url}' is not an http(s) URL")
     if cfg.upstream.retries < 0:
         report("upstream.retries", "must be 0 or more")
+    if cfg.upstream.probe_interval < 0:
+        report("upstream.probe_interval", "must be 0 or more")
     for key in ("deny", "user_mirror_deny", "allow"):
         for n, value in enumerate(getattr(cfg.upstream, key)):
             try:
