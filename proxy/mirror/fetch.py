@@ -19,7 +19,7 @@ from proxy.errors import (
     UpstreamUnavailableError,
 )
 from proxy.metrics import Metrics
-from proxy.mirror.upstream import UpstreamClient
+from proxy.mirror.upstream import UpstreamClient, conceal_for
 from proxy.model import mask_url
 from proxy.storage.blobs import BlobLocation, BlobStore, TempBlob
 from proxy.tasks import Background
@@ -118,7 +118,8 @@ class Fetcher:
     async def _run(self, download: Download) -> None:
         self.metrics.downloads_in_flight.inc()
         try:
-            await self._download(download)
+            with conceal_for(download.index):  # a user's mirror: no details, even of the body
+                await self._download(download)
             log.info(
                 "fetched %s (%d bytes) from %s",
                 download.filename,
