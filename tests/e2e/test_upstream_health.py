@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from tests.fakes.index import FakeIndex, ThreadedServer
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
+log = logging.getLogger(__name__)
 
 OFFLINE_RETRY = 60.0
 
@@ -48,7 +49,6 @@ def test_refuse_hang_recover(
     clients: Clients,
     dists: Dists,
     tmp_path: Path,
-    record_property: Callable[[str, object], None],
 ) -> None:
     daemon = daemon_factory(
         fake_index_server.url,
@@ -91,7 +91,7 @@ def test_refuse_hang_recover(
     pip_download(clients, daemon, tmp_path / "after", "beta")  # never cached
     elapsed = time.monotonic() - recovered
     assert (tmp_path / "after" / dists.beta2.filename).exists()
-    record_property("recovery_seconds", round(elapsed, 2))
+    log.info("uncached pip download succeeded %.2fs after the upstream recovered", elapsed)
     assert elapsed < 5.0, elapsed  # about a second of probing plus pip's own start-up
     report = http_get(daemon.url + "/+status", {"Accept": "application/json"})
     assert b'"available": true' in report.body
