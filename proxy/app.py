@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from proxy import __version__
@@ -26,9 +25,10 @@ from proxy.hosted.wheelhouse import Wheelhouse
 from proxy.indexes.registry import Index, IndexRegistry
 from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
+from proxy.mirror.addresses import AddressPolicy, check_mirror_url
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
-from proxy.mirror.upstream import UpstreamClient
+from proxy.mirror.upstream import UpstreamClient, new_session
 from proxy.model import IndexName, mask_url
 from proxy.storage.blobs import BlobAliases, LocalBlobStore
 from proxy.storage.db import Database
@@ -70,18 +70,17 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
-    connector = aiohttp.TCPConnector(limit=200, limit_per_host=64, ttl_dns_cache=300)
-    session = aiohttp.ClientSession(
-        connector=connector,
-        headers={"User-Agent": f"wheelwell/{__version__}"},
-        trust_env=False,  # the proxy is settled once in config.load
-        cookie_jar=aiohttp.DummyCookieJar(),  # an index sets no cookies worth keeping
+    agent = f"wheelwell/{__version__}"
+    session = new_session(AddressPolicy.for_mirrors(cfg.upstream, root=True), agent)
+    user_session = new_session(AddressPolicy.for_mirrors(cfg.upstream, root=False), agent)
+    app[keys.UPSTREAM] = UpstreamClient(
+        session, cfg.upstream, app[keys.METRICS], user_session=user_session
     )
-    app[keys.UPSTREAM] = UpstreamClient(session, cfg.upstream, app[keys.METRICS])
     app[keys.FETCHER] = Fetcher(app[keys.UPSTREAM], app[keys.BLOBS], app[keys.METRICS])
     yield
     await app[keys.FETCHER].close(cfg.server.shutdown_timeout)
     await session.close()
+    await user_session.close()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -140,7 +139,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     registry = IndexRegistry((), _index_builder(app))
-    store = IndexStore(app[keys.DB], registry)
+    store = IndexStore(app[keys.DB], registry, functools.partial(check_mirror_url, cfg.upstream))
     await store.load(cfg.indexes)
     app[keys.INDEXES] = registry
     app[keys.INDEX_STORE] = store

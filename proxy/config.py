@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +54,23 @@ class StorageConfig:
     scrub_interval: Seconds = 86400.0  #: pause between two full scrub passes
 
 
+#: loopback, "this network", link-local, private, CGNAT, unique-local; IPv4-mapped forms of the
+#: IPv4 ranges are matched through the address they map to
+USER_MIRROR_DENY = (
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     url: str = ""  #: empty: the index pip on this machine uses, resolved at start-up
@@ -69,6 +87,14 @@ class UpstreamConfig:
     backoff: Seconds = 0.25
     page_ttl: Seconds = 600.0
     not_found_ttl: Seconds = 60.0
+    #: CIDRs no mirror may connect to (checked after DNS resolution, on every redirect too)
+    deny: tuple[str, ...] = ()
+    #: CIDRs denied to mirrors of indexes outside root's namespace, on top of `deny`
+    user_mirror_deny: tuple[str, ...] = USER_MIRROR_DENY
+    #: CIDRs every mirror may connect to although `deny` or `user_mirror_deny` match
+    allow: tuple[str, ...] = ()
+    #: while an upstream rests, an uncached request probes it at most this often
+    probe_interval: Seconds = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +271,14 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         report("upstream.url", f"'{cfg.upstream.url}' is not an http(s) URL")
     if cfg.upstream.retries < 0:
         report("upstream.retries", "must be 0 or more")
+    if cfg.upstream.probe_interval < 0:
+        report("upstream.probe_interval", "must be 0 or more")
+    for key in ("deny", "user_mirror_deny", "allow"):
+        for n, value in enumerate(getattr(cfg.upstream, key)):
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                report(f"upstream.{key}[{n}]", f"'{value}' is not an IP network (CIDR)")
     if cfg.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         report("logging.level", f"unknown level '{cfg.logging.level}'")
     return problems

@@ -146,3 +146,27 @@ class HashMismatchError(UpstreamError):
         super().__init__(
             upstream, f"sha256 mismatch for '{filename}': expected {expected}, got {actual}"
         )
+
+
+class UpstreamAddressError(UpstreamError):
+    """The upstream's address is denied by the mirror address policy (SSRF protection)."""
+
+    def __init__(self, upstream: str, address: str, keys: str) -> None:
+        self.address = address
+        self.keys = keys
+        super().__init__(upstream, f"address {address} is denied by {keys}")
+
+
+class UpstreamConcealedError(UpstreamError):
+    """Any upstream failure of a user's mirror, in words that reveal no connection details.
+
+    `detail` is the real failure, for the log only.
+    """
+
+    def __init__(self, index: str, detail: UpstreamError) -> None:
+        self.index = index
+        self.detail = detail
+        super().__init__(detail.upstream, "unavailable")
+
+    def __str__(self) -> str:
+        return f"upstream of index '{self.index}' is unavailable"

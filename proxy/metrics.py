@@ -116,3 +116,10 @@ class Metrics:
         self.scrub_passes = Counter(
             "wheelwell_scrub_passes_total", "Full scrub passes completed", registry=r
         )
+        self.upstream_available = Gauge(
+            "wheelwell_upstream_available",
+            "Per upstream origin and scope (root's or users' mirrors): 0 while it rests after "
+            "failures, else 1",
+            ["upstream", "scope"],
+            registry=r,
+        )

@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "proxy.storage.*": 2,
     "proxy.mirror": 3,
     "proxy.mirror.upstream": 3,
+    "proxy.mirror.addresses": 3,
+    "proxy.mirror.health": 3,
     "proxy.mirror.fetch": 3,
     "proxy.mirror.sources": 3,
     "proxy.mirror.*": 4,

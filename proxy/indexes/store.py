@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,9 @@ from proxy.storage.changes import IndexDeleted, IndexSaved
 from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
+
+#: raises InvalidInputError when a mirror's upstream address is denied
+MirrorCheck = Callable[[IndexConfig], Awaitable[None]]
 
 _API_KEYS = {
     "type",
@@ -164,9 +167,12 @@ def _api_error(problem: IndexProblem) -> InvalidInputError:
 class IndexStore:
     """Validates, persists and applies index configurations."""
 
-    def __init__(self, db: Database, registry: IndexRegistry) -> None:
+    def __init__(
+        self, db: Database, registry: IndexRegistry, check_mirror: MirrorCheck | None = None
+    ) -> None:
         self.db = db
         self.registry = registry
+        self.check_mirror = check_mirror  #: the upstream address policy, for API saves
 
     async def load(self, declared: tuple[IndexConfig, ...]) -> None:
         rows = await self.db.read(lambda c: c.execute("SELECT config FROM indexes").fetchall())
@@ -193,10 +199,17 @@ class IndexStore:
         changed = [cfg for cfg in declared if self.registry.configs.get(cfg.name) != cfg]
         order = {cfg.name: n for n, cfg in enumerate(declared)}
         for cfg in sorted(changed, key=lambda c: order[c.name]):  # the file's order: bases first
-            await self.save(cfg)
+            await self._save(cfg)  # the file is the operator's word: no address check here
         return [cfg.name for cfg in changed]
 
     async def save(self, cfg: IndexConfig) -> None:
+        """An API save: the index rules, then the mirror's address (400 when denied)."""
+        self.check(cfg)
+        if self.check_mirror is not None and cfg.kind is IndexKind.MIRROR:
+            await self.check_mirror(cfg)
+        await self._save(cfg)
+
+    async def _save(self, cfg: IndexConfig) -> None:
         self.check(cfg)
         await self._write(cfg)
         self.registry.put(cfg)

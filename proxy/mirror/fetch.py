@@ -21,7 +21,7 @@ from proxy.errors import (
     UpstreamUnavailableError,
 )
 from proxy.metrics import Metrics
-from proxy.mirror.upstream import UpstreamClient
+from proxy.mirror.upstream import UpstreamClient, conceal_for
 from proxy.model import mask_url
 from proxy.storage.blobs import BlobLocation, BlobStore, TempBlob
 from proxy.tasks import Background
@@ -42,8 +42,10 @@ class Download:
         expected_sha256: str | None,
         upstream: UpstreamClient | None = None,
         metrics: Metrics | None = None,
+        index: str = "",
     ) -> None:
         self.key = key
+        self.index = index  #: the mirror that started it, for its address policy
         self.url = url
         self.filename = filename
         self.expected_sha256 = expected_sha256
@@ -140,7 +142,7 @@ class Download:
         digest = hashlib.sha256()
         seen = 0
         held = b""
-        async with self._upstream.open_file(self.url) as resp:
+        async with self._upstream.open_file(self.url, index=self.index) as resp:
             async for chunk in resp.content.iter_chunked(READ_CHUNK):
                 digest.update(chunk)
                 begin, seen = seen, seen + len(chunk)
@@ -178,14 +180,16 @@ class Fetcher:
     def find(self, key: str) -> Download | None:
         return self._inflight.get(key)
 
-    def fetch(self, key: str, url: str, filename: str, expected_sha256: str | None) -> Download:
+    def fetch(
+        self, key: str, url: str, filename: str, expected_sha256: str | None, *, index: str = ""
+    ) -> Download:
         """Join the download of `key`, starting it if nobody has."""
         download = self._inflight.get(key)
         if download is not None:
             self.metrics.file_cache.labels("joined").inc()
             return download
         self.metrics.file_cache.labels("miss").inc()
-        download = Download(key, url, filename, expected_sha256, self.upstream, self.metrics)
+        download = Download(key, url, filename, expected_sha256, self.upstream, self.metrics, index)
         self._inflight[key] = download
         self._tasks.spawn(self._run(download), f"download {filename}")
         return download
@@ -193,7 +197,8 @@ class Fetcher:
     async def _run(self, download: Download) -> None:
         self.metrics.downloads_in_flight.inc()
         try:
-            await self._download(download)
+            with conceal_for(download.index):  # a user's mirror: no details, even of the body
+                await self._download(download)
             log.info(
                 "fetched %s (%d bytes) from %s",
                 download.filename,
@@ -235,7 +240,7 @@ class Fetcher:
         download.notify()
 
     async def _download(self, download: Download) -> None:
-        async with self.upstream.open_file(download.url) as resp:
+        async with self.upstream.open_file(download.url, index=download.index) as resp:
             download.content_length = resp.content_length
             temp = self.blobs.create_temp()  # after the headers: readers learn the length
             download.temp = temp

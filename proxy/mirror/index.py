@@ -195,6 +195,8 @@ class MirrorIndex:
                 url,
                 etag=old.cached.etag if old and validators else None,
                 last_modified=old.cached.last_modified if old and validators else None,
+                index=self.name,
+                may_probe=old is None,  # a cached answer never waits for a resting upstream
             )
             entry = await self._entry_from_response(project, resp, old)
         except UpstreamError as exc:
@@ -309,8 +311,8 @@ class MirrorIndex:
         dist = await self.find_dist(project, key, filename)
         if probe:
             self.metrics.file_cache.labels("passthrough").inc()
-            return Passthrough(dist.url, dist.size)
-        return InFlight(self.fetcher.fetch(key, dist.url, filename, dist.sha256))
+            return Passthrough(dist.url, dist.size, self.name)
+        return InFlight(self.fetcher.fetch(key, dist.url, filename, dist.sha256, index=self.name))
 
     async def locate_metadata(
         self, project: NormalizedName, key: str, filename: str
@@ -332,7 +334,7 @@ class MirrorIndex:
         body: bytes | None = None
         if dist.metadata:
             try:
-                async with self.client.open_file(dist.url + ".metadata") as resp:
+                async with self.client.open_file(dist.url + ".metadata", index=self.name) as resp:
                     body = await resp.read()
             except UpstreamStatusError as exc:
                 if exc.status != 404:
@@ -369,7 +371,9 @@ class MirrorIndex:
         """The wheel's own METADATA, for upstreams that advertise metadata they do not serve."""
         stored = await self.blobs.locate(key)
         if stored is None:
-            download = self.fetcher.fetch(key, dist.url, dist.filename, dist.sha256)
+            download = self.fetcher.fetch(
+                key, dist.url, dist.filename, dist.sha256, index=self.name
+            )
             await download.finished.wait()
             if download.error is not None:
                 raise download.error

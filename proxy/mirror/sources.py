@@ -24,6 +24,7 @@ class Passthrough:
 
     url: str
     size: int | None
+    index: str = ""  #: the mirror asking, for its address policy and error wording
 
 
 FileSource = BlobLocation | InFlight | Passthrough

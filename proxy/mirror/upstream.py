@@ -18,13 +18,15 @@ import aiohttp
 
 from proxy.config import UpstreamConfig
 from proxy.errors import (
+    UpstreamConcealedError,
     UpstreamError,
-    UpstreamOfflineError,
     UpstreamStatusError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from proxy.metrics import Metrics
+from proxy.mirror.addresses import AddressPolicy, PolicyResolver, address_middleware, scope_of
+from proxy.mirror.health import RETRY_STATUSES, HealthBook, Ticket
 from proxy.model import mask_url
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ PAGE_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 )
-_RETRY_STATUSES = frozenset({500, 502, 503, 504, 429})
+_RETRY_STATUSES = RETRY_STATUSES
 
 
 @functools.lru_cache(maxsize=256)
@@ -82,72 +84,107 @@ def _serial(headers: Mapping[str, str]) -> int | None:
         return None
 
 
+def new_session(policy: AddressPolicy, user_agent: str) -> aiohttp.ClientSession:
+    """A session whose every connection, redirects included, honours the address policy."""
+    connector = aiohttp.TCPConnector(
+        limit=200, limit_per_host=64, ttl_dns_cache=300, resolver=PolicyResolver(policy)
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": user_agent},
+        trust_env=False,  # the proxy is settled once in config.load
+        cookie_jar=aiohttp.DummyCookieJar(),  # an index sets no cookies worth keeping
+        middlewares=address_middleware(policy),
+    )
+
+
+@contextlib.contextmanager
+def conceal_for(index: str) -> Iterator[None]:
+    """A user's mirror: every upstream failure in one text; the detail goes to the log only."""
+    if scope_of(index) == "root":
+        yield
+        return
+    try:
+        yield
+    except UpstreamConcealedError:
+        raise
+    except UpstreamError as exc:
+        raise UpstreamConcealedError(index, exc) from exc
+
+
 class UpstreamClient:
-    """Wraps the shared ClientSession; retries idempotent requests with exponential backoff."""
+    """Wraps the ClientSessions; retries idempotent requests; tracks health per upstream.
+
+    `index` on a request names the mirror asking: root's use `session`, other users' use
+    `user_session` (their stricter address policy) and get concealed errors.
+    """
 
     def __init__(
-        self, session: aiohttp.ClientSession, cfg: UpstreamConfig, metrics: Metrics
+        self,
+        session: aiohttp.ClientSession,
+        cfg: UpstreamConfig,
+        metrics: Metrics,
+        *,
+        user_session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.session = session
+        self.user_session = user_session or session
         self.cfg = cfg
         self.metrics = metrics
         self.proxy = cfg.proxy or None
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=cfg.connect_timeout, sock_read=cfg.read_timeout
         )
-        self.last_error: str | None = None
+        self.health = HealthBook(cfg, metrics)
+        self.last_error: str | None = None  #: of root's upstreams, for /+status
         self.last_error_at: float | None = None
-        self._failures = 0  #: failures in a row
-        self._resting_until = 0.0  #: monotonic time before which the upstream is not asked
-        metrics.upstream_offline.set(1 if cfg.offline else 0)
 
     @property
     def available(self) -> bool:
-        """False in offline mode and while resting after repeated failures."""
-        return not self.cfg.offline and time.monotonic() >= self._resting_until
+        """False in offline mode and while one of root's upstreams rests after failures."""
+        return not self.cfg.offline and not self.health.any_resting("root")
 
-    def _check_available(self, url: str) -> None:
-        if self.cfg.offline:
-            raise UpstreamOfflineError(mask_url(url), "offline mode, and this is not cached")
-        remaining = self._resting_until - time.monotonic()
-        if remaining > 0:
-            raise UpstreamOfflineError(
-                mask_url(url),
-                f"failing ({self.last_error}); not asked again for {remaining:.0f}s, "
-                "and this is not cached",
-            )
-
-    def _succeeded(self) -> None:
-        if self._failures >= self.cfg.failure_threshold:
-            log.warning("upstream answers again; leaving offline mode")
-            self.metrics.upstream_offline.set(0)
-        self._failures = 0
+    def _session(self, index: str) -> aiohttp.ClientSession:
+        return self.session if scope_of(index) == "root" else self.user_session
 
     async def _backoff(self, attempt: int) -> None:
         await asyncio.sleep(self.cfg.backoff * (2**attempt))
 
-    def _failed(self, kind: str, exc: UpstreamError) -> None:
+    def _failed(self, kind: str, ticket: Ticket, exc: UpstreamError) -> None:
         self.metrics.upstream_requests.labels(_host(exc.upstream), kind, "error").inc()
-        self.last_error = str(exc)
-        self.last_error_at = time.time()
-        if isinstance(exc, UpstreamStatusError) and exc.status not in _RETRY_STATUSES:
-            return  # the upstream answered; it is not down
-        self._failures += 1
-        if self._failures >= self.cfg.failure_threshold:
-            self._resting_until = time.monotonic() + self.cfg.offline_retry
-            self.metrics.upstream_offline.set(1)
-            log.warning(
-                "upstream failed %d times in a row; serving from cache only for %.0fs: %s",
-                self._failures,
-                self.cfg.offline_retry,
-                exc,
-            )
+        if ticket.health.scope == "root":
+            self.last_error = str(exc)
+            self.last_error_at = time.time()
+        self.health.failed(ticket, exc)
 
     async def fetch_page(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        index: str = "",
+        may_probe: bool = True,
     ) -> PageResponse:
-        """GET a simple page, conditional when validators are given; 404 is an answer."""
-        self._check_available(url)
+        """GET a simple page, conditional when validators are given; 404 is an answer.
+
+        `may_probe`: false when the caller has a cached answer, which must not wait for a probe.
+        """
+        with conceal_for(index):
+            ticket = self.health.admit(url, scope_of(index), may_probe=may_probe)
+            try:
+                return await self._fetch_page(url, etag, last_modified, index, ticket)
+            finally:
+                self.health.done(ticket)
+
+    async def _fetch_page(
+        self,
+        url: str,
+        etag: str | None,
+        last_modified: str | None,
+        index: str,
+        ticket: Ticket,
+    ) -> PageResponse:
         headers = {"Accept": PAGE_ACCEPT}
         if etag:
             headers["If-None-Match"] = etag
@@ -155,24 +192,26 @@ class UpstreamClient:
             headers["If-Modified-Since"] = last_modified
         for attempt in range(self.cfg.retries + 1):
             try:
-                page = await self._fetch_page_once(url, headers)
-                self._succeeded()
+                page = await self._fetch_page_once(self._session(index), url, headers)
+                self.health.succeeded(ticket)
                 return page
             except UpstreamError as exc:
-                self._failed("page", exc)
+                self._failed("page", ticket, exc)
                 retryable = not isinstance(exc, UpstreamStatusError) or (
                     exc.status in _RETRY_STATUSES
                 )
-                if attempt >= self.cfg.retries or not retryable or not self.available:
+                if attempt >= self.cfg.retries or not retryable or not self.health.usable(ticket):
                     raise
                 log.warning("retrying %s after: %s", mask_url(url), exc)
                 await self._backoff(attempt)
         raise AssertionError("unreachable")
 
-    async def _fetch_page_once(self, url: str, headers: dict[str, str]) -> PageResponse:
+    async def _fetch_page_once(
+        self, session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+    ) -> PageResponse:
         started = time.monotonic()
         with translate_client_errors(url):
-            async with self.session.get(
+            async with session.get(
                 url, headers=headers, timeout=self.timeout, proxy=self.proxy
             ) as resp:
                 self.metrics.upstream_seconds.labels(_host(url), "page").observe(
@@ -205,37 +244,66 @@ class UpstreamClient:
 
     @contextlib.asynccontextmanager
     async def open_file(
-        self, url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        index: str = "",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A file response with status 200/206; reading its body may still raise UpstreamError."""
-        self._check_available(url)
+        """A file response with status 200/206; reading its body may still raise UpstreamError.
+
+        A download always may probe a resting upstream: it is only asked for when not cached.
+        """
+        with conceal_for(index):
+            ticket = self.health.admit(url, scope_of(index), may_probe=True)
+            try:
+                async with self._open_file(url, method, headers, index, ticket) as resp:
+                    yield resp
+            finally:
+                self.health.done(ticket)
+
+    @contextlib.asynccontextmanager
+    async def _open_file(
+        self,
+        url: str,
+        method: str,
+        headers: Mapping[str, str] | None,
+        index: str,
+        ticket: Ticket,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        session = self._session(index)
         for attempt in range(self.cfg.retries + 1):
             started = time.monotonic()
             try:
                 with translate_client_errors(url):
-                    resp = await self.session.request(
+                    resp = await session.request(
                         method, url, headers=headers, timeout=self.timeout, proxy=self.proxy
                     )
             except UpstreamError as exc:
-                self._failed("file", exc)
-                if attempt >= self.cfg.retries or not self.available:
+                self._failed("file", ticket, exc)
+                if attempt >= self.cfg.retries or not self.health.usable(ticket):
                     raise
                 await self._backoff(attempt)
                 continue
             self.metrics.upstream_seconds.labels(_host(url), "file").observe(
                 time.monotonic() - started
             )
-            if resp.status in _RETRY_STATUSES and attempt < self.cfg.retries:
+            if (
+                resp.status in _RETRY_STATUSES
+                and attempt < self.cfg.retries
+                and self.health.usable(ticket)
+            ):
                 resp.release()
                 await self._backoff(attempt)
                 continue
             try:
                 if resp.status not in (200, 206):
                     error = UpstreamStatusError(mask_url(url), resp.status)
-                    self._failed("file", error)
+                    self._failed("file", ticket, error)
                     raise error
                 self.metrics.upstream_requests.labels(_host(url), "file", str(resp.status)).inc()
-                self._succeeded()
+                self.health.succeeded(ticket)
                 with translate_client_errors(url):
                     yield resp
             finally:

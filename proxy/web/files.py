@@ -133,7 +133,9 @@ async def _passthrough(request: web.Request, source: Passthrough) -> web.StreamR
     """HEAD and Range on an uncached file go upstream as they are: no whole-file download."""
     upstream = request.app[keys.UPSTREAM]
     headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
-    async with upstream.open_file(source.url, method=request.method, headers=headers) as resp:
+    async with upstream.open_file(
+        source.url, method=request.method, headers=headers, index=source.index
+    ) as resp:
         response = web.StreamResponse(status=resp.status, headers=_file_headers())
         for header in _PASSTHROUGH_HEADERS:
             if header in resp.headers:

@@ -22,6 +22,8 @@ from proxy.errors import (
     UnauthorizedError,
     UploadNotAllowedError,
     UploadTooLargeError,
+    UpstreamAddressError,
+    UpstreamConcealedError,
     UpstreamError,
     UpstreamOfflineError,
     UpstreamStatusError,
@@ -50,6 +52,8 @@ STATUS_FOR: dict[type[BaseException], int] = {
     ForbiddenError: 403,
     AuthError: 403,
     ConflictError: 409,
+    UpstreamConcealedError: 502,  #: a user's mirror: one status and text for every failure
+    UpstreamAddressError: 502,
     UpstreamTimeoutError: 504,
     UpstreamOfflineError: 503,
     UpstreamError: 502,
@@ -124,10 +128,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.error("response to %s broken off after it started: %s", request.path, exc)
             raise
         extra = {"request_id": request[keys.REQUEST_ID], "path": request.path}
+        logged = f"{exc} ({exc.detail})" if isinstance(exc, UpstreamConcealedError) else exc
         if status >= 500:
-            log.error("%s %s -> %d: %s", request.method, request.path, status, exc, extra=extra)
+            log.error("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         else:
-            log.info("%s %s -> %d: %s", request.method, request.path, status, exc, extra=extra)
+            log.info("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         return error_response(request, status, str(exc))
     except Exception as exc:
         if request.writer is not None and request.writer.output_size > 0:

@@ -72,6 +72,7 @@ async def status(request: web.Request) -> web.Response:
             "offline_mode": app[keys.CONFIG].upstream.offline,
             "last_error": upstream.last_error,
             "last_error_at": upstream.last_error_at,
+            "upstreams": upstream.health.report(),  #: per origin, root's and users' apart
         },
         "cache": {
             "files": len(app[keys.BLOBS].entries),

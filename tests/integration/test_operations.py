@@ -47,11 +47,14 @@ async def test_repeated_failures_stop_asking_the_upstream(mirror_factory: Mirror
     mirror.fake.fail_status = 503
     for _ in range(2):
         assert (await mirror.client.get("/root/pypi/+simple/alpha/")).status == 502
+    probe = await mirror.client.get("/root/pypi/+simple/beta/")  # resting: one probe goes out
+    assert probe.status == 502
+    assert mirror.fake.hits("/simple/beta/") == 1
     started = asyncio.get_running_loop().time()
-    resp = await mirror.client.get("/root/pypi/+simple/beta/")
+    resp = await mirror.client.get("/root/pypi/+simple/gamma/")
     assert resp.status == 503
     assert asyncio.get_running_loop().time() - started < 1.0
-    assert mirror.fake.hits("/simple/beta/") == 0
+    assert mirror.fake.hits("/simple/gamma/") == 0
     metrics = await (await mirror.client.get("/+metrics")).text()
     assert "wheelwell_upstream_offline 1.0" in metrics
     status = await (await mirror.client.get("/+status")).json()

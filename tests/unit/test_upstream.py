@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.config import UpstreamConfig
 from proxy.errors import (
+    UpstreamConcealedError,
     UpstreamOfflineError,
     UpstreamStatusError,
     UpstreamTimeoutError,
@@ -129,12 +130,14 @@ async def test_repeated_failures_rest_the_upstream(upstream: Upstream) -> None:
             await client.fetch_page(url)
     assert not client.available
     assert _offline_gauge(client) == 1
-    with pytest.raises(UpstreamOfflineError):
+    with pytest.raises(UpstreamStatusError):  # resting: an uncached request probes it once
+        await client.fetch_page(url)
+    with pytest.raises(UpstreamOfflineError):  # and the next probe waits for probe_interval
         await client.fetch_page(url)
     with pytest.raises(UpstreamOfflineError):
         async with client.open_file(upstream.base + "files/x"):
             pass
-    assert upstream.fake.hits("/simple/alpha/") == 2  # resting: not asked
+    assert upstream.fake.hits("/simple/alpha/") == 3
 
 
 async def test_a_success_after_the_rest_leaves_offline_mode(upstream: Upstream) -> None:
@@ -147,7 +150,7 @@ async def test_a_success_after_the_rest_leaves_offline_mode(upstream: Upstream) 
     upstream.fake.fail_status = None
     assert (await client.fetch_page(url)).status == 200  # the rest is over at once
     assert _offline_gauge(client) == 0
-    assert client._failures == 0
+    assert [h.failures for h in client.health.entries()] == [0]
 
 
 async def test_offline_mode_never_asks(upstream: Upstream) -> None:
@@ -193,3 +196,30 @@ async def test_a_truncated_body_is_an_upstream_error(upstream: Upstream, dists: 
     with pytest.raises(UpstreamUnavailableError):
         async with client.open_file(upstream.base + f"files/{dists.bulky.filename}") as resp:
             await resp.read()
+
+
+async def test_a_cached_answer_never_probes_a_resting_upstream(upstream: Upstream) -> None:
+    upstream.fake.fail_status = 502
+    client = upstream.client(failure_threshold=1, offline_retry=300.0)
+    url = upstream.base + "simple/alpha/"
+    with pytest.raises(UpstreamStatusError):
+        await client.fetch_page(url)
+    upstream.fake.fail_status = None
+    with pytest.raises(UpstreamOfflineError):
+        await client.fetch_page(url, may_probe=False)
+    assert upstream.fake.hits("/simple/alpha/") == 1
+    assert (await client.fetch_page(url)).status == 200  # a probe: the rest ends at once
+    assert client.available
+
+
+async def test_a_users_mirror_gets_concealed_errors(upstream: Upstream) -> None:
+    upstream.fake.fail_status = 503
+    client = upstream.client(failure_threshold=1, offline_retry=300.0)
+    with pytest.raises(UpstreamConcealedError) as caught:
+        await client.fetch_page(upstream.base + "simple/alpha/", index="alice/m")
+    assert str(caught.value) == "upstream of index 'alice/m' is unavailable"
+    assert isinstance(caught.value.detail, UpstreamStatusError)
+    with pytest.raises(UpstreamConcealedError):
+        async with client.open_file(upstream.base + "files/x", index="alice/m"):
+            pass
+    assert client.available  # a user's upstream never counts against root's
