@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     AiohttpClient,
     AiohttpServer,
     Mirror,
+    MirrorFactory,
     make_config,
 )
 from tests.integration.test_api import form
@@ -176,6 +177,15 @@ async def index_delete(w: World, n: int, h: dict[str, str]) -> int:
     return await _status(await w.c.delete(f"/alice/gone{n}", headers=h))
 
 
+#: the fake upstream is on loopback, which user mirrors may not reach unless allowed
+LOOPBACK = ("127.0.0.0/8",)
+
+
+@pytest.fixture
+async def mirror(mirror_factory: MirrorFactory) -> Mirror:
+    return await mirror_factory(allow=LOOPBACK)
+
+
 async def mirror_url(w: World, n: int, h: dict[str, str]) -> int:
     url = str(w.mirror.server.make_url("/simple/"))
     body = {"type": "mirror", "mirror_url": url}
@@ -269,6 +279,7 @@ async def test_user_mirrors_lets_owners_set_mirror_urls(
     server = await aiohttp_server(fake_index.app)
     cfg = make_config(str(server.make_url("/simple/")), tmp_path / "data")
     cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, user_mirrors=True))
+    cfg = dataclasses.replace(cfg, upstream=dataclasses.replace(cfg.upstream, allow=LOOPBACK))
     client = await aiohttp_client(create_app(cfg))
     mirror = Mirror(client, fake_index, server, tmp_path / "data")
     world = await make_world(mirror, tmp_path)
