@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from proxy import __version__
+from proxy import __version__, logs
 from proxy.config import Config, IndexConfig, IndexKind, load
 from proxy.errors import WheelwellError
 from proxy.hosted import search
@@ -58,7 +58,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     blobs.open()
     await asyncio.get_running_loop().run_in_executor(None, blobs.scan)
     app[keys.BLOBS] = blobs
-    pages = PageCache(data_dir / "pages")
+    pages = PageCache(data_dir / "pages", max_negative=app[keys.CONFIG].limits.negative_pages)
     await pages.start()
     app[_PAGES] = pages
     yield
@@ -90,7 +90,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db.add_deriver(search.derive)
     app[keys.AUTH] = Auth(db, cfg.auth)
     await app[keys.AUTH].bootstrap()
-    app[keys.UPLOADS] = Uploads(db, app[keys.BLOBS], app[keys.METRICS])
+    app[keys.UPLOADS] = Uploads(
+        db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
+    )
     cache = CacheManager(app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size)
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
@@ -106,7 +108,9 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
     def build(index_cfg: IndexConfig) -> Index:
         name = IndexName(index_cfg.name)
         if index_cfg.kind is IndexKind.PRIVATE:
-            return PrivateIndex(name, index_cfg, app[keys.DB], app[keys.BLOBS])
+            return PrivateIndex(
+                name, index_cfg, app[keys.DB], app[keys.BLOBS], max_pages=cfg.limits.private_pages
+            )
         mirror = MirrorIndex(
             name,
             cfg.upstream_url(index_cfg),
@@ -186,6 +190,7 @@ _PAGES = web.AppKey("wheelwell.pages", PageCache)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    logs.quiet_malformed_requests()  # a client's broken request is one line, not a traceback
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()

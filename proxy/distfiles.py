@@ -7,15 +7,22 @@ readers block: run them on a worker thread.
 Member lookup: a wheel's metadata is `<dir>.dist-info/METADATA` and an sdist's `<dir>/PKG-INFO`,
 exactly one level deep; the directory the file name implies wins over others, otherwise the first
 in archive order. A `.tar.gz` sdist is read to its end, so a truncated one fails here.
+
+The metadata member is streamed and read to at most `limit` bytes: a zip's recorded sizes are
+the uploader's word, so a small file whose METADATA inflates to gigabytes fails with
+MetadataTooLargeError after `limit` bytes instead of filling memory.
 """
 
 from __future__ import annotations
 
+import lzma
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -32,6 +39,8 @@ from proxy.errors import WheelwellError
 SDIST_EXTENSIONS = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar")
 #: the sdist extensions an upload may have (PEP 625 allows only .tar.gz; .zip is legacy)
 UPLOAD_SDIST_EXTENSIONS = (".tar.gz", ".zip")
+#: the default cap on a METADATA / PKG-INFO member (limits.max_metadata_size)
+DEFAULT_METADATA_LIMIT = 16 * 1024 * 1024
 
 
 class DistKind(StrEnum):
@@ -66,6 +75,11 @@ class DamagedArchiveError(UnreadableArchiveError):
 
 class MetadataTooLargeError(DistFileError):
     """The metadata member is larger than the caller's limit."""
+
+    def __init__(self, filename: str, member: str, limit: int) -> None:
+        self.member = member
+        self.limit = limit
+        super().__init__(filename, f"{member} is too large (over {limit} bytes)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +142,17 @@ def _is_metadata_member(dist: DistFile, member: str) -> bool:
 
 def _check_size(dist: DistFile, member: str, size: int, limit: int | None) -> None:
     if limit is not None and size > limit:
-        raise MetadataTooLargeError(dist.filename, f"{member} is too large")
+        raise MetadataTooLargeError(dist.filename, member, limit)
+
+
+def _read_capped(stream: IO[bytes], dist: DistFile, member: str, limit: int | None) -> bytes:
+    """At most `limit` bytes of a member, whatever its header claims; one byte more fails."""
+    if limit is None:
+        return stream.read()
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise MetadataTooLargeError(dist.filename, member, limit)
+    return data
 
 
 def _read_zip(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
@@ -138,7 +162,8 @@ def _read_zip(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
         if member is not None:
             info = zf.getinfo(member)
             _check_size(dist, member, info.file_size, limit)
-            return zf.read(info)
+            with zf.open(info) as stream:
+                return _read_capped(stream, dist, member, limit)
         if zf.testzip() is not None:
             raise DamagedArchiveError(dist.filename, "a damaged archive")
     return None
@@ -159,17 +184,28 @@ def _read_tar(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
             if info.isfile() and _is_metadata_member(dist, info.name):
                 _check_size(dist, info.name, info.size, limit)
                 extracted = tf.extractfile(info)
-                if extracted is not None:
-                    found.setdefault(info.name, extracted.read())
+                if extracted is not None and info.name not in found:
+                    found[info.name] = _read_capped(extracted, dist, info.name, limit)
     member = _pick(list(found), dist.metadata_dir)
     return None if member is None else found[member]
 
 
-def load_metadata(path: Path, dist: DistFile, *, limit: int | None = None) -> bytes | None:
+def load_metadata(
+    path: Path, dist: DistFile, *, limit: int | None = DEFAULT_METADATA_LIMIT
+) -> bytes | None:
     """A wheel's METADATA or an sdist's PKG-INFO; None when the archive has none."""
     try:
         if dist.kind is DistKind.WHEEL or dist.extension == ".zip":
             return _read_zip(path, dist, limit)
         return _read_tar(path, dist, limit)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except OSError as exc:  # the strerror only: the message must not carry a server path
+        raise UnreadableArchiveError(dist.filename, exc.strerror or str(exc)) from exc
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:
         raise UnreadableArchiveError(dist.filename, str(exc)) from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +11,7 @@ from packaging.version import InvalidVersion, Version
 
 from proxy.accept import choose
 from proxy.config import IndexKind
-from proxy.hosted.descriptions import render_description
+from proxy.hosted.descriptions import render_bounded
 from proxy.hosted.private import HostedFile
 from proxy.indexes.registry import Resolution, merge_pages
 from proxy.model import Distribution, NormalizedName, version_of
@@ -198,9 +197,12 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
     latest = _latest(hosted)
     description = ""
     if latest is not None:
-        loop = asyncio.get_running_loop()  # docutils/markdown take milliseconds: off the loop
-        description = await loop.run_in_executor(
-            None, render_description, latest.description, latest.description_type
+        limits = request.app[keys.CONFIG].limits  # rendered off the loop, bounded
+        description = await render_bounded(
+            latest.description,
+            latest.description_type,
+            max_size=limits.max_description_size,
+            max_seconds=limits.description_render_timeout,
         )
     explain = _explain_line(resolution)
     simple = f"{_base_url(request)}/{name}/+simple/"
