@@ -21,7 +21,9 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import LimitsConfig
 from proxy.errors import StorageError
+from proxy.mirror.index import MirrorIndex
 from proxy.storage.blobs import _translate_os_error
+from proxy.web import keys
 from tests.fakes.dists import Built, build_wheel
 from tests.integration.conftest import AiohttpClient, Mirror, make_config
 from tests.integration.test_api import BasicAuth, upload
@@ -242,3 +244,36 @@ async def test_a_broken_archive_error_names_no_path(mirror: Mirror, tmp_path: Pa
     assert resp.status == 400
     assert str(mirror.data_dir) not in body
     assert not _ABSOLUTE_PATH.search(body), body
+
+
+# ---- memory that clients can grow ----------------------------------------------------------
+
+
+async def test_client_driven_memos_stay_bounded(
+    tmp_path: Path, aiohttp_client: AiohttpClient, fake_upstream_url: str
+) -> None:
+    """Private-page memo, page-cache 404s and upload locks: capped or dropped, not kept forever."""
+    cfg = make_config(fake_upstream_url, tmp_path / "data")
+    limits = LimitsConfig(private_pages=20, negative_pages=30)
+    client = await aiohttp_client(create_app(dataclasses.replace(cfg, limits=limits)))
+    built = build_wheel(tmp_path, "kept", "1.0")
+    data = [aiohttp.FormData() for _ in range(3)]
+    for form_data in data:
+        form_data.add_field("content", built.path.read_bytes(), filename=built.filename)
+    uploads = [client.post("/root/public/", data=d, headers=ROOT_HEADERS) for d in data]
+    assert sorted(r.status for r in await asyncio.gather(*uploads)) == [200, 200, 200]
+    for n in range(100):
+        assert (await client.get(f"/root/public/+simple/nope-{n}/")).status == 404
+    assert (await client.get("/root/public/+simple/kept/")).status == 200
+    registry = client.app[keys.INDEXES]
+    private = registry.private("root/public")
+    mirror = registry.indexes["root/pypi"]
+    assert isinstance(mirror, MirrorIndex)
+    assert len(private._pages) == 20
+    assert "kept" in private._pages  # the most recent stays
+    assert len(mirror.pages._negative) == 30
+    assert len(mirror.pages._known) <= 30 + 1  # and the list page, if any
+    assert client.app[keys.UPLOADS]._locks == {}
+    # a dropped 404 is asked again, not served from a forgotten entry
+    resp = await client.get("/root/pypi/+simple/nope-0/")
+    assert resp.status == 404

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
-from proxy.hosted.descriptions import render_description, sanitize
+from proxy.hosted.descriptions import render_bounded, render_description, sanitize
 
 RST = """Title
 =====
@@ -57,3 +59,20 @@ def test_rst_is_the_default_and_plain_text_is_escaped() -> None:
     assert "<em>x</em>" in render_description("*x*", "")
     assert render_description("a <b> c", "text/plain") == "<pre>a &lt;b&gt; c</pre>"
     assert render_description("  \n", "text/markdown") == ""
+
+
+async def test_a_long_description_is_truncated_escaped_text() -> None:
+    out = await render_bounded("<b>x</b>" * 100, "text/markdown", max_size=80, max_seconds=5)
+    assert out.startswith('<p class="truncated">The description is longer than 80 characters')
+    assert out.endswith("<pre>" + "&lt;b&gt;x&lt;/b&gt;" * 10 + "</pre>")
+
+
+async def test_a_slow_render_falls_back_to_escaped_text() -> None:
+    text = "Title\n=====\n\n" + "* *item* <i>\n" * 5000
+    out = await render_bounded(text, "", max_size=10**6, max_seconds=0.0001)
+    assert out == "<pre>" + html.escape(text) + "</pre>"
+
+
+async def test_a_bounded_render_is_the_full_render() -> None:
+    out = await render_bounded("*x*", "text/markdown", max_size=100, max_seconds=5)
+    assert out == render_description("*x*", "text/markdown")

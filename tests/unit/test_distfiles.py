@@ -12,6 +12,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from proxy.distfiles import (
+    DEFAULT_METADATA_LIMIT,
     UPLOAD_SDIST_EXTENSIONS,
     DamagedArchiveError,
     DistFile,
@@ -234,3 +235,16 @@ def test_metadata_limit(tmp_path: Path) -> None:
     sdist = build_sdist(tmp_path, "alpha", "1.0")
     with pytest.raises(MetadataTooLargeError):
         load_metadata(sdist.path, parse_filename(sdist.filename), limit=10)
+
+
+def test_metadata_is_capped_by_default(tmp_path: Path) -> None:
+    """issue 9: a small wheel inflating to more than 16 MiB is refused without being read whole."""
+    from tests.integration.test_limits import build_zip_bomb
+
+    bomb = build_zip_bomb(tmp_path, "bomb", "1.0", DEFAULT_METADATA_LIMIT + 1)
+    with pytest.raises(MetadataTooLargeError, match=r"over 16777216 bytes"):
+        load_metadata(bomb.path, parse_filename(bomb.path.name))
+    exact = build_zip_bomb(tmp_path, "exact", "1.0", DEFAULT_METADATA_LIMIT)
+    assert len(load_metadata(exact.path, parse_filename(exact.path.name)) or b"") == (
+        DEFAULT_METADATA_LIMIT
+    )
