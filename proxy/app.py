@@ -19,6 +19,7 @@ from proxy.config import Config, IndexConfig, IndexKind, load
 from proxy.errors import WheelwellError
 from proxy.hosted import search
 from proxy.hosted.auth import Auth
+from proxy.hosted.descriptions import DescriptionRenderer
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.search import SearchIndex
 from proxy.hosted.uploads import Uploads
@@ -97,7 +98,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache
+    limits = cfg.limits
+    renderer = DescriptionRenderer(limits.max_description_size, limits.description_render_timeout)
+    app[keys.DESCRIPTIONS] = renderer
     yield
+    renderer.close()
     await app[keys.SEARCH].close()
     await cache.close()
 

@@ -11,7 +11,6 @@ from packaging.version import InvalidVersion, Version
 
 from proxy.accept import choose
 from proxy.config import IndexKind
-from proxy.hosted.descriptions import render_bounded
 from proxy.hosted.private import HostedFile
 from proxy.indexes.registry import Resolution, merge_pages
 from proxy.model import Distribution, NormalizedName, version_of
@@ -197,13 +196,8 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
     latest = _latest(hosted)
     description = ""
     if latest is not None:
-        limits = request.app[keys.CONFIG].limits  # rendered off the loop, bounded
-        description = await render_bounded(
-            latest.description,
-            latest.description_type,
-            max_size=limits.max_description_size,
-            max_seconds=limits.description_render_timeout,
-        )
+        renderer = request.app[keys.DESCRIPTIONS]  # off the loop, bounded in size and time
+        description = await renderer.render(latest.description, latest.description_type)
     explain = _explain_line(resolution)
     simple = f"{_base_url(request)}/{name}/+simple/"
     return _page(
