@@ -41,6 +41,9 @@ SDIST_EXTENSIONS = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar")
 UPLOAD_SDIST_EXTENSIONS = (".tar.gz", ".zip")
 #: the default cap on a METADATA / PKG-INFO member (limits.max_metadata_size)
 DEFAULT_METADATA_LIMIT = 16 * 1024 * 1024
+#: most bytes an archive may unpack to while it is scanned (tar to its end, zip CRCs): a 1 GiB
+#: upload of compressed zeros would otherwise keep a thread inflating a terabyte
+MAX_SCANNED_SIZE = 4 * 1024**3
 
 
 class DistKind(StrEnum):
@@ -71,6 +74,10 @@ class UnreadableArchiveError(DistFileError):
 
 class DamagedArchiveError(UnreadableArchiveError):
     """The zip opens but a member fails its CRC check."""
+
+
+class ArchiveTooLargeError(UnreadableArchiveError):
+    """Scanning the archive would unpack more than MAX_SCANNED_SIZE bytes."""
 
 
 class MetadataTooLargeError(DistFileError):
@@ -155,7 +162,7 @@ def _read_capped(stream: IO[bytes], dist: DistFile, member: str, limit: int | No
     return data
 
 
-def _read_zip(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
+def _read_zip(path: Path, dist: DistFile, limit: int | None, budget: int) -> bytes | None:
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if _is_metadata_member(dist, n)]
         member = _pick(names, dist.metadata_dir)
@@ -164,9 +171,23 @@ def _read_zip(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
             _check_size(dist, member, info.file_size, limit)
             with zf.open(info) as stream:
                 return _read_capped(stream, dist, member, limit)
-        if zf.testzip() is not None:
-            raise DamagedArchiveError(dist.filename, "a damaged archive")
+        _check_crcs(zf, dist, budget)
     return None
+
+
+def _check_crcs(zf: zipfile.ZipFile, dist: DistFile, budget: int) -> None:
+    """zipfile.testzip within `budget` bytes (a member is read no further than its size)."""
+    left = budget
+    for info in zf.infolist():
+        left -= info.file_size
+        if left < 0:
+            raise ArchiveTooLargeError(dist.filename, f"unpacks to more than {budget} bytes")
+        try:
+            with zf.open(info) as member:
+                while member.read(1024 * 1024):
+                    pass
+        except zipfile.BadZipFile as exc:
+            raise DamagedArchiveError(dist.filename, "a damaged archive") from exc
 
 
 def _open_tar(path: Path, extension: str) -> tarfile.TarFile:
@@ -177,10 +198,14 @@ def _open_tar(path: Path, extension: str) -> tarfile.TarFile:
     return tarfile.open(path, "r:gz")
 
 
-def _read_tar(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
+def _read_tar(path: Path, dist: DistFile, limit: int | None, budget: int) -> bytes | None:
     found: dict[str, bytes] = {}
+    scanned = 0
     with _open_tar(path, dist.extension) as tf:
         for info in tf:  # reads the whole stream: a truncated file fails here
+            scanned += info.size
+            if scanned > budget:
+                raise ArchiveTooLargeError(dist.filename, f"unpacks to more than {budget} bytes")
             if info.isfile() and _is_metadata_member(dist, info.name):
                 _check_size(dist, info.name, info.size, limit)
                 extracted = tf.extractfile(info)
@@ -191,13 +216,17 @@ def _read_tar(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
 
 
 def load_metadata(
-    path: Path, dist: DistFile, *, limit: int | None = DEFAULT_METADATA_LIMIT
+    path: Path,
+    dist: DistFile,
+    *,
+    limit: int | None = DEFAULT_METADATA_LIMIT,
+    max_scanned: int = MAX_SCANNED_SIZE,
 ) -> bytes | None:
     """A wheel's METADATA or an sdist's PKG-INFO; None when the archive has none."""
     try:
         if dist.kind is DistKind.WHEEL or dist.extension == ".zip":
-            return _read_zip(path, dist, limit)
-        return _read_tar(path, dist, limit)
+            return _read_zip(path, dist, limit, max_scanned)
+        return _read_tar(path, dist, limit, max_scanned)
     except OSError as exc:  # the strerror only: the message must not carry a server path
         raise UnreadableArchiveError(dist.filename, exc.strerror or str(exc)) from exc
     except (

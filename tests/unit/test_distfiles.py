@@ -14,6 +14,7 @@ from packaging.version import Version
 from proxy.distfiles import (
     DEFAULT_METADATA_LIMIT,
     UPLOAD_SDIST_EXTENSIONS,
+    ArchiveTooLargeError,
     DamagedArchiveError,
     DistFile,
     DistKind,
@@ -248,3 +249,22 @@ def test_metadata_is_capped_by_default(tmp_path: Path) -> None:
     assert len(load_metadata(exact.path, parse_filename(exact.path.name)) or b"") == (
         DEFAULT_METADATA_LIMIT
     )
+
+
+@pytest.mark.parametrize("extension", [".tar.gz", ".zip"])
+def test_scanning_an_archive_is_bounded(tmp_path: Path, extension: str) -> None:
+    """A tar is read to its end and a zip without metadata CRC-checked: within a budget."""
+    path = tmp_path / f"a-1.0{extension}"
+    big = b"\0" * 4096
+    if extension == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a-1.0/big", big)
+    else:
+        with tarfile.open(path, "w:gz") as tf:
+            info = tarfile.TarInfo("a-1.0/big")
+            info.size = len(big)
+            tf.addfile(info, io.BytesIO(big))
+    dist = parse_filename(path.name)
+    assert load_metadata(path, dist, max_scanned=4096) is None
+    with pytest.raises(ArchiveTooLargeError, match="unpacks to more than 4095 bytes"):
+        load_metadata(path, dist, max_scanned=4095)
