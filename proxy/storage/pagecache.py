@@ -65,9 +65,10 @@ class PageCache:
     def _open(self) -> None:
         self._cache = diskcache.Cache(str(self.directory), size_limit=2**32)
         self._known = set(self._cache.iterkeys())
-        rows = self._cache._sql("SELECT key FROM Cache WHERE tag = ?", (_NEGATIVE_TAG,))
+        rows = self._cache._sql(
+            "SELECT key FROM Cache WHERE tag = ? ORDER BY store_time, rowid", (_NEGATIVE_TAG,)
+        )
         self._negative = OrderedDict((str(key), None) for (key,) in rows)
-        self._trim_negative()
 
     def _trim_negative(self) -> None:
         """Drop the oldest 404s over the cap, from memory now and from disk behind."""
@@ -78,6 +79,7 @@ class PageCache:
 
     async def start(self) -> None:
         await self._call(self._open)
+        self._trim_negative()  # on the loop: it queues writes
 
     async def close(self) -> None:
         """Flush queued writes, then close the database."""
