@@ -13,11 +13,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy import __version__
+from proxy import __version__, logs
 from proxy.config import Config, IndexConfig, IndexKind, load
 from proxy.errors import WheelwellError
 from proxy.hosted import search
 from proxy.hosted.auth import Auth
+from proxy.hosted.descriptions import DescriptionRenderer
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.search import SearchIndex
 from proxy.hosted.uploads import Uploads
@@ -60,7 +61,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     blobs.open()
     await asyncio.get_running_loop().run_in_executor(None, blobs.scan)
     app[keys.BLOBS] = blobs
-    pages = PageCache(data_dir / "pages")
+    pages = PageCache(data_dir / "pages", max_negative=app[keys.CONFIG].limits.negative_pages)
     await pages.start()
     app[_PAGES] = pages
     yield
@@ -91,7 +92,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     db.add_deriver(search.derive)
     app[keys.AUTH] = Auth(db, cfg.auth)
     await app[keys.AUTH].bootstrap()
-    app[keys.UPLOADS] = Uploads(db, app[keys.BLOBS], app[keys.METRICS])
+    app[keys.UPLOADS] = Uploads(
+        db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
+    )
     cache = CacheManager(app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size)
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
@@ -106,7 +109,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             interval=cfg.storage.scrub_interval,
         )
         scrubber.start()
+    limits = cfg.limits
+    renderer = DescriptionRenderer(limits.max_description_size, limits.description_render_timeout)
+    app[keys.DESCRIPTIONS] = renderer
     yield
+    renderer.close()
     if scrubber is not None:
         await scrubber.close()
     await app[keys.SEARCH].close()
@@ -119,7 +126,9 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
     def build(index_cfg: IndexConfig) -> Index:
         name = IndexName(index_cfg.name)
         if index_cfg.kind is IndexKind.PRIVATE:
-            return PrivateIndex(name, index_cfg, app[keys.DB], app[keys.BLOBS])
+            return PrivateIndex(
+                name, index_cfg, app[keys.DB], app[keys.BLOBS], max_pages=cfg.limits.private_pages
+            )
         mirror = MirrorIndex(
             name,
             cfg.upstream_url(index_cfg),
@@ -199,6 +208,7 @@ _PAGES = web.AppKey("wheelwell.pages", PageCache)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware, authz_middleware], client_max_size=1024**2)
+    logs.quiet_malformed_requests()  # a client's broken request is one line, not a traceback
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()

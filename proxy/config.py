@@ -132,6 +132,25 @@ class LoggingConfig:
     format: LogFormat = LogFormat.TEXT
 
 
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds on the work and memory one client can make the daemon spend."""
+
+    #: a wheel's METADATA / an sdist's PKG-INFO is read to at most this much (zip bombs)
+    max_metadata_size: ByteSize = 16 * 1024**2
+    #: longer release descriptions are shown as plain text, truncated
+    max_description_size: ByteSize = 512 * 1024
+    #: a description still rendering after this is shown as plain text instead
+    description_render_timeout: Seconds = 2.0
+    #: JSON request bodies: deepest nesting of arrays/objects, and longest number literal
+    json_max_depth: int = 32
+    json_max_number_length: int = 100
+    #: project pages each private index keeps built in memory (least recently used dropped)
+    private_pages: int = 10_000
+    #: remembered upstream 404s in the page cache (least recently used dropped)
+    negative_pages: int = 10_000
+
+
 def _default_indexes() -> tuple[IndexConfig, ...]:
     return (
         IndexConfig(name="root/pypi", kind=IndexKind.MIRROR),
@@ -147,6 +166,7 @@ class Config:
     indexes: tuple[IndexConfig, ...] = field(default_factory=_default_indexes)
     auth: AuthConfig = field(default_factory=AuthConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str = "<defaults>"  #: where this config came from, for messages
 
     def index(self, name: str) -> IndexConfig | None:
@@ -279,6 +299,18 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
                 ipaddress.ip_network(value.strip(), strict=False)
             except ValueError:
                 report(f"upstream.{key}[{n}]", f"'{value}' is not an IP network (CIDR)")
+    for key in (
+        "max_metadata_size",
+        "max_description_size",
+        "json_max_depth",
+        "json_max_number_length",
+        "private_pages",
+        "negative_pages",
+    ):
+        if getattr(cfg.limits, key) < 1:
+            report(f"limits.{key}", "must be 1 or more")
+    if cfg.limits.description_render_timeout <= 0:
+        report("limits.description_render_timeout", "must be more than 0")
     if cfg.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         report("logging.level", f"unknown level '{cfg.logging.level}'")
     return problems

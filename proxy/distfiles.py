@@ -7,15 +7,22 @@ readers block: run them on a worker thread.
 Member lookup: a wheel's metadata is `<dir>.dist-info/METADATA` and an sdist's `<dir>/PKG-INFO`,
 exactly one level deep; the directory the file name implies wins over others, otherwise the first
 in archive order. A `.tar.gz` sdist is read to its end, so a truncated one fails here.
+
+The metadata member is streamed and read to at most `limit` bytes: a zip's recorded sizes are
+the uploader's word, so a small file whose METADATA inflates to gigabytes fails with
+MetadataTooLargeError after `limit` bytes instead of filling memory.
 """
 
 from __future__ import annotations
 
+import lzma
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -32,6 +39,11 @@ from proxy.errors import WheelwellError
 SDIST_EXTENSIONS = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar")
 #: the sdist extensions an upload may have (PEP 625 allows only .tar.gz; .zip is legacy)
 UPLOAD_SDIST_EXTENSIONS = (".tar.gz", ".zip")
+#: the default cap on a METADATA / PKG-INFO member (limits.max_metadata_size)
+DEFAULT_METADATA_LIMIT = 16 * 1024 * 1024
+#: most bytes an archive may unpack to while it is scanned (tar to its end, zip CRCs): a 1 GiB
+#: upload of compressed zeros would otherwise keep a thread inflating a terabyte
+MAX_SCANNED_SIZE = 4 * 1024**3
 
 
 class DistKind(StrEnum):
@@ -64,8 +76,17 @@ class DamagedArchiveError(UnreadableArchiveError):
     """The zip opens but a member fails its CRC check."""
 
 
+class ArchiveTooLargeError(UnreadableArchiveError):
+    """Scanning the archive would unpack more than MAX_SCANNED_SIZE bytes."""
+
+
 class MetadataTooLargeError(DistFileError):
     """The metadata member is larger than the caller's limit."""
+
+    def __init__(self, filename: str, member: str, limit: int) -> None:
+        self.member = member
+        self.limit = limit
+        super().__init__(filename, f"{member} is too large (over {limit} bytes)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +149,45 @@ def _is_metadata_member(dist: DistFile, member: str) -> bool:
 
 def _check_size(dist: DistFile, member: str, size: int, limit: int | None) -> None:
     if limit is not None and size > limit:
-        raise MetadataTooLargeError(dist.filename, f"{member} is too large")
+        raise MetadataTooLargeError(dist.filename, member, limit)
 
 
-def _read_zip(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
+def _read_capped(stream: IO[bytes], dist: DistFile, member: str, limit: int | None) -> bytes:
+    """At most `limit` bytes of a member, whatever its header claims; one byte more fails."""
+    if limit is None:
+        return stream.read()
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise MetadataTooLargeError(dist.filename, member, limit)
+    return data
+
+
+def _read_zip(path: Path, dist: DistFile, limit: int | None, budget: int) -> bytes | None:
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if _is_metadata_member(dist, n)]
         member = _pick(names, dist.metadata_dir)
         if member is not None:
             info = zf.getinfo(member)
             _check_size(dist, member, info.file_size, limit)
-            return zf.read(info)
-        if zf.testzip() is not None:
-            raise DamagedArchiveError(dist.filename, "a damaged archive")
+            with zf.open(info) as stream:
+                return _read_capped(stream, dist, member, limit)
+        _check_crcs(zf, dist, budget)
     return None
+
+
+def _check_crcs(zf: zipfile.ZipFile, dist: DistFile, budget: int) -> None:
+    """zipfile.testzip within `budget` bytes (a member is read no further than its size)."""
+    left = budget
+    for info in zf.infolist():
+        left -= info.file_size
+        if left < 0:
+            raise ArchiveTooLargeError(dist.filename, f"unpacks to more than {budget} bytes")
+        try:
+            with zf.open(info) as member:
+                while member.read(1024 * 1024):
+                    pass
+        except zipfile.BadZipFile as exc:
+            raise DamagedArchiveError(dist.filename, "a damaged archive") from exc
 
 
 def _open_tar(path: Path, extension: str) -> tarfile.TarFile:
@@ -152,24 +198,43 @@ def _open_tar(path: Path, extension: str) -> tarfile.TarFile:
     return tarfile.open(path, "r:gz")
 
 
-def _read_tar(path: Path, dist: DistFile, limit: int | None) -> bytes | None:
+def _read_tar(path: Path, dist: DistFile, limit: int | None, budget: int) -> bytes | None:
     found: dict[str, bytes] = {}
+    scanned = 0
     with _open_tar(path, dist.extension) as tf:
         for info in tf:  # reads the whole stream: a truncated file fails here
+            scanned += info.size
+            if scanned > budget:
+                raise ArchiveTooLargeError(dist.filename, f"unpacks to more than {budget} bytes")
             if info.isfile() and _is_metadata_member(dist, info.name):
                 _check_size(dist, info.name, info.size, limit)
                 extracted = tf.extractfile(info)
-                if extracted is not None:
-                    found.setdefault(info.name, extracted.read())
+                if extracted is not None and info.name not in found:
+                    found[info.name] = _read_capped(extracted, dist, info.name, limit)
     member = _pick(list(found), dist.metadata_dir)
     return None if member is None else found[member]
 
 
-def load_metadata(path: Path, dist: DistFile, *, limit: int | None = None) -> bytes | None:
+def load_metadata(
+    path: Path,
+    dist: DistFile,
+    *,
+    limit: int | None = DEFAULT_METADATA_LIMIT,
+    max_scanned: int = MAX_SCANNED_SIZE,
+) -> bytes | None:
     """A wheel's METADATA or an sdist's PKG-INFO; None when the archive has none."""
     try:
         if dist.kind is DistKind.WHEEL or dist.extension == ".zip":
-            return _read_zip(path, dist, limit)
-        return _read_tar(path, dist, limit)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+            return _read_zip(path, dist, limit, max_scanned)
+        return _read_tar(path, dist, limit, max_scanned)
+    except OSError as exc:  # the strerror only: the message must not carry a server path
+        raise UnreadableArchiveError(dist.filename, exc.strerror or str(exc)) from exc
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:
         raise UnreadableArchiveError(dist.filename, str(exc)) from exc

@@ -77,6 +77,19 @@ class UploadTooLargeError(InvalidUploadError):
         super().__init__(f"upload is larger than the limit of {limit} bytes (auth.max_upload_size)")
 
 
+class UploadMetadataTooLargeError(InvalidUploadError):
+    """A METADATA / PKG-INFO that inflates past the cap (a zip bomb, or simply absurd)."""
+
+    def __init__(self, filename: str, member: str, limit: int) -> None:
+        self.filename = filename
+        self.member = member
+        self.limit = limit
+        super().__init__(
+            f"'{filename}': {member} is larger than the limit of {limit} bytes"
+            " (limits.max_metadata_size)"
+        )
+
+
 class UploadNotAllowedError(InvalidUploadError):
     """An upload sent to a URL that takes none (a simple page, a mirror); names the right one."""
 
@@ -98,13 +111,17 @@ class ForbiddenError(AuthError):
 
 
 class StorageError(WheelwellError):
-    """Local storage failed."""
+    """Local storage failed; the message (for the log) may name server paths, `public` does not."""
+
+    public = "local storage failed (the server log has the details)"
 
 
 class StorageFullError(StorageError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"no space left on device while writing under {path}")
+
+    public = "no space left on the server's storage"
 
 
 class UpstreamError(WheelwellError):

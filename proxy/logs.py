@@ -8,6 +8,7 @@ import sys
 import time
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from proxy.config import LogFormat, LoggingConfig
@@ -45,6 +46,30 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a malformed request at ERROR with a traceback; a client's fault gets a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            reason = (str(exc.message).strip().splitlines() or [""])[0][:200]
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = (
+                "malformed request from %s (%d): %s",
+                (remote, exc.code, reason),
+            )
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install `MalformedRequestFilter` on aiohttp's server logger, once."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in logger.filters):
+        logger.addFilter(MalformedRequestFilter())
 
 
 def setup(cfg: LoggingConfig) -> None:

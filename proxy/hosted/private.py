@@ -7,6 +7,7 @@ mirror page costs; uploads, yanks and deletes call `invalidate`.
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,12 +82,23 @@ class PrivateIndex:
 
     kind = IndexKind.PRIVATE
 
-    def __init__(self, name: IndexName, cfg: IndexConfig, db: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        name: IndexName,
+        cfg: IndexConfig,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        max_pages: int = 10_000,
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self.db = db
         self.blobs = blobs
-        self._pages: dict[str, ProjectPage | None] = {}
+        #: built pages and misses (None), least recently used first: any client can ask for
+        #: any name, so the memo is capped (limits.private_pages)
+        self._pages: OrderedDict[str, ProjectPage | None] = OrderedDict()
+        self._max_pages = max_pages
         self._projects: tuple[str, ...] | None = None
         #: files found in wheelhouse directories, by project; kept current by `Wheelhouse`
         self.wheelhouse: dict[str, dict[str, HostedFile]] = {}
@@ -136,6 +148,7 @@ class PrivateIndex:
 
     async def own_page(self, project: NormalizedName) -> ProjectPage | None:
         if project in self._pages:
+            self._pages.move_to_end(project)
             return self._pages[project]
         files = await self.files(project)
         page = None
@@ -144,6 +157,8 @@ class PrivateIndex:
             dists = tuple(f.distribution() for f in files)
             page = ProjectPage(name=project, files=dists, versions=versions)
         self._pages[project] = page
+        while len(self._pages) > self._max_pages:
+            self._pages.popitem(last=False)
         return page
 
     async def own_projects(self) -> tuple[str, ...]:

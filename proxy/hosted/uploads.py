@@ -8,10 +8,12 @@ transaction, so nothing partial is ever visible.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -19,17 +21,19 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from proxy.distfiles import (
+    DEFAULT_METADATA_LIMIT,
     UPLOAD_SDIST_EXTENSIONS,
     DamagedArchiveError,
     DistFile,
     DistKind,
     InvalidDistFilenameError,
+    MetadataTooLargeError,
     NotADistributionError,
     UnreadableArchiveError,
     load_metadata,
     parse_filename,
 )
-from proxy.errors import ConflictError, InvalidUploadError
+from proxy.errors import ConflictError, InvalidUploadError, UploadMetadataTooLargeError
 from proxy.hosted.auth import Identity
 from proxy.hosted.private import PrivateIndex
 from proxy.metrics import Metrics
@@ -79,10 +83,12 @@ def _parse_upload_filename(filename: str) -> DistFile:
         ) from exc
 
 
-def _read_archive_metadata(path: Path, dist: DistFile) -> bytes | None:
-    """METADATA or PKG-INFO; any error here means a broken or truncated archive."""
+def _read_archive_metadata(path: Path, dist: DistFile, limit: int) -> bytes | None:
+    """METADATA or PKG-INFO; any error here means a broken, truncated or inflating archive."""
     try:
-        return load_metadata(path, dist)
+        return load_metadata(path, dist, limit=limit)
+    except MetadataTooLargeError as exc:
+        raise UploadMetadataTooLargeError(dist.filename, exc.member, limit) from exc
     except DamagedArchiveError as exc:
         raise InvalidUploadError(f"'{dist.filename}' is a damaged archive") from exc
     except UnreadableArchiveError as exc:
@@ -91,13 +97,17 @@ def _read_archive_metadata(path: Path, dist: DistFile) -> bytes | None:
         ) from exc
 
 
-def inspect_distribution(path: Path, filename: str) -> Inspected:
+def inspect_distribution(
+    path: Path, filename: str, *, metadata_limit: int = DEFAULT_METADATA_LIMIT
+) -> Inspected:
     """Everything the archive says about itself; InvalidUploadError when it is unusable."""
     dist = _parse_upload_filename(filename)
     name, version, is_wheel = dist.project, dist.version, dist.kind is DistKind.WHEEL
-    metadata = _read_archive_metadata(path, dist)
+    metadata = _read_archive_metadata(path, dist, metadata_limit)
     if is_wheel and metadata is None:
         raise InvalidUploadError(f"wheel '{filename}' has no .dist-info/METADATA")
+    if metadata is None:  # a wheel renamed .zip would pass as an sdist otherwise
+        raise InvalidUploadError(f"sdist '{filename}' has no {dist.metadata_dir}/PKG-INFO")
     headers = BytesHeaderParser().parsebytes(metadata or b"")
     if metadata is not None:
         meta_name, meta_version = headers.get("Name", ""), headers.get("Version", "")
@@ -138,12 +148,21 @@ def _digests(path: Path) -> dict[str, str]:
 class Uploads:
     """Validates and commits uploads; yanks and deletes releases."""
 
-    def __init__(self, db: Database, blobs: BlobStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        metrics: Metrics,
+        *,
+        metadata_limit: int = DEFAULT_METADATA_LIMIT,
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.metrics = metrics
-        #: one upload per (index, filename) at a time, so a losing racer never stores its bytes
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.metadata_limit = metadata_limit  #: limits.max_metadata_size
+        #: one upload per (index, filename) at a time, so a losing racer never stores its bytes;
+        #: an entry lives only while someone holds or waits for it, with the number of those
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     def _check_form(self, fields: Mapping[str, str], found: Inspected, filename: str) -> None:
         form_name = fields.get("name", "")
@@ -169,7 +188,10 @@ class Uploads:
         """Store an uploaded file; False when the identical file was already there."""
         check_filename(filename)
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, inspect_distribution, temp.path, filename)
+        inspect = functools.partial(
+            inspect_distribution, temp.path, filename, metadata_limit=self.metadata_limit
+        )
+        found = await loop.run_in_executor(None, inspect)
         self._check_form(fields, found, filename)
         sha256 = temp.hexdigest()
         expected = {"sha256_digest": sha256}
@@ -179,10 +201,24 @@ class Uploads:
             sent = fields.get(field, "").strip().lower()
             if sent and sent != actual:
                 raise InvalidUploadError(f"{field} {sent} does not match the uploaded bytes")
-        # one small lock per file name ever uploaded: simpler than reference-counting waiters
-        lock = self._locks.setdefault((index.name, filename), asyncio.Lock())
-        async with lock:
+        async with self._lock(index.name, filename):
             return await self._store(index, who, filename, found, temp, sha256)
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, index: str, filename: str) -> AsyncIterator[None]:
+        """The file name's lock, dropped when its last holder or waiter leaves."""
+        key = (index, filename)
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     async def _store(
         self,

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.distfiles import InvalidDistFilenameError, load_metadata, parse_filename
+from proxy.distfiles import (
+    InvalidDistFilenameError,
+    MetadataTooLargeError,
+    load_metadata,
+    parse_filename,
+)
 from proxy.errors import DistributionNotFoundError
 from proxy.mirror.fetch import Download
 from proxy.storage.blobs import BlobLocation
@@ -36,7 +41,10 @@ def read_wheel_metadata(path: Path, filename: str) -> bytes:
         dist = parse_filename(filename)
     except InvalidDistFilenameError as exc:
         raise DistributionNotFoundError(filename + ".metadata", exc.reason) from exc
-    metadata = load_metadata(path, dist)
+    try:
+        metadata = load_metadata(path, dist)  # capped: an upstream wheel may be a zip bomb too
+    except MetadataTooLargeError as exc:
+        raise DistributionNotFoundError(filename + ".metadata", exc.reason) from exc
     if metadata is None:
         raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")
     return metadata

@@ -3,6 +3,9 @@
 SQLite allows one writer at a time, so all access goes through one dedicated thread, and writes
 are queued and committed in batches behind the response (write-behind): a client never waits for
 the disk to learn about a page it has already been served from memory.
+
+Remembered 404s are tagged on disk and capped (least recently stored dropped): anyone can ask
+for a million made-up names, and each would otherwise stay, on disk and in `known`, for good.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,8 @@ class CachedPage:
 
 
 _Write = tuple[CachedPage, ProjectPage | None]  #: a page rendered to JSON only when written
+_Queued = _Write | None  #: None: delete the key (a negative entry dropped from the cap)
+_NEGATIVE_TAG = "404"
 
 
 def _with_body(cached: CachedPage, page: ProjectPage | None) -> CachedPage:
@@ -46,19 +52,34 @@ def _with_body(cached: CachedPage, page: ProjectPage | None) -> CachedPage:
 class PageCache:
     """diskcache behind one thread; `known` spares a disk lookup for pages never stored."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, max_negative: int = 10_000) -> None:
         self.directory = directory
+        self.max_negative = max_negative  #: limits.negative_pages
         self._cache: diskcache.Cache | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pagecache")
         self._known: set[str] = set()
-        self._writes: WriteBehind[str, _Write] = WriteBehind("pagecache", self._flush)
+        #: keys whose stored answer is a 404, oldest first
+        self._negative: OrderedDict[str, None] = OrderedDict()
+        self._writes: WriteBehind[str, _Queued] = WriteBehind("pagecache", self._flush)
 
     def _open(self) -> None:
         self._cache = diskcache.Cache(str(self.directory), size_limit=2**32)
         self._known = set(self._cache.iterkeys())
+        rows = self._cache._sql(
+            "SELECT key FROM Cache WHERE tag = ? ORDER BY store_time, rowid", (_NEGATIVE_TAG,)
+        )
+        self._negative = OrderedDict((str(key), None) for (key,) in rows)
+
+    def _trim_negative(self) -> None:
+        """Drop the oldest 404s over the cap, from memory now and from disk behind."""
+        while len(self._negative) > self.max_negative:
+            key, _ = self._negative.popitem(last=False)
+            self._known.discard(key)
+            self._writes.put(key, None)
 
     async def start(self) -> None:
         await self._call(self._open)
+        self._trim_negative()  # on the loop: it queues writes
 
     async def close(self) -> None:
         """Flush queued writes, then close the database."""
@@ -81,7 +102,7 @@ class PageCache:
         pending = self._writes.pending(key)
         if pending is not None:
             return _with_body(*pending)
-        if key not in self._known:
+        if key not in self._known:  # never stored, or a dropped 404 (maybe still queued)
             return None
         raw = await self._call(self.cache.get, key)
         if not isinstance(raw, dict):
@@ -95,12 +116,23 @@ class PageCache:
         """Queue a write (the latest per key wins); `page` is rendered to JSON off the loop."""
         self._writes.put(key, (cached, page))
         self._known.add(key)
+        if cached.status == 200:
+            self._negative.pop(key, None)
+        else:
+            self._negative[key] = None
+            self._negative.move_to_end(key)
+            self._trim_negative()
 
-    def _write_batch(self, batch: dict[str, _Write]) -> None:
+    def _write_batch(self, batch: dict[str, _Queued]) -> None:
         with self.cache.transact():
-            for key, (cached, page) in batch.items():
-                self.cache.set(key, asdict(_with_body(cached, page)))
+            for key, queued in batch.items():
+                if queued is None:
+                    self.cache.delete(key)
+                    continue
+                cached, page = queued
+                tag = None if cached.status == 200 else _NEGATIVE_TAG
+                self.cache.set(key, asdict(_with_body(cached, page)), tag=tag)
 
-    async def _flush(self, batch: dict[str, _Write]) -> None:
+    async def _flush(self, batch: dict[str, _Queued]) -> None:
         """One transaction per batch, on the cache's own thread (WriteBehind logs a failure)."""
         await self._call(self._write_batch, batch)

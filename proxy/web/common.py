@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -40,14 +41,54 @@ async def identify(request: web.Request) -> Identity:
     return await request.app[keys.AUTH].authenticate(user, password)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """A JSON object body, or InvalidInputError naming what is wrong."""
-    if not request.can_read_body:
-        return {}
+def _depth(data: object) -> int:
+    """How deeply arrays and objects nest (iteratively: the parser already recursed once)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def parse_json_body(body: bytes, *, max_depth: int = 32, max_number_length: int = 100) -> Any:
+    """JSON within limits: nesting, number length, finite numbers; InvalidInputError otherwise."""
+
+    def number(text: str) -> int | float:
+        if len(text) > max_number_length:
+            raise InvalidInputError(f"body has a number longer than {max_number_length} characters")
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"body has a number out of range: {text}")
+        return value
+
+    def constant(name: str) -> float:
+        raise InvalidInputError(f"body has {name}, which is not JSON")
+
     try:
-        data = json.loads(await request.read())
+        data = json.loads(body, parse_int=number, parse_float=number, parse_constant=constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"body nests deeper than {max_depth} levels") from exc
+    if _depth(data) > max_depth:
+        raise InvalidInputError(f"body nests deeper than {max_depth} levels")
+    return data
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """A JSON object body within limits.json_*, or InvalidInputError naming what is wrong."""
+    if not request.can_read_body:
+        return {}
+    limits = request.app[keys.CONFIG].limits
+    data = parse_json_body(
+        await request.read(),
+        max_depth=limits.json_max_depth,
+        max_number_length=limits.json_max_number_length,
+    )
     if not isinstance(data, dict):
         raise InvalidInputError("body must be a JSON object")
     return data

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from proxy.config import Config
 from proxy.hosted.auth import Auth, Identity
+from proxy.hosted.descriptions import DescriptionRenderer
 from proxy.hosted.search import SearchIndex
 from proxy.hosted.uploads import Uploads
 from proxy.indexes.registry import IndexRegistry
@@ -32,6 +33,7 @@ SEARCH = web.AppKey("wheelwell.search", SearchIndex)
 CACHE = web.AppKey("wheelwell.cache", CacheManager)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)
 TEMPLATES = web.AppKey("wheelwell.templates", jinja2.Environment)
+DESCRIPTIONS = web.AppKey("wheelwell.descriptions", DescriptionRenderer)
 
 REQUEST_ID = web.RequestKey("wheelwell.request_id", str)
 CACHE_OUTCOME = web.RequestKey("wheelwell.cache_outcome", str)

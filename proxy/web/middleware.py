@@ -18,6 +18,7 @@ from proxy.errors import (
     InvalidInputError,
     NotAcceptableError,
     NotFoundError,
+    StorageError,
     StorageFullError,
     UnauthorizedError,
     UploadNotAllowedError,
@@ -97,6 +98,13 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
     return web.Response(status=status, text=f"{status}: {message}\n", headers=headers)
 
 
+def public_message(exc: WheelwellError) -> str:
+    """What a client may read: storage errors name server paths, so they get their own words."""
+    if isinstance(exc, StorageError):
+        return exc.public
+    return str(exc)
+
+
 def _route_class(request: web.Request) -> str:
     return request.match_info.route.name or "other"
 
@@ -133,7 +141,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.error("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         else:
             log.info("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
-        return error_response(request, status, str(exc))
+        return error_response(request, status, public_message(exc))
     except Exception as exc:
         if request.writer is not None and request.writer.output_size > 0:
             raise

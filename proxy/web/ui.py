@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +11,6 @@ from packaging.version import InvalidVersion, Version
 
 from proxy.accept import choose
 from proxy.config import IndexKind
-from proxy.hosted.descriptions import render_description
 from proxy.hosted.private import HostedFile
 from proxy.indexes.registry import Resolution, merge_pages
 from proxy.model import Distribution, NormalizedName, version_of
@@ -198,10 +196,8 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
     latest = _latest(hosted)
     description = ""
     if latest is not None:
-        loop = asyncio.get_running_loop()  # docutils/markdown take milliseconds: off the loop
-        description = await loop.run_in_executor(
-            None, render_description, latest.description, latest.description_type
-        )
+        renderer = request.app[keys.DESCRIPTIONS]  # off the loop, bounded in size and time
+        description = await renderer.render(latest.description, latest.description_type)
     explain = _explain_line(resolution)
     simple = f"{_base_url(request)}/{name}/+simple/"
     return _page(

@@ -302,6 +302,14 @@ logging:
             id="log level",
         ),
         pytest.param(
+            "limits:\n  json_max_depth: 0\n  description_render_timeout: 0s\n",
+            [
+                "site.yaml:2:19: limits.json_max_depth: must be 1 or more",
+                "site.yaml:3:31: limits.description_render_timeout: must be more than 0",
+            ],
+            id="limits",
+        ),
+        pytest.param(
             "- 1\n",
             ["site.yaml:1:1: <top>: expected a mapping"],
             id="not a mapping",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
+
 import pytest
 
-from proxy.hosted.descriptions import render_description, sanitize
+from proxy.hosted.descriptions import DescriptionRenderer, render_description, sanitize
 
 RST = """Title
 =====
@@ -57,3 +60,25 @@ def test_rst_is_the_default_and_plain_text_is_escaped() -> None:
     assert "<em>x</em>" in render_description("*x*", "")
     assert render_description("a <b> c", "text/plain") == "<pre>a &lt;b&gt; c</pre>"
     assert render_description("  \n", "text/markdown") == ""
+
+
+async def test_a_long_description_is_truncated_escaped_text() -> None:
+    renderer = DescriptionRenderer(max_size=80, max_seconds=5)
+    out = await renderer.render("<b>x</b>" * 100, "text/markdown")
+    assert out.startswith('<p class="truncated">The description is longer than 80 characters')
+    assert out.endswith("<pre>" + "&lt;b&gt;x&lt;/b&gt;" * 10 + "</pre>")
+
+
+async def test_a_slow_render_falls_back_to_escaped_text() -> None:
+    text = "Title\n=====\n\n" + "* *item* <i>\n" * 5000
+    renderer = DescriptionRenderer(max_size=10**6, max_seconds=0.0001)
+    views = await asyncio.gather(*(renderer.render(text, "") for _ in range(3)))
+    assert views == ["<pre>" + html.escape(text) + "</pre>"] * 3
+    assert len(renderer._running) == 1  # one render for all three views
+    renderer.close()
+
+
+async def test_a_bounded_render_is_the_full_render() -> None:
+    renderer = DescriptionRenderer(max_size=100, max_seconds=5)
+    out = await renderer.render("*x*", "text/markdown")
+    assert out == render_description("*x*", "text/markdown")

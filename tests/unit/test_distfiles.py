@@ -12,7 +12,9 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from proxy.distfiles import (
+    DEFAULT_METADATA_LIMIT,
     UPLOAD_SDIST_EXTENSIONS,
+    ArchiveTooLargeError,
     DamagedArchiveError,
     DistFile,
     DistKind,
@@ -234,3 +236,35 @@ def test_metadata_limit(tmp_path: Path) -> None:
     sdist = build_sdist(tmp_path, "alpha", "1.0")
     with pytest.raises(MetadataTooLargeError):
         load_metadata(sdist.path, parse_filename(sdist.filename), limit=10)
+
+
+def test_metadata_is_capped_by_default(tmp_path: Path) -> None:
+    """issue 9: a small wheel inflating to more than 16 MiB is refused without being read whole."""
+    from tests.integration.test_limits import build_zip_bomb
+
+    bomb = build_zip_bomb(tmp_path, "bomb", "1.0", DEFAULT_METADATA_LIMIT + 1)
+    with pytest.raises(MetadataTooLargeError, match=r"over 16777216 bytes"):
+        load_metadata(bomb.path, parse_filename(bomb.path.name))
+    exact = build_zip_bomb(tmp_path, "exact", "1.0", DEFAULT_METADATA_LIMIT)
+    assert len(load_metadata(exact.path, parse_filename(exact.path.name)) or b"") == (
+        DEFAULT_METADATA_LIMIT
+    )
+
+
+@pytest.mark.parametrize("extension", [".tar.gz", ".zip"])
+def test_scanning_an_archive_is_bounded(tmp_path: Path, extension: str) -> None:
+    """A tar is read to its end and a zip without metadata CRC-checked: within a budget."""
+    path = tmp_path / f"a-1.0{extension}"
+    big = b"\0" * 4096
+    if extension == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a-1.0/big", big)
+    else:
+        with tarfile.open(path, "w:gz") as tf:
+            info = tarfile.TarInfo("a-1.0/big")
+            info.size = len(big)
+            tf.addfile(info, io.BytesIO(big))
+    dist = parse_filename(path.name)
+    assert load_metadata(path, dist, max_scanned=4096) is None
+    with pytest.raises(ArchiveTooLargeError, match="unpacks to more than 4095 bytes"):
+        load_metadata(path, dist, max_scanned=4095)

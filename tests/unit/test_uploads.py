@@ -105,15 +105,24 @@ def test_a_zip_sdist(tmp_path: Path) -> None:
     assert (found.name, found.version, found.summary) == ("alpha", Version("1.0"), "zipped")
 
 
-def test_an_sdist_without_pkg_info_is_described_by_its_name(tmp_path: Path) -> None:
+def test_an_sdist_without_pkg_info_is_refused(tmp_path: Path) -> None:
+    """issue 9: an sdist must carry PKG-INFO (a wheel renamed .zip passed as one before)."""
     path = tmp_path / "alpha-1.0.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
         info = tarfile.TarInfo("alpha-1.0/setup.py")
         info.size = 2
         tf.addfile(info, io.BytesIO(b"#\n"))
-    assert inspect_distribution(path, path.name) == Inspected(
-        NormalizedName("alpha"), Version("1.0"), None, None, "", "", ""
-    )
+    with pytest.raises(InvalidUploadError, match=r"has no alpha-1\.0/PKG-INFO"):
+        inspect_distribution(path, path.name)
+
+
+def test_a_wheel_renamed_zip_is_not_an_sdist(tmp_path: Path) -> None:
+    built = build_wheel(tmp_path, "alpha", "1.0")
+    path = _renamed(built.path, tmp_path, "alpha-1.0.zip")
+    with pytest.raises(
+        InvalidUploadError, match=r"^sdist 'alpha-1\.0\.zip' has no alpha-1\.0/PKG-INFO$"
+    ):
+        inspect_distribution(path, path.name)
 
 
 def _renamed(built_path: Path, tmp_path: Path, filename: str) -> Path:
