@@ -88,7 +88,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.SEARCH] = SearchIndex(db)
     await app[keys.SEARCH].start()  # its table exists before the first change is derived
     db.add_deriver(search.derive)
-    app[keys.AUTH] = Auth(db, cfg.auth)
+    app[keys.AUTH] = Auth(db, cfg.auth, app[keys.METRICS])
     await app[keys.AUTH].bootstrap()
     app[keys.UPLOADS] = Uploads(db, app[keys.BLOBS], app[keys.METRICS])
     cache = CacheManager(app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size)
@@ -98,6 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.SEARCH].close()
     await cache.close()
+    await app[keys.AUTH].close()
 
 
 def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:

@@ -37,7 +37,7 @@ async def identify(request: web.Request) -> Identity:
             raise ValueError("no colon")
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise UnauthorizedError("malformed Authorization header (Basic expected)") from exc
-    return await request.app[keys.AUTH].authenticate(user, password)
+    return await request.app[keys.AUTH].authenticate(user, password, client=request.remote)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

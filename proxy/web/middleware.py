@@ -19,6 +19,7 @@ from proxy.errors import (
     NotAcceptableError,
     NotFoundError,
     StorageFullError,
+    TooManyRequestsError,
     UnauthorizedError,
     UploadNotAllowedError,
     UploadTooLargeError,
@@ -50,6 +51,7 @@ STATUS_FOR: dict[type[BaseException], int] = {
     ForbiddenError: 403,
     AuthError: 403,
     ConflictError: 409,
+    TooManyRequestsError: 429,
     UpstreamTimeoutError: 504,
     UpstreamOfflineError: 503,
     UpstreamError: 502,
@@ -128,7 +130,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.error("%s %s -> %d: %s", request.method, request.path, status, exc, extra=extra)
         else:
             log.info("%s %s -> %d: %s", request.method, request.path, status, exc, extra=extra)
-        return error_response(request, status, str(exc))
+        response = error_response(request, status, str(exc))
+        if isinstance(exc, TooManyRequestsError):
+            response.headers["Retry-After"] = str(exc.retry_seconds)
+        return response
     except Exception as exc:
         if request.writer is not None and request.writer.output_size > 0:
             raise
