@@ -12,7 +12,9 @@ a bounded queue, so logins never wait in the executor that serves files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +29,14 @@ from proxy.errors import TooManyRequestsError
 T = TypeVar("T")
 #: float slack, so that waiting exactly the announced Retry-After is always enough
 _SLACK = 1e-9
+#: niceness of the hashing threads: when the CPU is short, serving files and pages wins
+HASH_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Linux gives each thread its own niceness; elsewhere this quietly does nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
 
 
 class Limit(StrEnum):
@@ -145,7 +155,9 @@ class HashingPool:
     """A few threads for scrypt with a bounded queue; when it is full, refuse at once."""
 
     def __init__(self, workers: int, queue: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ww-hash")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="ww-hash", initializer=_lower_priority
+        )
         self._slots = threading.BoundedSemaphore(workers + queue)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
