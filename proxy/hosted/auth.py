@@ -178,9 +178,6 @@ class Auth:
         except TooManyRequestsError as exc:
             self.metrics.login_throttled.labels(exc.limit).inc()
             raise
-        for limit in exhausted:
-            subject = f"address {client}" if limit is Limit.ADDRESS else f"user {_shown(user)}"
-            log.warning("login throttled for %s: too many failed logins", subject)
         try:
             who = await self._authenticate(user, password, is_token)
         except _LoginFailedError as exc:
@@ -192,6 +189,9 @@ class Auth:
                 exc.reason.value,
                 extra={"user": user[:64], "client": client, "reason": exc.reason.value},
             )
+            for limit in exhausted:  # once, when this failure used up a budget
+                subject = f"address {client}" if limit is Limit.ADDRESS else f"user {_shown(user)}"
+                log.warning("login throttled for %s: too many failed logins", subject)
             raise UnauthorizedError("invalid credentials") from None
         except TooManyRequestsError as exc:  # the hashing pool is full: not a failure
             self.throttle.succeeded(attempt)
