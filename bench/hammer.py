@@ -1,7 +1,8 @@
 """Load for scenario 8, run as its own process so its CPU never counts against the measurer.
 
-`python -m bench.hammer login BASE SECONDS ADDRESSES USERS CONNECTIONS`: wrong passwords for
-USERS existing users from ADDRESSES loopback source addresses (127.0.1.x), CONNECTIONS at once.
+`python -m bench.hammer login BASE SECONDS ADDRESSES USERS CONNECTIONS PAUSE`: wrong passwords
+for USERS existing users (0: unknown names) from ADDRESSES loopback source addresses
+(127.0.1.x), CONNECTIONS at once, each waiting PAUSE seconds between attempts (0: none).
 `python -m bench.hammer names BASE COUNT CONNECTIONS`: COUNT random project names on root/public.
 Both print one JSON object: how many answers of each status (and of each error).
 """
@@ -29,7 +30,7 @@ def victim(n: int) -> str:
 
 
 async def _login_flood(
-    base: str, seconds: float, addresses: int, users: int, connections: int
+    base: str, seconds: float, addresses: int, users: int, connections: int, pause: float
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
@@ -51,6 +52,8 @@ async def _login_flood(
                     counts[str(resp.status)] += 1
             except aiohttp.ClientError as exc:
                 counts[type(exc).__name__] += 1
+            if pause:
+                await asyncio.sleep(pause)
 
     try:
         await asyncio.gather(*(worker(w) for w in range(connections)))
@@ -86,7 +89,8 @@ def main(argv: list[str]) -> int:
     mode, base, *rest = argv
     if mode == "login":
         seconds, addresses, users, connections = float(rest[0]), *map(int, rest[1:4])
-        counts = asyncio.run(_login_flood(base, seconds, addresses, users, connections))
+        flood = _login_flood(base, seconds, addresses, users, connections, float(rest[4]))
+        counts = asyncio.run(flood)
     elif mode == "names":
         counts = asyncio.run(_random_names(base, int(rest[0]), int(rest[1])))
     else:
