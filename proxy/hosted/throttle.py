@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
 import os
 import threading
@@ -107,6 +108,19 @@ class Buckets:
             bucket.tokens = min(self.limit, bucket.tokens + 1)
 
 
+def address_key(client: str) -> str:
+    """An IPv6 client counts by its /64 (one host usually holds a whole /64), IPv4 as is."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return client
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 class LoginThrottle:
     """Per-address and per-user failure limits; `clock` is public so tests can step time."""
 
@@ -128,6 +142,7 @@ class LoginThrottle:
         Returns the attempt and the limits this attempt exhausted (to log throttling once).
         """
         now = self.clock()
+        address = None if address is None else address_key(address)
         waits = [
             (self.addresses.wait(address, now) if address is not None else 0.0, Limit.ADDRESS),
             (self.users.wait(user, now) if user is not None else 0.0, Limit.USER),

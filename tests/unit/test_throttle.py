@@ -10,7 +10,7 @@ import pytest
 
 from proxy.config import parse_config
 from proxy.errors import ConfigError, TooManyRequestsError
-from proxy.hosted.throttle import Buckets, HashingPool, Limit, LoginThrottle
+from proxy.hosted.throttle import Buckets, HashingPool, Limit, LoginThrottle, address_key
 
 WINDOW = 60.0
 
@@ -105,6 +105,28 @@ def test_tokens_count_per_address_only() -> None:
     for _ in range(5):
         throttle.begin(f"10.0.0.{_}", None)
     assert len(throttle.users) == 0
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_address_keys(client: str, key: str) -> None:
+    assert address_key(client) == key
+
+
+def test_an_ipv6_host_cannot_hop_addresses_within_its_64() -> None:
+    throttle = _throttle(Clock(), per_address=2)
+    throttle.begin("2001:db8::1", "a")
+    throttle.begin("2001:db8::2", "b")
+    with pytest.raises(TooManyRequestsError):
+        throttle.begin("2001:db8::3", "c")
 
 
 def test_zero_disables_a_limit() -> None:
