@@ -117,6 +117,10 @@ def build_checks(results: Results, wheelwell_rss_kib: int) -> list[Check]:
     ]
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return _table(header, rows)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -246,9 +250,12 @@ def _verdict(check: Check) -> str:
 
 def splice_wheelhouse(existing: str, results: Results) -> str:
     """BENCHMARKS.md with only the wheelhouse row of Targets and section 7 replaced (or added)."""
-    check = wheelhouse_check(results)
+    checks = [wheelhouse_check(results)]
+    return splice(existing, checks, WHEELHOUSE_HEADING, wheelhouse_section(results))
+
+
+def _splice_row(lines: list[str], check: Check) -> None:
     row = f"| {check.what} | {check.measured} | {check.goal} | {_verdict(check)} |"
-    lines = existing.rstrip("\n").splitlines()
     at = next((i for i, ln in enumerate(lines) if ln.startswith(f"| {check.what} |")), None)
     if at is not None:
         lines[at] = row
@@ -268,11 +275,17 @@ def splice_wheelhouse(existing: str, results: Results) -> str:
             "|---|---|---|---|",
         ]
         lines.append(row)
+
+
+def splice(existing: str, checks: Sequence[Check], heading: str, section: str) -> str:
+    """BENCHMARKS.md with only these Targets rows and the section under `heading` replaced."""
+    lines = existing.rstrip("\n").splitlines()
+    for check in checks:
+        _splice_row(lines, check)
     # Blocks: the text before the first heading, then one per "## " heading.
     head, *rest = ("\n".join(lines) + "\n").split("\n## ")
     blocks = [head, *("## " + b for b in rest)]
-    section = wheelhouse_section(results)
-    found = [i for i, b in enumerate(blocks) if b.startswith(WHEELHOUSE_HEADING)]
+    found = [i for i, b in enumerate(blocks) if b.startswith(heading)]
     if found:
         blocks[found[0]] = section
     else:
@@ -287,6 +300,7 @@ def render(
     cfg: Settings,
     rss_kib: dict[str, int],
     checks: Sequence[Check],
+    sections: Sequence[str] = (),
 ) -> str:
     names = [n for n in TARGET_ORDER if any(r.target == n for r in results.pages)]
     machine_rows = [[key, value] for key, value in machine.items()]
@@ -340,6 +354,7 @@ def render(
         "## 6. Peak RSS (VmHWM, MB) over all runs\n",
         _table(["process", "MB"], rss_rows),
         wheelhouse_section(results),
+        *sections,
     ]
     if results.errors:
         parts += ["## Errors\n", "".join(f"- {e}\n" for e in results.errors)]

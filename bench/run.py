@@ -10,7 +10,9 @@ What is measured, and why:
 5. 16 concurrent cold clients on one file: upstream GETs (single flight) and body hashes;
 6. wheelwell's peak RSS, because memory must not grow with file size or client count;
 7. wheelwell's start-up with 10,000 files in a wheelhouse directory, first (cold scan) and
-   later starts, because a restart must not re-hash what the daemon already knows.
+   later starts, because a restart must not re-hash what the daemon already knows;
+8. a cached file's p50/p99 during a flood of wrong passwords vs quiet, and RSS after 100,000
+   random project names, because no client may starve serving or grow memory without bound.
 The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
 generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
 """
@@ -33,15 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["wheelhouse"],
+        choices=["wheelhouse", "security"],
         help="run one scenario alone and update only its parts of BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.scenarios import Settings
     from bench.servers import PROXIES
-    from bench.suite import run_suite, run_wheelhouse_only
+    from bench.suite import run_security_only, run_suite, run_wheelhouse_only
 
+    if args.only == "security":
+        return run_security_only()
     if args.only == "wheelhouse":
         return run_wheelhouse_only(Settings(runs=args.runs, duration=args.duration))
     proxies = [p for p in args.proxies.split(",") if p]

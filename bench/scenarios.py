@@ -24,6 +24,7 @@ from bench.load import (
     run_wrk,
 )
 from bench.procs import BenchError
+from bench.security import SecurityResult
 from bench.servers import WORK, Nginx, Target
 from bench.wheelhouse import WheelhouseResult
 
@@ -80,6 +81,7 @@ class Results:
     uv_chain: dict[str, ColdRow] = field(default_factory=dict)
     stampede: dict[str, StampedeRow] = field(default_factory=dict)
     wheelhouse: WheelhouseResult | None = None
+    security: SecurityResult | None = None
     errors: list[str] = field(default_factory=list)
 
 

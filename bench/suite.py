@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import provision, report, scenarios, wheelhouse
+from bench import provision, report, scenarios, security, security_report, wheelhouse
 from bench.dataset import Dataset, build_dataset
 from bench.procs import BenchError
 from bench.servers import PROXIES, REPO, WORK, Direct, DirectOneWorker, Nginx, Target
@@ -62,7 +62,18 @@ def _measure(
 
             _attempt(results, f"{scenarios.STAMPEDE_CLIENTS} cold clients: {target.name}", stampede)
     _measure_wheelhouse(results, cfg, f"{upstream.url}/simple/")
+    _measure_security(results)
     return results
+
+
+def _measure_security(results: scenarios.Results) -> None:
+    """Scenario 8; its own daemon and its own loopback upstream."""
+    _say(f"login flood and {security.NAMES:,} random names")
+
+    def step() -> None:
+        results.security = security.measure_security()
+
+    _attempt(results, "login flood and random names", step)
 
 
 def _measure_wheelhouse(results: scenarios.Results, cfg: scenarios.Settings, upstream: str) -> None:
@@ -118,6 +129,21 @@ def run_wheelhouse_only(cfg: scenarios.Settings) -> int:
     return 0 if check.passed and not results.errors else 1
 
 
+def run_security_only() -> int:
+    """`run.py --only security`: scenario 8 alone; only its rows and section are replaced."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results = scenarios.Results()
+    _measure_security(results)
+    path = REPO / "BENCHMARKS.md"
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(security_report.splice_security(existing, results))
+    print(security_report.security_section(results))
+    checks = security_report.security_checks(results)
+    for check in checks:
+        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
+    return 0 if all(c.passed for c in checks) and not results.errors else 1
+
+
 def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     """Set up, measure, stop everything, write BENCHMARKS.md; exit status 1 on any FAIL or error."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -135,8 +161,12 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         upstream.start()
         results = _measure(targets, upstream, ds, cfg)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
-    checks = report.build_checks(results, rss.get("wheelwell", 0))
-    text = report.render(results, machine, cfg, rss, checks)
+    checks = [
+        *report.build_checks(results, rss.get("wheelwell", 0)),
+        *security_report.security_checks(results),
+    ]
+    sections = [security_report.security_section(results)]
+    text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)
     print(text)
     failed = [c.what for c in checks if not c.passed]

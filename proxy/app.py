@@ -90,7 +90,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.SEARCH] = SearchIndex(db)
     await app[keys.SEARCH].start()  # its table exists before the first change is derived
     db.add_deriver(search.derive)
-    app[keys.AUTH] = Auth(db, cfg.auth)
+    app[keys.AUTH] = Auth(db, cfg.auth, app[keys.METRICS])
     await app[keys.AUTH].bootstrap()
     app[keys.UPLOADS] = Uploads(
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
@@ -118,6 +118,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await scrubber.close()
     await app[keys.SEARCH].close()
     await cache.close()
+    await app[keys.AUTH].close()
 
 
 def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:

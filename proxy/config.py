@@ -124,6 +124,16 @@ class AuthConfig:
     token_lifetime: Seconds = 90 * 86400.0  #: default lifetime of tokens made by /+login
     #: let index owners set a mirror's upstream URL; false: only root may (SSRF)
     user_mirrors: bool = False
+    #: failed logins (passwords and tokens) per client address per login_window; 0: no limit
+    login_failures_per_address: int = 10
+    #: failed password logins per user name per login_window, from all addresses; 0: no limit
+    login_failures_per_user: int = 30
+    login_window: Seconds = 60.0  #: the window of both limits; the budget refills evenly over it
+    #: addresses and user names remembered at most (each); the least recent are forgotten
+    login_tracked: int = 10000
+    hash_workers: int = 1  #: threads for password hashing, apart from the one file serving uses
+    #: password checks waiting for a hash worker at most; beyond that, logins get 429 at once
+    hash_queue: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +323,17 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         report("limits.description_render_timeout", "must be more than 0")
     if cfg.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         report("logging.level", f"unknown level '{cfg.logging.level}'")
+    for key, least in (
+        ("login_failures_per_address", 0),
+        ("login_failures_per_user", 0),
+        ("login_tracked", 1),
+        ("hash_workers", 1),
+        ("hash_queue", 0),
+    ):
+        if getattr(cfg.auth, key) < least:
+            report(f"auth.{key}", f"must be {least} or more")
+    if cfg.auth.login_window <= 0:
+        report("auth.login_window", "must be more than 0 s")
     return problems
 
 

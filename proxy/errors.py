@@ -5,6 +5,8 @@ Free of HTTP on purpose; `web/middleware.py` maps these to responses in one tabl
 
 from __future__ import annotations
 
+import math
+
 
 class WheelwellError(Exception):
     """Base of every error wheelwell raises on purpose."""
@@ -187,3 +189,25 @@ class UpstreamConcealedError(UpstreamError):
 
     def __str__(self) -> str:
         return f"upstream of index '{self.index}' is unavailable"
+
+
+_TOO_MANY = {
+    "address": "too many failed logins from this address",
+    "user": "too many failed logins for this user",
+    "busy": "too many logins in progress",
+}
+
+
+class TooManyRequestsError(WheelwellError):
+    """A login limit refused the attempt; `limit` says which, `retry_after` is in seconds."""
+
+    def __init__(self, retry_after: float, limit: str) -> None:
+        self.retry_after = retry_after
+        self.limit = limit
+        why = _TOO_MANY.get(limit, "too many requests")
+        super().__init__(f"{why}; retry in {self.retry_seconds} s")
+
+    @property
+    def retry_seconds(self) -> int:
+        """Whole seconds for Retry-After, never 0 (that would invite an immediate retry)."""
+        return max(1, math.ceil(self.retry_after))

@@ -123,3 +123,15 @@ class Metrics:
             ["upstream", "scope"],
             registry=r,
         )
+        self.login_failures = Counter(
+            "wheelwell_login_failures_total",
+            "Failed logins by reason (unknown-user, password, token)",
+            ["reason"],
+            registry=r,
+        )
+        self.login_throttled = Counter(
+            "wheelwell_login_throttled_total",
+            "Login attempts refused with 429, by limit (address, user, busy)",
+            ["limit"],
+            registry=r,
+        )

@@ -7,7 +7,6 @@ password or a token.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -18,7 +17,7 @@ import secrets
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -28,8 +27,11 @@ from proxy.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    TooManyRequestsError,
     UnauthorizedError,
 )
+from proxy.hosted.throttle import HashingPool, Limit, LoginThrottle
+from proxy.metrics import Metrics
 from proxy.model import parse_index_name
 from proxy.storage.changes import (
     PasswordSet,
@@ -95,6 +97,19 @@ def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
         raise InvalidInputError(f"unknown token scope ({exc}); scopes are {known}") from exc
 
 
+class FailureReason(StrEnum):
+    """Why a login failed: the `reason` label of wheelwell_login_failures_total and the log."""
+
+    UNKNOWN_USER = "unknown-user"
+    PASSWORD = "password"  # noqa: S105 - a reason, not a secret
+    TOKEN = "token"  # noqa: S105 - a reason, not a secret
+
+
+def _shown(user: str) -> str:
+    """A user name as logs show it: attacker-chosen, so quoted and cut."""
+    return repr(user if len(user) <= 64 else user[:61] + "...")
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """An authenticated caller; `token_index` limits a token to one index and its `scopes`."""
@@ -124,6 +139,14 @@ class Token:
     scopes: tuple[str, ...] = ()  #: empty for an unscoped token
 
 
+class _LoginFailedError(Exception):
+    """Internal: why credentials were refused; callers only ever see UnauthorizedError."""
+
+    def __init__(self, reason: FailureReason) -> None:
+        self.reason = reason
+        super().__init__(reason.value)
+
+
 def _check_user_name(name: str) -> str:
     parse_index_name(name, "x")  # the same character rules as an index name's parts
     if name == TOKEN_USER:
@@ -134,11 +157,30 @@ def _check_user_name(name: str) -> str:
 class Auth:
     """Credentials checks and user/token management on top of the database."""
 
-    def __init__(self, db: Database, cfg: AuthConfig) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cfg: AuthConfig,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.cfg = cfg
+        self.metrics = metrics or Metrics()
         #: recently verified (user, sha256(password)) → time, so pip/twine calls skip scrypt
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.throttle = LoginThrottle(
+            cfg.login_failures_per_address,
+            cfg.login_failures_per_user,
+            cfg.login_window,
+            cfg.login_tracked,
+            clock,
+        )
+        #: scrypt's own threads: a login flood never queues in front of file serving
+        self.hashing = HashingPool(cfg.hash_workers, cfg.hash_queue)
+
+    async def close(self) -> None:
+        await self.hashing.close()
 
     async def bootstrap(self) -> None:
         """Create root; WHEELWELL_ROOT_PASSWORD, when set, is authoritative at every start."""
@@ -157,14 +199,46 @@ class Auth:
         await self.create_user(ROOT, password)
 
     async def _check(self, password: str, stored: str) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, check_password, password, stored)
+        return await self.hashing.run(check_password, password, stored)
 
-    async def authenticate(self, user: str, password: str) -> Identity:
-        """Basic credentials → Identity, or UnauthorizedError (same message for every failure)."""
-        failure = UnauthorizedError("invalid credentials")
-        if user == TOKEN_USER:
-            return await self._authenticate_token(password, failure)
+    async def authenticate(self, user: str, password: str, client: str | None = None) -> Identity:
+        """Basic credentials → Identity, or UnauthorizedError (same message for every failure).
+
+        `client` is the caller's address. The limits are checked before anything else, so a
+        throttled flood costs no hashing, and even a right password is refused while throttled:
+        answering it would tell a guesser which guess was right, and the limit would slow nothing.
+        """
+        is_token = user == TOKEN_USER
+        try:
+            attempt, exhausted = self.throttle.begin(client, None if is_token else user)
+        except TooManyRequestsError as exc:
+            self.metrics.login_throttled.labels(exc.limit).inc()
+            raise
+        try:
+            who = await self._authenticate(user, password, is_token)
+        except _LoginFailedError as exc:
+            self.metrics.login_failures.labels(exc.reason.value).inc()
+            log.warning(
+                "failed login for user %s from %s: %s",
+                _shown(user),
+                client or "unknown address",
+                exc.reason.value,
+                extra={"user": user[:64], "client": client, "reason": exc.reason.value},
+            )
+            for limit in exhausted:  # once, when this failure used up a budget
+                subject = f"address {client}" if limit is Limit.ADDRESS else f"user {_shown(user)}"
+                log.warning("login throttled for %s: too many failed logins", subject)
+            raise UnauthorizedError("invalid credentials") from None
+        except TooManyRequestsError as exc:  # the hashing pool is full: not a failure
+            self.throttle.succeeded(attempt)
+            self.metrics.login_throttled.labels(exc.limit).inc()
+            raise
+        self.throttle.succeeded(attempt)
+        return who
+
+    async def _authenticate(self, user: str, password: str, is_token: bool) -> Identity:
+        if is_token:
+            return await self._authenticate_token(password)
         key = (user, hashlib.sha256(password.encode()).hexdigest())
         seen = self._verified.get(key)
         if seen is not None and time.monotonic() - seen < _VERIFIED_TTL:
@@ -172,14 +246,16 @@ class Auth:
         row = await self.db.read(
             lambda c: c.execute("SELECT pwhash FROM users WHERE name = ?", (user,)).fetchone()
         )
-        if row is None or not await self._check(password, row["pwhash"]):
-            raise failure
+        if row is None:
+            raise _LoginFailedError(FailureReason.UNKNOWN_USER)
+        if not await self._check(password, row["pwhash"]):
+            raise _LoginFailedError(FailureReason.PASSWORD)
         self._verified[key] = time.monotonic()
         while len(self._verified) > _VERIFIED_CACHE:
             self._verified.popitem(last=False)
         return Identity(user)
 
-    async def _authenticate_token(self, token: str, failure: UnauthorizedError) -> Identity:
+    async def _authenticate_token(self, token: str) -> Identity:
         digest = _token_hash(token)
         row = await self.db.read(
             lambda c: c.execute(
@@ -187,7 +263,7 @@ class Auth:
             ).fetchone()
         )
         if row is None or row["revoked"] or (row["expires"] and row["expires"] < time.time()):
-            raise failure
+            raise _LoginFailedError(FailureReason.TOKEN)
         scopes = parse_scopes(json.loads(row["scopes"])) if row["idx"] else frozenset()
         return Identity(row["user"], token_index=row["idx"], scopes=scopes, via_token=True)
 
@@ -195,11 +271,11 @@ class Auth:
 
     async def create_user(self, name: str, password: str) -> None:
         _check_user_name(name)
-        pwhash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        pwhash = await self.hashing.run(hash_password, password)
         await self.db.commit(UserCreated(user=name, pwhash=pwhash, created=time.time()))
 
     async def set_password(self, name: str, password: str) -> None:
-        pwhash = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        pwhash = await self.hashing.run(hash_password, password)
         await self.db.commit(PasswordSet(user=name, pwhash=pwhash))
         self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
 

@@ -66,7 +66,7 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(user, str):
         raise InvalidInputError("'user' is required")
     auth = request.app[keys.AUTH]
-    who = await auth.authenticate(user, _password(data))
+    who = await auth.authenticate(user, _password(data), client=request.remote)
     lifetime = _seconds(data, "expires_in") or request.app[keys.CONFIG].auth.token_lifetime
     token, secret = await auth.create_token(who.user, None, lifetime, "login")
     return web.json_response({**_token_json(token), "token": secret})

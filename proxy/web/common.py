@@ -38,7 +38,7 @@ async def identify(request: web.Request) -> Identity:
             raise ValueError("no colon")
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise UnauthorizedError("malformed Authorization header (Basic expected)") from exc
-    return await request.app[keys.AUTH].authenticate(user, password)
+    return await request.app[keys.AUTH].authenticate(user, password, client=request.remote)
 
 
 def _depth(data: object) -> int:

@@ -20,6 +20,7 @@ from proxy.errors import (
     NotFoundError,
     StorageError,
     StorageFullError,
+    TooManyRequestsError,
     UnauthorizedError,
     UploadNotAllowedError,
     UploadTooLargeError,
@@ -55,6 +56,7 @@ STATUS_FOR: dict[type[BaseException], int] = {
     ConflictError: 409,
     UpstreamConcealedError: 502,  #: a user's mirror: one status and text for every failure
     UpstreamAddressError: 502,
+    TooManyRequestsError: 429,
     UpstreamTimeoutError: 504,
     UpstreamOfflineError: 503,
     UpstreamError: 502,
@@ -141,7 +143,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.error("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         else:
             log.info("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
-        return error_response(request, status, public_message(exc))
+        response = error_response(request, status, public_message(exc))
+        if isinstance(exc, TooManyRequestsError):
+            response.headers["Retry-After"] = str(exc.retry_seconds)
+        return response
     except Exception as exc:
         if request.writer is not None and request.writer.output_size > 0:
             raise
