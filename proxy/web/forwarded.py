@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+#: the public scheme, set on the original request too: aiohttp prepares the response with it
+PUBLIC_SCHEME = web.RequestKey("wheelwell.public_scheme", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -55,6 +57,7 @@ def forwarded_middleware(trusted_proxies: Iterable[str]) -> Middleware:
         proto = _first(request.headers.get("X-Forwarded-Proto")).lower()
         if proto in ("http", "https"):
             changes["scheme"] = proto
+            request[PUBLIC_SCHEME] = proto
         host = _first(request.headers.get("X-Forwarded-Host"))
         if _host_ok(host):
             changes["host"] = host

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.web.forwarded import PUBLIC_SCHEME
+
 #: the UI's pages need only their own stylesheet and icon; nothing runs, nothing frames them
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
@@ -22,5 +24,5 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     if response.content_type == "text/html":
         headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         headers.setdefault("X-Frame-Options", "DENY")
-    if request.scheme == "https":
+    if request.get(PUBLIC_SCHEME, request.scheme) == "https":
         headers["Strict-Transport-Security"] = HSTS
