@@ -226,6 +226,10 @@ def tls_context(cfg: Config) -> ssl.SSLContext:
 def reload_tls(context: ssl.SSLContext, cfg: Config) -> None:
     """SIGHUP: load the files again into the live context; a broken pair keeps the old one."""
     try:
+        # a trial load first: a failure half-way through would leave the live context broken
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cfg.server.tls_cert, cfg.server.tls_key
+        )
         context.load_cert_chain(cfg.server.tls_cert, cfg.server.tls_key)
     except (OSError, ssl.SSLError) as exc:
         log.error(
