@@ -11,6 +11,8 @@ from aiohttp.typedefs import Middleware
 
 #: the public scheme, set on the original request too: aiohttp prepares the response with it
 PUBLIC_SCHEME = web.RequestKey("wheelwell.public_scheme", str)
+#: the client's address behind the proxies, for the access log (it is given the original request)
+CLIENT_ADDRESS = web.RequestKey("wheelwell.client_address", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,6 +66,14 @@ def forwarded_middleware(trusted_proxies: Iterable[str]) -> Middleware:
         forwarded_for = request.headers.get("X-Forwarded-For", "")
         if forwarded_for:
             changes["remote"] = client_address(request.remote, forwarded_for, networks)
-        return await handler(request.clone(**changes) if changes else request)
+            request[CLIENT_ADDRESS] = changes["remote"]
+        if not changes:
+            return await handler(request)
+        clone = request.clone(**changes)
+        try:
+            return await handler(clone)
+        finally:
+            for key, value in clone.items():  # the request id, for the access log
+                request[key] = value
 
     return forwarded

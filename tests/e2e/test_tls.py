@@ -134,15 +134,21 @@ def _served_serial(daemon: Daemon, ca: LocalCA) -> str:
         return str(cert["serialNumber"])
 
 
-def test_pip_installs_over_https_with_ssl_cert_file(
-    tls_daemon: Daemon, ca: LocalCA, clients: Clients, tmp_path: Path
+#: requests lets these override pip's --cert/PIP_CERT; this machine sets them, a user may too
+NO_BUNDLE_OVERRIDE = {"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": ""}
+
+
+@pytest.mark.parametrize("how", ["--cert", "PIP_CERT", "SSL_CERT_FILE"])
+def test_pip_installs_over_https_trusting_the_ca(
+    how: str, tls_daemon: Daemon, ca: LocalCA, clients: Clients, tmp_path: Path
 ) -> None:
-    """pip 24.2+ verifies through truststore, which reads SSL_CERT_FILE (not --cert/PIP_CERT)."""
     target = tmp_path / "pip-target"
+    options = ("--cert", str(ca.cert)) if how == "--cert" else ()
+    env = {**NO_BUNDLE_OVERRIDE, **({how: str(ca.cert)} if how != "--cert" else {})}
     clients.run(
-        sys.executable, "-m", "pip", "install", "--no-cache-dir", "--retries", "0",
+        sys.executable, "-m", "pip", "install", "--no-cache-dir", "--retries", "0", *options,
         "--target", str(target), "--index-url", tls_daemon.index_url(), "alpha",
-        env={"SSL_CERT_FILE": str(ca.cert)},
+        env=env,
     )  # fmt: skip
     assert_installed(clients, target)
 
