@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
@@ -109,3 +110,37 @@ async def test_forwarded_headers_from_a_trusted_proxy_are_honoured(
     assert "--trusted-host" not in body and "trusted-host =" not in body
     assert "twine upload --repository-url https://pkgs.example.test/root/public/ dist/*" in body
     assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+async def _remote(request: web.Request) -> web.Response:
+    return web.Response(text=f"{request.remote} {request.scheme} {request.host}")
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded_for", "expected"),
+    [
+        (("127.0.0.0/8",), "203.0.113.7", "203.0.113.7 https pkgs.example.test"),
+        (("127.0.0.0/8",), "198.51.100.9, 203.0.113.7", "203.0.113.7 https pkgs.example.test"),
+        (("10.0.0.0/8",), "203.0.113.7", "127.0.0.1 http 127.0.0.1:{port}"),
+        ((), "203.0.113.7", "127.0.0.1 http 127.0.0.1:{port}"),
+    ],
+)
+async def test_handlers_see_the_client_behind_trusted_proxies_only(
+    tmp_path: Path,
+    fake_index: FakeIndex,
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    trusted: tuple[str, ...],
+    forwarded_for: str,
+    expected: str,
+) -> None:
+    """`request.remote` is what login throttling counts: a client must not pick it."""
+    upstream = await aiohttp_server(fake_index.app)
+    cfg: Config = make_config(str(upstream.make_url("/simple/")), tmp_path / "data")
+    cfg = dataclasses.replace(cfg, server=ServerConfig(trusted_proxies=trusted))
+    app = create_app(cfg)
+    app.router.add_get("/+test-remote", _remote)
+    client = await aiohttp_client(app)
+    headers = {**FORWARDED, "X-Forwarded-For": forwarded_for}
+    resp = await client.get("/+test-remote", headers=headers)
+    assert await resp.text() == expected.format(port=client.port)
