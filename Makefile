@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv browser run test test-fast e2e lint fmt cov bench check clean
+.PHONY: venv browser nginx run test test-fast e2e lint fmt cov bench check clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,13 @@ browser:
 	  echo "installing chromium (Debian package) for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: venv browser
+# The reverse-proxy test runs a real nginx in front of the daemon; install it when it is missing.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "installing nginx (Debian package) for the reverse-proxy test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+
+test: venv browser nginx
 	$(BIN)/python -m pytest -q
 
 test-fast: venv

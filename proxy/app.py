@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import signal
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from proxy import __version__, logs
 from proxy.config import Config, IndexConfig, IndexKind, load
-from proxy.errors import WheelwellError
+from proxy.errors import ConfigError, WheelwellError
 from proxy.hosted import search
 from proxy.hosted.auth import Auth
 from proxy.hosted.descriptions import DescriptionRenderer
@@ -39,6 +40,8 @@ from proxy.storage.scrubber import Scrubber
 from proxy.web import api, files, keys, ops, simple, ui, upload
 from proxy.web import search as search_web
 from proxy.web.authz import authz_middleware
+from proxy.web.forwarded import forwarded_middleware
+from proxy.web.headers import add_security_headers
 from proxy.web.middleware import error_middleware
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.FETCHER] = Fetcher(app[keys.UPSTREAM], app[keys.BLOBS], app[keys.METRICS])
     yield
-    await app[keys.FETCHER].close(cfg.server.shutdown_timeout)
+    await app[keys.FETCHER].close(app[SHUTDOWN].remaining(cfg.server.shutdown_timeout))
     await session.close()
     await user_session.close()
 
@@ -172,11 +175,15 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
+        if TLS in app:
+            reload_tls(app[TLS], cfg)
+        if cfg.source == "<defaults>":
+            return
         task = asyncio.create_task(_reload_indexes(app), name="reload on SIGHUP")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    hangup = cfg.source != "<defaults>" and _can_handle_signals()
+    hangup = (cfg.source != "<defaults>" or TLS in app) and _can_handle_signals()
     if hangup:
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
     yield
@@ -204,16 +211,79 @@ async def _reload_indexes(app: web.Application) -> None:
     log.info("reloaded %s: %s", source, ", ".join(names) or "no index changed")
 
 
+class ShutdownClock:
+    """When SIGTERM came: cleanup spends what is left of `shutdown_timeout`, not all of it again."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    def start(self, timeout: float) -> float:
+        self.deadline = time.monotonic() + timeout
+        return self.deadline
+
+    def remaining(self, default: float) -> float:
+        """Seconds left before the deadline; `default` when no shutdown has started it."""
+        if self.deadline is None:
+            return default
+        return max(0.0, self.deadline - time.monotonic())
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext:
+    """A server context for `server.tls_cert`/`tls_key`, TLS 1.2 and newer only."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cfg.server.tls_cert, cfg.server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [
+                f"{cfg.source}: server.tls_cert/server.tls_key: cannot load "
+                f"'{cfg.server.tls_cert}' with '{cfg.server.tls_key}': {exc}"
+            ]
+        ) from exc
+    return context
+
+
+def reload_tls(context: ssl.SSLContext, cfg: Config) -> None:
+    """SIGHUP: load the files again into the live context; a broken pair keeps the old one."""
+    try:
+        # a trial load first: a failure half-way through would leave the live context broken
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cfg.server.tls_cert, cfg.server.tls_key
+        )
+        context.load_cert_chain(cfg.server.tls_cert, cfg.server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error(
+            "TLS reload of %s failed, the old certificate stays: %s", cfg.server.tls_cert, exc
+        )
+        return
+    log.info("TLS certificate reloaded from %s", cfg.server.tls_cert)
+
+
 _PAGES = web.AppKey("wheelwell.pages", PageCache)
+SHUTDOWN = web.AppKey("wheelwell.shutdown", ShutdownClock)
+TLS = web.AppKey("wheelwell.tls", ssl.SSLContext)
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, authz_middleware], client_max_size=1024**2)
+    middlewares = [
+        forwarded_middleware(config.server.trusted_proxies),
+        error_middleware,
+        authz_middleware,
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     logs.quiet_malformed_requests()  # a client's broken request is one line, not a traceback
     app[keys.CONFIG] = config
+    app[SHUTDOWN] = ShutdownClock()
+    if config.server.tls_cert:
+        app[TLS] = tls_context(config)
+    app.on_response_prepare.append(add_security_headers)
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()
     app.cleanup_ctx.extend([_database, _storage, _services, _upstream, _indexes])
+    ui.add_routes(app)
     ops.add_routes(app)
     simple.add_routes(app)
     files.add_routes(app)

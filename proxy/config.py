@@ -7,7 +7,7 @@ import difflib
 import ipaddress
 import os
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +39,11 @@ class ServerConfig:
     port: int = 3141
     shutdown_timeout: Seconds = 20.0
     default_index: str = "root/pypi"  #: what /simple/ serves
+    #: PEM certificate chain: with tls_key, serve HTTPS (TLS 1.2+); reloaded on SIGHUP
+    tls_cert: str = ""
+    tls_key: str = ""  #: PEM private key of tls_cert
+    #: peers (CIDRs) whose X-Forwarded-Proto/-Host/-For are believed: a TLS-terminating proxy
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +302,7 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         report("server.default_index", f"unknown index '{cfg.server.default_index}'")
     if not 0 <= cfg.server.port <= 65535:
         report("server.port", f"{cfg.server.port} is not a TCP port")
+    _check_server(cfg.server, report)
     if cfg.upstream.url and urlsplit(cfg.upstream.url).scheme not in {"http", "https"}:
         report("upstream.url", f"'{cfg.upstream.url}' is not an http(s) URL")
     if cfg.upstream.retries < 0:
@@ -335,6 +341,22 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
     if cfg.auth.login_window <= 0:
         report("auth.login_window", "must be more than 0 s")
     return problems
+
+
+def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> None:
+    """TLS files readable and given together; trusted proxies are networks."""
+    if bool(server.tls_cert) != bool(server.tls_key):
+        given, missing = ("tls_key", "tls_cert") if server.tls_key else ("tls_cert", "tls_key")
+        report(f"server.{missing}", f"server.{given} is set: both or neither")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(server, key)
+        if path and not os.access(path, os.R_OK):
+            report(f"server.{key}", f"cannot read '{path}'")
+    for n, cidr in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            report(f"server.trusted_proxies[{n}]", f"'{cidr}' is not an address or network")
 
 
 def _find_cycle(graph: Mapping[str, Sequence[str]], starts: Iterable[str]) -> list[str]:

@@ -113,17 +113,14 @@ class ForbiddenError(AuthError):
 
 
 class StorageError(WheelwellError):
-    """Local storage failed; the message (for the log) may name server paths, `public` does not."""
-
-    public = "local storage failed (the server log has the details)"
+    """Local storage failed; messages reach clients, so they name things relative to the data dir
+    ("blobs/", "database wheelwell.sqlite3"), never absolute server paths."""
 
 
 class StorageFullError(StorageError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"no space left on device while writing under {path}")
-
-    public = "no space left on the server's storage"
 
 
 class UpstreamError(WheelwellError):

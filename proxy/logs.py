@@ -12,6 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from proxy.config import LogFormat, LoggingConfig
+from proxy.web.forwarded import CLIENT_ADDRESS
 from proxy.web.keys import REQUEST_ID
 
 _EXTRA_KEYS = (
@@ -95,7 +96,7 @@ class AccessLogger(AbstractAccessLogger):
         request_id = request.get(REQUEST_ID, "-")
         self.logger.info(
             "%s %s %s %d %d %.1fms id=%s",
-            request.remote,
+            request.get(CLIENT_ADDRESS) or request.remote,
             request.method,
             request.path_qs,
             response.status,

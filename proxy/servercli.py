@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from proxy import __version__, logs
-from proxy.app import create_app
+from proxy.app import SHUTDOWN, TLS, create_app
 from proxy.config import Config, load, parse_size
 from proxy.errors import ConfigError
 from proxy.model import mask_url
@@ -57,26 +62,110 @@ def _jsonable(value: object) -> object:
     return value
 
 
+#: of shutdown_timeout, kept for cancelling what did not finish and for closing the services
+_CANCEL_SHARE = 0.25
+_CANCEL_MAX = 2.0
+#: past shutdown_timeout plus this, the process exits whatever still runs (a thread, a hang)
+WATCHDOG_MARGIN = 3.0
+
+
 def serve(cfg: Config) -> int:
     logs.setup(cfg.logging)
+    app = create_app(cfg)
+    scheme = "https" if TLS in app else "http"
     log.info(
-        "wheelwell %s listening on http://%s:%d (config %s, data %s, upstream %s)",
+        "wheelwell %s listening on %s://%s:%d (config %s, data %s, upstream %s)",
         __version__,
+        scheme,
         cfg.server.host,
         cfg.server.port,
         cfg.source,
         cfg.storage.data_dir,
         mask_url(cfg.upstream.url),
     )
-    web.run_app(
-        create_app(cfg),
-        host=cfg.server.host,
-        port=cfg.server.port,
-        shutdown_timeout=cfg.server.shutdown_timeout,
-        access_log_class=logs.AccessLogger,
-        print=None,
-    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_run(app, cfg))
+    finally:
+        _cancel_leftovers(loop)
+        loop.close()
     return 0
+
+
+async def _run(app: web.Application, cfg: Config) -> None:
+    """Serve until SIGTERM/SIGINT, then stop within `server.shutdown_timeout`."""
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_class=logs.AccessLogger, shutdown_timeout=0.1
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, cfg.server.host, cfg.server.port, ssl_context=app.get(TLS), shutdown_timeout=0
+        )
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        timeout = cfg.server.shutdown_timeout
+        log.info("shutting down: in-flight requests get %.1f s", timeout)
+        _start_watchdog(timeout + WATCHDOG_MARGIN)
+        deadline = app[SHUTDOWN].start(timeout)
+        await _drain(runner, deadline - min(_CANCEL_MAX, timeout * _CANCEL_SHARE))
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+async def _drain(runner: web.AppRunner, graceful_until: float) -> None:
+    """Stop listening, let requests finish until `graceful_until`, then cut the rest off.
+
+    aiohttp's own shutdown waits `shutdown_timeout` for handlers and as long again for them to
+    notice a cancellation that a handler blocked on a stalled client never notices; closing a
+    transport with unsent bytes waits for a reader that may never read. Aborting does not wait.
+    """
+    for site in list(runner.sites):
+        await site.stop()
+    server = runner.server
+    if server is None:
+        return
+    server.pre_shutdown()  # idle keep-alive connections close now
+    # aiohttp has no event for "the last connection closed": look every 50 ms
+    while server.connections and time.monotonic() < graceful_until:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if not server.connections:
+        return
+    log.warning("shutdown: cutting off %d connections still busy", len(server.connections))
+    server.handler_cancellation = True  # from here a lost connection cancels its handler
+    for connection in list(server.connections):
+        if connection.transport is not None:
+            connection.transport.abort()
+    await asyncio.sleep(0)  # connection_lost runs: the handlers see their cancellation
+
+
+def _start_watchdog(after: float) -> None:
+    """The bound of last resort: an executor thread or a stuck cleanup cannot hold the exit."""
+
+    def expire() -> None:
+        log.error("shutdown overran %.1f s: exiting with work still running", after)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(after, expire)
+    timer.daemon = True
+    timer.start()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Tasks still running after the cleanup (handlers cut off) are cancelled and awaited."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=_CANCEL_MAX))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def cache_command(cfg: Config, args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "metrics": Op.OPS_READ,
     "root": Op.OPS_READ,  # lists only readable indexes
     "search": Op.OPS_READ,  # hits only from readable indexes
+    "static": Op.OPS_READ,  # the UI's stylesheet and icon
     # simple API and files
     "simple-list": Op.READ,
     "simple-list-noslash": Op.READ,

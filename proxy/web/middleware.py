@@ -18,7 +18,6 @@ from proxy.errors import (
     InvalidInputError,
     NotAcceptableError,
     NotFoundError,
-    StorageError,
     StorageFullError,
     TooManyRequestsError,
     UnauthorizedError,
@@ -100,13 +99,6 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
     return web.Response(status=status, text=f"{status}: {message}\n", headers=headers)
 
 
-def public_message(exc: WheelwellError) -> str:
-    """What a client may read: storage errors name server paths, so they get their own words."""
-    if isinstance(exc, StorageError):
-        return exc.public
-    return str(exc)
-
-
 def _route_class(request: web.Request) -> str:
     return request.match_info.route.name or "other"
 
@@ -143,7 +135,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.error("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         else:
             log.info("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
-        response = error_response(request, status, public_message(exc))
+        response = error_response(request, status, str(exc))
         if isinstance(exc, TooManyRequestsError):
             response.headers["Retry-After"] = str(exc.retry_seconds)
         return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,25 @@ def create_templates() -> jinja2.Environment:
     env.filters["size"] = render_size
     env.filters["when"] = render_time
     return env
+
+
+#: the UI's own files, served from the package so the CSP needs no 'unsafe-inline'
+_STATIC_TYPES = {"wheelwell.css": "text/css", "favicon.svg": "image/svg+xml"}
+
+
+async def static_file(request: web.Request) -> web.Response:
+    """`/+static/NAME`: one of the few files the pages link to."""
+    name = request.match_info["name"]
+    if name not in _STATIC_TYPES:
+        raise web.HTTPNotFound()
+    body = (importlib.resources.files("proxy") / "static" / name).read_bytes()
+    headers = {"Cache-Control": "max-age=3600, public"}
+    return web.Response(body=body, content_type=_STATIC_TYPES[name], headers=headers)
+
+
+def add_routes(app: web.Application) -> None:
+    """Before the `/{user}/{index}` routes, which would take `/+static/NAME` for an index."""
+    app.router.add_get("/+static/{name}", static_file, name="static")
 
 
 def setup(app: web.Application) -> None:

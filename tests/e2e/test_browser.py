@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, http_get
 from tests.e2e.conftest import post_upload
 from tests.fakes.dists import build_wheel
 
@@ -49,10 +49,18 @@ class Browser:
         workdir.mkdir(parents=True, exist_ok=True)
 
     def _run(self, *args: str) -> str:
+        return self._run_logged(*args)[0]
+
+    def _run_logged(self, *args: str) -> tuple[str, str]:
         command = [str(CHROMIUM), *FLAGS, f"--user-data-dir={self.workdir / 'profile'}", *args]
         done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
         assert done.returncode == 0, f"{command}: exit {done.returncode}\n{done.stderr[-2000:]}"
-        return done.stdout
+        return done.stdout, done.stderr
+
+    def console(self, url: str) -> list[str]:
+        """The page's console messages (CSP violations among them), from Chromium's log."""
+        _, log = self._run_logged("--enable-logging=stderr", "--v=0", "--dump-dom", url)
+        return [line for line in log.splitlines() if ":CONSOLE" in line]
 
     def dom(self, url: str) -> str:
         return self._run("--dump-dom", url)
@@ -109,3 +117,14 @@ def test_pages_in_chromium(daemon: Daemon, browser: Browser, tmp_path: Path) -> 
     search = browser.page(daemon.url + "/+search?q=shown", "search")
     assert 'href="/root/public/shown"' in search
     assert "A &lt;b&gt;shown&lt;/b&gt; package" in search
+
+
+def test_pages_break_no_content_security_policy(daemon: Daemon, browser: Browser) -> None:
+    """The pages' CSP has no 'unsafe-inline', so nothing inline may be left for it to block."""
+    for path in ("/", "/root/public", "/+status", "/+search?q=shown"):
+        response = http_get(daemon.url + path, {"Accept": "text/html"})
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        messages = browser.console(daemon.url + path)
+        assert not [m for m in messages if "Content Security Policy" in m], messages
+    css = http_get(daemon.url + "/+static/wheelwell.css")
+    assert css.status == 200 and b"--accent" in css.body

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import create_app
@@ -20,7 +21,11 @@ from proxy.config import (
     StorageConfig,
     UpstreamConfig,
 )
+from proxy.hosted.permissions import Operation
+from proxy.web import authz
 from tests.fakes.index import FakeIndex
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ROOT_PASSWORD = "integration-root"
 AiohttpServer = Callable[..., Awaitable[TestServer]]
@@ -97,3 +102,12 @@ async def mirror(mirror_factory: MirrorFactory) -> Mirror:
 
 def replace_upstream(cfg: Config, **changes: Any) -> Config:
     return dataclasses.replace(cfg, upstream=dataclasses.replace(cfg.upstream, **changes))
+
+
+def add_test_route(
+    app: web.Application, path: str, handler: Handler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GET route only a test has, with the row the permission middleware wants for it."""
+    name = "test" + path.replace("/", "-").replace("+", "")
+    monkeypatch.setitem(authz.ROUTE_OPERATIONS, name, Operation.OPS_READ)
+    app.router.add_get(path, handler, name=name)

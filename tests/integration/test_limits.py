@@ -9,6 +9,7 @@ import hashlib
 import logging
 import re
 import shutil
+import sqlite3
 import time
 import zipfile
 from pathlib import Path
@@ -20,13 +21,12 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import LimitsConfig
-from proxy.errors import StorageError
-from proxy.hosted.permissions import Operation
 from proxy.mirror.index import MirrorIndex
 from proxy.storage.blobs import _translate_os_error
-from proxy.web import authz, keys
+from proxy.storage.db import _translate_sqlite_error
+from proxy.web import keys
 from tests.fakes.dists import Built, build_wheel
-from tests.integration.conftest import AiohttpClient, Mirror, make_config
+from tests.integration.conftest import AiohttpClient, Mirror, add_test_route, make_config
 from tests.integration.test_api import BasicAuth, upload
 
 ROOT_HEADERS = BasicAuth("root", "integration-root")
@@ -218,13 +218,13 @@ async def test_error_bodies_name_no_server_paths(
     errors: dict[str, Exception] = {
         "full": _translate_os_error(OSError(errno.ENOSPC, "No space left"), blobs),
         "io": _translate_os_error(OSError(errno.EIO, "I/O error"), blobs),
-        "db": StorageError(f"database {tmp_path / 'data' / 'wheelwell.db'}: disk I/O error"),
+        "db": _translate_sqlite_error(
+            sqlite3.OperationalError("disk I/O error"), tmp_path / "data" / "w.db"
+        ),
     }
     app = create_app(make_config(fake_upstream_url, tmp_path / "data"))
     for name, exc in errors.items():
-        route = f"test-error-{name}"
-        monkeypatch.setitem(authz.ROUTE_OPERATIONS, route, Operation.OPS_READ)
-        app.router.add_get(f"/+test-error/{name}", _raiser(exc), name=route)
+        add_test_route(app, f"/+test-error/{name}", _raiser(exc), monkeypatch)
     client = await aiohttp_client(app)
     statuses = {}
     for name in errors:
