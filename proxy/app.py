@@ -142,6 +142,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
             fetcher=app[keys.FETCHER],
             metrics=app[keys.METRICS],
             cfg=cfg.upstream,
+            metadata_limit=cfg.limits.max_metadata_size,
         )
         mirror.on_page = functools.partial(app[keys.SEARCH].note_mirror_page, name)
         return mirror
@@ -167,7 +168,11 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
     for index in registry.privates():
         if index.cfg.wheelhouse:
             wheelhouse = Wheelhouse(
-                index, app[keys.DB], app[keys.BLOBS], cfg.storage.wheelhouse_poll
+                index,
+                app[keys.DB],
+                app[keys.BLOBS],
+                cfg.storage.wheelhouse_poll,
+                metadata_limit=cfg.limits.max_metadata_size,
             )
             await wheelhouse.start()
             wheelhouses.append(wheelhouse)

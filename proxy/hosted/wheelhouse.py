@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.distfiles import DEFAULT_METADATA_LIMIT
 from proxy.errors import InvalidUploadError, StorageError
 from proxy.hosted.private import HostedFile, PrivateIndex
 from proxy.hosted.uploads import inspect_distribution
@@ -58,7 +59,7 @@ def _listing(dirs: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _examine(path: str, index: str) -> tuple[HostedFile, bytes | None]:
+def _examine(path: str, index: str, limit: int) -> tuple[HostedFile, bytes | None]:
     """Hash and inspect one file (on a worker thread)."""
     digest = hashlib.sha256()
     file = Path(path)
@@ -66,7 +67,7 @@ def _examine(path: str, index: str) -> tuple[HostedFile, bytes | None]:
         while chunk := fh.read(1024 * 1024):
             digest.update(chunk)
     filename = file.name
-    found = inspect_distribution(file, filename)
+    found = inspect_distribution(file, filename, metadata_limit=limit)
     metadata_sha = hashlib.sha256(found.metadata).hexdigest() if found.metadata else None
     st = file.stat()
     hosted = HostedFile(
@@ -111,8 +112,14 @@ class Wheelhouse:
     """Keeps one private index's view of its wheelhouse directories current."""
 
     def __init__(
-        self, index: PrivateIndex, db: Database, blobs: BlobStore, interval: float
+        self,
+        index: PrivateIndex,
+        db: Database,
+        blobs: BlobStore,
+        interval: float,
+        metadata_limit: int = DEFAULT_METADATA_LIMIT,
     ) -> None:
+        self.metadata_limit = metadata_limit  #: limits.max_metadata_size
         self.index = index
         self.db = db
         self.blobs = blobs
@@ -156,7 +163,9 @@ class Wheelhouse:
         added: list[_Seen] = []
         for path in changed:
             try:
-                hosted, metadata = await loop.run_in_executor(None, _examine, path, self.index.name)
+                hosted, metadata = await loop.run_in_executor(
+                    None, _examine, path, self.index.name, self.metadata_limit
+                )
             except (InvalidUploadError, OSError) as exc:
                 log.info("wheelhouse file %s skipped for now: %s", path, exc)
                 continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from proxy.config import IndexKind, UpstreamConfig
+from proxy.distfiles import DEFAULT_METADATA_LIMIT
 from proxy.errors import (
     DistributionNotFoundError,
     ProjectNotFoundError,
@@ -84,7 +85,9 @@ class MirrorIndex:
         metrics: Metrics,
         cfg: UpstreamConfig,
         clock: Callable[[], float] = time.time,
+        metadata_limit: int = DEFAULT_METADATA_LIMIT,
     ) -> None:
+        self.metadata_limit = metadata_limit  #: limits.max_metadata_size
         self.name = name
         self.base_url = upstream_url.rstrip("/") + "/"
         self.client = client
@@ -381,7 +384,9 @@ class MirrorIndex:
         if not isinstance(stored, LocalFile):  # a remote store reads it through a download
             raise DistributionNotFoundError(dist.filename, self.name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, read_wheel_metadata, stored.path, dist.filename)
+        return await loop.run_in_executor(
+            None, read_wheel_metadata, stored.path, dist.filename, self.metadata_limit
+        )
 
     async def close(self) -> None:
         """Cancel page refreshes and metadata fetches; let queued metadata writes finish."""

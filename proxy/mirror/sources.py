@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.distfiles import (
+    DEFAULT_METADATA_LIMIT,
     InvalidDistFilenameError,
     MetadataTooLargeError,
     load_metadata,
@@ -35,14 +36,15 @@ class Passthrough:
 FileSource = BlobLocation | InFlight | Passthrough
 
 
-def read_wheel_metadata(path: Path, filename: str) -> bytes:
+def read_wheel_metadata(path: Path, filename: str, limit: int = DEFAULT_METADATA_LIMIT) -> bytes:
     """The wheel's own .dist-info/METADATA (blocking; run it on a worker thread)."""
     try:
         dist = parse_filename(filename)
     except InvalidDistFilenameError as exc:
         raise DistributionNotFoundError(filename + ".metadata", exc.reason) from exc
     try:
-        metadata = load_metadata(path, dist)  # capped: an upstream wheel may be a zip bomb too
+        # capped: an upstream wheel may be a zip bomb too
+        metadata = load_metadata(path, dist, limit=limit)
     except MetadataTooLargeError as exc:
         raise DistributionNotFoundError(filename + ".metadata", exc.reason) from exc
     if metadata is None:
