@@ -25,11 +25,12 @@ browser:
 	  echo "installing chromium (Debian package) for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-# The reverse-proxy test runs a real nginx in front of the daemon; install it when it is missing.
+# The reverse-proxy test runs a real nginx in front of the daemon, the TLS tests make a test CA
+# with openssl; install them when they are missing.
 nginx:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
-	  echo "installing nginx (Debian package) for the reverse-proxy test"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+	@{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } && command -v openssl >/dev/null 2>&1 || { \
+	  echo "installing nginx and openssl (Debian packages) for the reverse-proxy and TLS tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx openssl; }
 
 test: venv browser nginx
 	$(BIN)/python -m pytest -q
