@@ -53,7 +53,7 @@ class StorageConfig:
     max_size: ByteSize = 0
     wheelhouse_poll: Seconds = 2.0  #: how often wheelhouse directories are looked at
     #: /+ready answers 503 while the data dir's file system has less free space; 0 disables
-    min_free_space: ByteSize = 1024**3
+    min_free_space: ByteSize = 100 * 1024**2
     scrub: bool = True  #: re-hash stored files in the background and quarantine corrupt ones
     scrub_rate: ByteSize = 20 * 1000**2  #: bytes per second the scrubber reads; 0 disables it
     scrub_interval: Seconds = 86400.0  #: pause between two full scrub passes

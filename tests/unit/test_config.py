@@ -390,7 +390,7 @@ def test_load_missing_file(tmp_path: Path) -> None:
 def test_storage_fault_keys_have_safe_defaults() -> None:
     storage = parse_config("{}\n", "site.yaml").storage
     assert (storage.min_free_space, storage.scrub, storage.scrub_rate) == (
-        1024**3,
+        100 * 1024**2,
         True,
         20 * 10**6,
     )
