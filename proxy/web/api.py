@@ -135,11 +135,11 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    who = caller(request)
     token_id = request.match_info["token_id"]
-    authz.check(request, Operation.TOKEN_REVOKE, user=await request.app[keys.AUTH].owner(token_id))
-    await request.app[keys.AUTH].revoke_token(who, token_id)
-    return web.json_response({"id": request.match_info["token_id"], "revoked": True})
+    auth = request.app[keys.AUTH]
+    authz.check(request, Operation.TOKEN_REVOKE, user=await auth.owner(token_id))
+    await auth.revoke_token(token_id)
+    return web.json_response({"id": token_id, "revoked": True})
 
 
 # ---- indexes ---------------------------------------------------------------------------

@@ -168,14 +168,5 @@ async def authz_middleware(request: web.Request, handler: Handler) -> web.Stream
         who = await identify(request)
     request[keys.IDENTITY] = who
     index = _index_of(request, op)
-    user = request.match_info.get("user") if index is None else None
-    authorize(
-        op,
-        who,
-        index,
-        inherited=inherited(request, index) if index is not None and op is Operation.READ else (),
-        user=user,
-        reach=reach(request, who),
-        user_mirrors=request.app[keys.CONFIG].auth.user_mirrors,
-    )
+    check(request, op, index, user=request.match_info.get("user") if index is None else None)
     return await handler(request)
