@@ -119,6 +119,8 @@ class IndexConfig:
 
 ANONYMOUS = ":ANONYMOUS:"  #: in acl_read/acl_upload: everyone, without credentials too
 AUTHENTICATED = ":AUTHENTICATED:"  #: in acl_read/acl_upload: every user with valid credentials
+#: auth.login_*_delay at most: a longer hold only keeps connections open
+MAX_LOGIN_DELAY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,14 @@ class AuthConfig:
     hash_workers: int = 1  #: threads for password hashing, apart from the one file serving uses
     #: password checks waiting for a hash worker at most; beyond that, logins get 429 at once
     hash_queue: int = 8
+    #: a throttled login (429) is answered after min(its Retry-After, this): a flooding
+    #: connection gets about one answer a second, not thousands; 0: answer at once
+    login_throttled_delay: Seconds = 1.0
+    #: a failed credential check (401) is answered no sooner than this after it began (also
+    #: hides whether the user exists); 0: at once
+    login_failure_delay: Seconds = 0.5
+    #: refused logins held back at once at most; beyond that they are answered at once
+    login_tarpit_size: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,11 +345,15 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         ("login_tracked", 1),
         ("hash_workers", 1),
         ("hash_queue", 0),
+        ("login_tarpit_size", 0),
     ):
         if getattr(cfg.auth, key) < least:
             report(f"auth.{key}", f"must be {least} or more")
     if cfg.auth.login_window <= 0:
         report("auth.login_window", "must be more than 0 s")
+    for key in ("login_throttled_delay", "login_failure_delay"):
+        if not 0 <= getattr(cfg.auth, key) <= MAX_LOGIN_DELAY:
+            report(f"auth.{key}", f"must be 0 to {MAX_LOGIN_DELAY:g} s")
     return problems
 
 

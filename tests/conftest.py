@@ -208,6 +208,8 @@ class DaemonFactory:
                 {"name": "root/public", "kind": "private", "bases": ["root/pypi"]},
             ],
             "logging": {"level": "INFO", "format": "text"},
+            # refused logins answered at once; test_login_flood turns the tarpit on for itself
+            "auth": {"login_throttled_delay": 0, "login_failure_delay": 0},
         }
         config = _merge(config, overrides or {})
         config_path = self.workdir / f"wheelwell{n}.yaml"

@@ -7,6 +7,7 @@ password or a token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -17,7 +18,7 @@ import secrets
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -30,7 +31,7 @@ from proxy.errors import (
     TooManyRequestsError,
     UnauthorizedError,
 )
-from proxy.hosted.throttle import HashingPool, Limit, LoginThrottle
+from proxy.hosted.throttle import HashingPool, Limit, LoginThrottle, Tarpit
 from proxy.metrics import Metrics
 from proxy.model import parse_index_name
 from proxy.storage.changes import (
@@ -163,6 +164,7 @@ class Auth:
         cfg: AuthConfig,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.db = db
         self.cfg = cfg
@@ -178,6 +180,8 @@ class Auth:
         )
         #: scrypt's own threads: a login flood never queues in front of file serving
         self.hashing = HashingPool(cfg.hash_workers, cfg.hash_queue)
+        #: refused logins are answered late, so a flood is cheap sleeping requests
+        self.tarpit = Tarpit(cfg.login_tarpit_size, sleep)
 
     async def close(self) -> None:
         await self.hashing.close()
@@ -207,13 +211,15 @@ class Auth:
         `client` is the caller's address. The limits are checked before anything else, so a
         throttled flood costs no hashing, and even a right password is refused while throttled:
         answering it would tell a guesser which guess was right, and the limit would slow nothing.
+        Refusals are answered late (`Tarpit`); right credentials never wait.
         """
         is_token = user == TOKEN_USER
+        started = self.throttle.clock()
         try:
             attempt, exhausted = self.throttle.begin(client, None if is_token else user)
         except TooManyRequestsError as exc:
             self.metrics.login_throttled.labels(exc.limit).inc()
-            raise
+            raise await self._held_back(exc) from None
         try:
             who = await self._authenticate(user, password, is_token)
         except _LoginFailedError as exc:
@@ -228,13 +234,21 @@ class Auth:
             for limit in exhausted:  # once, when this failure used up a budget
                 subject = f"address {client}" if limit is Limit.ADDRESS else f"user {_shown(user)}"
                 log.warning("login throttled for %s: too many failed logins", subject)
+            # padded to a fixed time: an unknown user answers as late as a wrong password
+            elapsed = self.throttle.clock() - started
+            await self.tarpit.hold(self.cfg.login_failure_delay - elapsed)
             raise UnauthorizedError("invalid credentials") from None
         except TooManyRequestsError as exc:  # the hashing pool is full: not a failure
             self.throttle.succeeded(attempt)
             self.metrics.login_throttled.labels(exc.limit).inc()
-            raise
+            raise await self._held_back(exc) from None
         self.throttle.succeeded(attempt)
         return who
+
+    async def _held_back(self, exc: TooManyRequestsError) -> TooManyRequestsError:
+        """Answer a throttled attempt late; its Retry-After then counts from the answer."""
+        held = await self.tarpit.hold(min(exc.retry_after, self.cfg.login_throttled_delay))
+        return TooManyRequestsError(exc.retry_after - held, exc.limit) if held else exc
 
     async def _authenticate(self, user: str, password: str, is_token: bool) -> Identity:
         if is_token:

@@ -7,6 +7,10 @@ before any password is hashed (so a throttled flood costs no CPU) and a successf
 it back; nothing else is ever reset. The buckets live in an LRU of bounded size, so a flood of
 random user names or addresses cannot grow memory. Hashing runs in its own small thread pool with
 a bounded queue, so logins never wait in the executor that serves files.
+
+Refused logins are answered late (the tarpit): a flooding connection waits for each answer, so
+it sends about one attempt a second instead of thousands, and the daemon's cost is a sleeping
+coroutine rather than a request to parse and answer. The tarpit holds a bounded number at once.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import contextlib
 import ipaddress
 import math
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +37,8 @@ T = TypeVar("T")
 _SLACK = 1e-9
 #: niceness of the hashing threads: when the CPU is short, serving files and pages wins
 HASH_NICENESS = 10
+#: a tarpit hold is stretched by up to this share at random, so held requests end apart
+TARPIT_SPREAD = 0.5
 
 
 def _lower_priority() -> None:
@@ -164,6 +171,40 @@ class LoginThrottle:
             self.addresses.give_back(attempt.address, now)
         if attempt.user is not None:
             self.users.give_back(attempt.user, now)
+
+
+class Tarpit:
+    """Holds refused logins before they are answered; at most `capacity` at once, then none.
+
+    A hold lasts 1 to 1 + `spread` times what was asked, at random: a flood's connections,
+    refused together, would otherwise all come back in the same instant, and answering a
+    burst of hundreds at once stalls the loop for everything else.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        spread: float = TARPIT_SPREAD,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.capacity = capacity
+        self.sleep = sleep
+        self.spread = spread
+        self.rand = rand
+        self.held = 0  #: refusals waiting right now
+
+    async def hold(self, seconds: float) -> float:
+        """Wait at least `seconds` (if there is room); returns how long, 0 when it did not."""
+        if seconds <= 0 or self.held >= self.capacity:
+            return 0.0
+        seconds *= 1 + self.spread * self.rand()
+        self.held += 1
+        try:
+            await self.sleep(seconds)
+        finally:
+            self.held -= 1
+        return seconds
 
 
 class HashingPool:

@@ -133,6 +133,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         logged = f"{exc} ({exc.detail})" if isinstance(exc, UpstreamConcealedError) else exc
         if status >= 500:
             log.error("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
+        elif isinstance(exc, TooManyRequestsError):
+            # a flood would write a line per attempt: they are counted in metrics, and the
+            # budget running out is logged once as a WARNING where it happens
+            log.debug("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         else:
             log.info("%s %s -> %d: %s", request.method, request.path, status, logged, extra=extra)
         response = error_response(request, status, str(exc))

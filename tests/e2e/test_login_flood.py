@@ -10,13 +10,20 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 
-from tests.conftest import Daemon, Dists, http_get
+from tests.conftest import Daemon, DaemonFactory, Dists, http_get
 from tests.e2e.conftest import download_file
-from tests.fakes.index import JSON_TYPE, FakeIndex
+from tests.fakes.index import JSON_TYPE, FakeIndex, ThreadedServer
 
 pytestmark = pytest.mark.e2e
 
 FLOOD = 200
+#: the tarpit as shipped (the test daemons turn it off): refusals are answered late
+TARPIT = {"auth": {"login_throttled_delay": "1s", "login_failure_delay": "0.5s"}}
+
+
+@pytest.fixture
+def daemon(daemon_factory: DaemonFactory, fake_index_server: ThreadedServer) -> Daemon:
+    return daemon_factory(fake_index_server.url, TARPIT)
 
 
 def _file_url(daemon: Daemon, project: str, filename: str) -> str:

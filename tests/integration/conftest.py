@@ -61,7 +61,11 @@ def make_config(upstream: str, data_dir: Path, **upstream_overrides: Any) -> Con
     }
     settings.update(upstream_overrides)
     return Config(
-        auth=AuthConfig(root_password=ROOT_PASSWORD),
+        # no tarpit: tests answer refused logins at once (tests/integration/test_throttle.py
+        # turns it on for itself)
+        auth=AuthConfig(
+            root_password=ROOT_PASSWORD, login_throttled_delay=0.0, login_failure_delay=0.0
+        ),
         storage=StorageConfig(data_dir=data_dir),
         upstream=UpstreamConfig(**settings),
         indexes=(

@@ -18,8 +18,10 @@ import pytest
 
 from proxy.errors import TooManyRequestsError, UnauthorizedError
 from proxy.hosted.auth import Auth
+from proxy.hosted.throttle import Tarpit
 from proxy.web import keys
 from tests.integration.conftest import ROOT_PASSWORD, Mirror
+from tests.polling import eventually
 
 PER_ADDRESS = 10  # the defaults
 PER_USER = 30
@@ -227,3 +229,119 @@ async def test_failed_logins_are_logged_once_and_counted(
     assert 'wheelwell_login_failures_total{reason="unknown-user"} 1.0' in text
     assert 'wheelwell_login_failures_total{reason="token"} 1.0' in text
     assert 'wheelwell_login_throttled_total{limit="address"} 4.0' in text
+
+
+# ---- the tarpit: refusals answered late, right credentials never -------------------------
+
+FAILURE_DELAY = 0.5
+THROTTLED_DELAY = 1.0
+
+
+class Sleeps:
+    """Records the tarpit's sleeps instead of sleeping; holds them until `gate`, when given."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.calls: list[float] = []
+        self.gate = gate
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        if self.gate is not None:
+            await self.gate.wait()
+
+
+def _tarpit(mirror: Mirror, sleeps: Sleeps, size: int = 1000) -> Auth:
+    """The app's Auth with the default delays (test configs turn them off) and `sleeps`."""
+    auth = _auth(mirror)
+    auth.cfg = dataclasses.replace(
+        auth.cfg, login_failure_delay=FAILURE_DELAY, login_throttled_delay=THROTTLED_DELAY
+    )
+    auth.tarpit = Tarpit(size, sleeps, spread=0.0)  # exact holds, to compare
+    return auth
+
+
+async def test_a_failed_login_is_padded_alike_for_unknown_users_and_wrong_passwords(
+    mirror: Mirror,
+) -> None:
+    sleeps = Sleeps()
+    _tarpit(mirror, sleeps)
+    assert (await _login(mirror, "root", "guess"))[0] == 401
+    assert (await _login(mirror, "ghost", "guess"))[0] == 401
+    assert (await _tokens(mirror, "__token__", "ww_bogus")).status == 401
+    # the stepped clock stands still, so each is padded by the whole delay
+    assert sleeps.calls == [FAILURE_DELAY] * 3
+
+
+async def test_a_throttled_login_waits_and_its_retry_after_counts_from_the_answer(
+    mirror: Mirror,
+) -> None:
+    sleeps = Sleeps()
+    _tarpit(mirror, sleeps)
+    for n in range(PER_ADDRESS):
+        assert (await _login(mirror, "root", f"wrong{n}"))[0] == 401
+    sleeps.calls.clear()
+    status, headers, _ = await _login(mirror, "root", "wrong again")
+    assert status == 429
+    assert sleeps.calls == [THROTTLED_DELAY]  # min(6 s to wait, the 1 s delay)
+    assert headers["Retry-After"] == str(int(WINDOW / PER_ADDRESS - THROTTLED_DELAY))
+    assert (await _tokens(mirror, "root", ROOT_PASSWORD)).status == 429  # held like the rest
+    assert sleeps.calls == [THROTTLED_DELAY] * 2
+
+
+async def test_a_short_retry_after_is_held_only_that_long(mirror: Mirror) -> None:
+    sleeps = Sleeps()
+    auth = _tarpit(mirror, sleeps)
+    auth.cfg = dataclasses.replace(auth.cfg, login_throttled_delay=5.0)  # above the 2 s wait
+    for n in range(PER_USER):
+        with pytest.raises(UnauthorizedError):
+            await auth.authenticate("root", "guess", client=f"10.5.0.{n}")
+    sleeps.calls.clear()
+    with pytest.raises(TooManyRequestsError) as caught:
+        await auth.authenticate("root", "guess", client="10.5.1.1")
+    assert sleeps.calls == [pytest.approx(WINDOW / PER_USER)]
+    assert caught.value.limit == "user"
+    assert caught.value.retry_seconds == 1  # never 0, although the wait is over
+
+
+async def test_the_right_password_and_a_valid_token_are_never_held(mirror: Mirror) -> None:
+    sleeps = Sleeps()
+    auth = _tarpit(mirror, sleeps)
+    for n in range(PER_ADDRESS - 1):  # failures before, but not throttled
+        assert (await _login(mirror, "root", f"wrong{n}"))[0] == 401
+    sleeps.calls.clear()
+    status, _, body = await _login(mirror, "root", ROOT_PASSWORD)
+    assert status == 200
+    assert (await _tokens(mirror, "root", ROOT_PASSWORD)).status == 200
+    assert (await _tokens(mirror, "__token__", body["token"])).status == 200
+    _, scoped = await auth.create_token("root", "root/public", None, "ci")
+    assert (await auth.authenticate("__token__", scoped, client="10.6.0.1")).user == "root"
+    assert sleeps.calls == []
+
+
+async def test_the_tarpit_holds_a_bounded_number_and_answers_the_rest_at_once(
+    mirror: Mirror,
+) -> None:
+    """200 refusals at once into a pit of 20: 20 are held, 180 answered without waiting."""
+    gate = asyncio.Event()
+    sleeps = Sleeps(gate)
+    auth = _tarpit(mirror, sleeps, size=20)
+
+    async def attempt(n: int) -> str:
+        try:
+            await auth.authenticate(f"nobody{n}", "guess", client=_address(70_000 + n))
+        except UnauthorizedError:
+            return "401"
+        return "200"
+
+    pending = [asyncio.ensure_future(attempt(n)) for n in range(200)]
+    await eventually(  # unknown users: a database read each, then answered
+        lambda: sum(task.done() for task in pending) >= 180,
+        timeout=30,
+        message="the refusals beyond the tarpit's size to be answered",
+    )
+    assert auth.tarpit.held == 20
+    assert len(sleeps.calls) == 20
+    assert sum(task.done() for task in pending) == 180
+    gate.set()
+    assert await asyncio.gather(*pending) == ["401"] * 200
+    assert auth.tarpit.held == 0

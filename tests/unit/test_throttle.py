@@ -10,7 +10,14 @@ import pytest
 
 from proxy.config import parse_config
 from proxy.errors import ConfigError, TooManyRequestsError
-from proxy.hosted.throttle import Buckets, HashingPool, Limit, LoginThrottle, address_key
+from proxy.hosted.throttle import (
+    Buckets,
+    HashingPool,
+    Limit,
+    LoginThrottle,
+    Tarpit,
+    address_key,
+)
 
 WINDOW = 60.0
 
@@ -188,6 +195,10 @@ async def test_a_cancelled_waiter_keeps_its_slot_until_the_job_ends() -> None:
         ("auth: {login_tracked: 0}", "auth.login_tracked"),
         ("auth: {hash_workers: 0}", "auth.hash_workers"),
         ("auth: {hash_queue: -1}", "auth.hash_queue"),
+        ("auth: {login_throttled_delay: -1s}", "auth.login_throttled_delay"),
+        ("auth: {login_failure_delay: -0.5}", "auth.login_failure_delay"),
+        ("auth: {login_failure_delay: 2h}", "auth.login_failure_delay"),
+        ("auth: {login_tarpit_size: -1}", "auth.login_tarpit_size"),
     ],
 )
 def test_bad_limits_name_the_key_and_file(yaml_text: str, key: str) -> None:
@@ -201,3 +212,76 @@ def test_limits_load_from_yaml() -> None:
     cfg = parse_config("auth: {login_failures_per_address: 3, login_window: 2m}", "w.yaml")
     assert (cfg.auth.login_failures_per_address, cfg.auth.login_window) == (3, 120.0)
     assert cfg.auth.login_failures_per_user == 30
+
+
+def test_tarpit_defaults_and_zero_from_yaml() -> None:
+    defaults = parse_config("", "w.yaml").auth
+    assert (defaults.login_throttled_delay, defaults.login_failure_delay) == (1.0, 0.5)
+    assert defaults.login_tarpit_size == 1000
+    off = parse_config("auth: {login_throttled_delay: 0, login_failure_delay: 0s}", "w.yaml")
+    assert (off.auth.login_throttled_delay, off.auth.login_failure_delay) == (0.0, 0.0)
+
+
+class Sleeps:
+    """Records what the tarpit sleeps; holds every sleeper until `gate` is set, if there is one."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.calls: list[float] = []
+        self.gate = gate
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        if self.gate is not None:
+            await self.gate.wait()
+
+
+async def test_tarpit_holds_for_the_time_asked() -> None:
+    sleeps = Sleeps()
+    tarpit = Tarpit(10, sleeps, spread=0.0)
+    assert await tarpit.hold(0.5) == 0.5
+    assert await tarpit.hold(0.0) == 0.0  # nothing to wait: no sleep at all
+    assert await tarpit.hold(-0.2) == 0.0  # the check alone took longer than the padding
+    assert sleeps.calls == [0.5]
+    assert tarpit.held == 0
+
+
+async def test_tarpit_holds_at_most_its_capacity_and_answers_the_rest_at_once() -> None:
+    gate = asyncio.Event()
+    sleeps = Sleeps(gate)
+    tarpit = Tarpit(5, sleeps, spread=0.0)
+    held = [asyncio.ensure_future(tarpit.hold(1.0)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert tarpit.held == 5
+    # the pit is full: more refusals are not held (no sleep, no growth), they answer now
+    assert [await tarpit.hold(1.0) for _ in range(100)] == [0.0] * 100
+    assert len(sleeps.calls) == 5
+    gate.set()
+    assert await asyncio.gather(*held) == [1.0] * 5
+    assert tarpit.held == 0
+    assert await tarpit.hold(1.0) == 1.0  # room again
+
+
+async def test_a_cancelled_hold_leaves_the_pit() -> None:
+    tarpit = Tarpit(1, Sleeps(asyncio.Event()))
+    waiter = asyncio.ensure_future(tarpit.hold(1.0))
+    await asyncio.sleep(0)
+    assert tarpit.held == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert tarpit.held == 0
+
+
+async def test_a_zero_size_tarpit_holds_nothing() -> None:
+    sleeps = Sleeps()
+    assert await Tarpit(0, sleeps).hold(1.0) == 0.0
+    assert sleeps.calls == []
+
+
+async def test_holds_that_begin_together_end_apart() -> None:
+    """Each hold is stretched by a random share of up to `spread`: no burst of answers."""
+    sleeps = Sleeps()
+    draws = iter([0.0, 0.5, 1.0])
+    tarpit = Tarpit(10, sleeps, spread=0.5, rand=lambda: next(draws))
+    assert [await tarpit.hold(1.0) for _ in range(3)] == [1.0, 1.25, 1.5]
+    assert sleeps.calls == [1.0, 1.25, 1.5]  # never shorter than asked
