@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from packaging.utils import canonicalize_name
 
-from proxy.config import IndexConfig, IndexKind
+from proxy.config import ANONYMOUS, IndexConfig, IndexKind
 from proxy.errors import IndexNotFoundError, InvalidInputError, ProjectNotFoundError, UpstreamError
 from proxy.hosted.private import HostedFile, PrivateIndex
 from proxy.indexes.base import Index as Index
@@ -124,6 +124,7 @@ class IndexRegistry:
         self.configs: dict[str, IndexConfig] = {}
         self.indexes: dict[str, Index] = {}
         self._orders: dict[str, tuple[Index, ...]] = {}
+        self._public: dict[str, bool] = {}
         self._rendered: OrderedDict[
             tuple[str, str, Format, str], tuple[tuple[object, ...], Rendered]
         ]
@@ -166,6 +167,7 @@ class IndexRegistry:
     def changed(self) -> None:
         """Drop derived state: resolution orders and every rendered page."""
         self._orders.clear()
+        self._public.clear()
         self._rendered.clear()
 
     def private(self, name: str) -> PrivateIndex:
@@ -178,6 +180,15 @@ class IndexRegistry:
     def privates(self) -> tuple[PrivateIndex, ...]:
         """Every private index (the wheelhouse watchers start from these)."""
         return tuple(i for i in self.indexes.values() if isinstance(i, PrivateIndex))
+
+    def public(self, name: str) -> bool:
+        """Whether anyone may read the index: it and all it inherits list :ANONYMOUS: (cached)."""
+        cached = self._public.get(name)
+        if cached is None:
+            order = self.resolution_order(name)
+            cached = all(ANONYMOUS in self.configs[i.name].acl_read for i in order)
+            self._public[name] = cached
+        return cached
 
     def resolution_order(self, name: str) -> tuple[Index, ...]:
         cached = self._orders.get(name)

@@ -15,7 +15,7 @@ from aiohttp import web
 from proxy.config import IndexConfig
 from proxy.errors import IndexNotFoundError, UnauthorizedError
 from proxy.hosted.auth import Identity
-from proxy.hosted.permissions import Operation, authorize, may
+from proxy.hosted.permissions import PERMISSIONS, Credential, Operation, Role, authorize, may
 from proxy.model import parse_index_name
 from proxy.web import keys
 from proxy.web.common import identify
@@ -70,6 +70,14 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "release-delete": Op.DELETE_FILES,
 }
 del Op
+
+
+#: operations anyone may do with any credential: no index or role to look up
+_ANYONE = frozenset(
+    op
+    for op, rule in PERMISSIONS.items()
+    if Role.ANYONE in rule.roles and rule.credentials == frozenset(Credential)
+)
 
 
 def operation_of(request: web.Request) -> Operation:
@@ -167,6 +175,12 @@ async def authz_middleware(request: web.Request, handler: Handler) -> web.Stream
     if op is not Operation.LOGIN and request.headers.get("Authorization"):
         who = await identify(request)
     request[keys.IDENTITY] = who
+    if op in _ANYONE:
+        return await handler(request)  # the fast path of most requests: nothing to look up
     index = _index_of(request, op)
+    registry = request.app[keys.INDEXES]
+    public = op is Operation.READ and index is not None and registry.public(index.name)
+    if who is None and public:
+        return await handler(request)  # anonymous pip on a public index
     check(request, op, index, user=request.match_info.get("user") if index is None else None)
     return await handler(request)

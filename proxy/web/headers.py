@@ -13,16 +13,15 @@ CONTENT_SECURITY_POLICY = (
 )
 HSTS = "max-age=31536000"
 SERVER = "wheelwell"
+_ALWAYS = {"Server": SERVER, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+_HTML = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Frame-Options": "DENY"}
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: runs for handlers' responses, errors and aiohttp's own alike."""
     headers = response.headers
-    headers["Server"] = SERVER  # no aiohttp or Python version for scanners
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers.setdefault("Referrer-Policy", "same-origin")
-    if response.content_type == "text/html":
-        headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        headers.setdefault("X-Frame-Options", "DENY")
-    if request.get(PUBLIC_SCHEME, request.scheme) == "https":
+    headers.update(_ALWAYS)  # no aiohttp or Python version in Server, for scanners
+    if headers.get("Content-Type", "").startswith("text/html"):
+        headers.update(_HTML)
+    if (request.get(PUBLIC_SCHEME) or request.scheme) == "https":
         headers["Strict-Transport-Security"] = HSTS
