@@ -151,3 +151,19 @@ async def test_default_index_simple_pages_are_protected(
     for path in ("/simple/", "/simple/alpha/"):
         assert (await client.get(path)).status == 401
         assert (await client.get(path, headers=ROOT)).status == 200
+
+
+async def test_protecting_a_base_later_protects_what_inherits_it(mirror: Mirror) -> None:
+    """Anonymous reads of public indexes take a cached fast path; a change must reach it."""
+    c = mirror.client
+    assert (await c.put("/alice", json={"password": PW["alice"]}, headers=ROOT)).status == 201
+    assert (await c.put("/alice/base", json={"bases": ["root/pypi"]}, headers=ROOT)).status == 201
+    assert (await c.put("/alice/kid", json={"bases": ["alice/base"]}, headers=ROOT)).status == 201
+    assert (await c.get("/alice/kid/+simple/")).status == 200  # public, and now cached so
+    resp = await c.patch("/alice/base", json={"acl_read": ["alice"]}, headers=ROOT)
+    assert resp.status == 200, await resp.text()
+    assert (await c.get("/alice/kid/+simple/")).status == 401
+    assert (await c.get("/alice/kid/+simple/", headers=basic("alice", PW["alice"]))).status == 200
+    resp = await c.patch("/alice/base", json={"acl_read": [":ANONYMOUS:"]}, headers=ROOT)
+    assert resp.status == 200, await resp.text()
+    assert (await c.get("/alice/kid/+simple/")).status == 200
