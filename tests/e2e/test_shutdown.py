@@ -19,8 +19,9 @@ from tests.fakes.index import FakeIndex, ThreadedServer
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 3.0
-#: start-up of the interpreter's exit, closing the database and the store: well under a second
-MARGIN = 2.0
+#: the interpreter's exit, closing the database and the store: well under a second, with room
+#: for a loaded CI machine; the watchdog's forced exit (status 1) is told apart by the status
+MARGIN = 3.0
 
 
 def _connect(url: str, *, small_window: bool = True) -> socket.socket:
@@ -56,8 +57,10 @@ def _stalled_reader(url: str, sockets: list[socket.socket]) -> socket.socket:
 def _sigterm_and_time(daemon: Daemon) -> float:
     started = time.monotonic()
     daemon.process.send_signal(signal.SIGTERM)
-    daemon.process.wait(120)  # far above the bound, so a slow exit is measured, not killed
-    return time.monotonic() - started
+    status = daemon.process.wait(120)  # far above the bound: a slow exit is measured, not killed
+    elapsed = time.monotonic() - started
+    assert status == 0, f"exit status {status} (1: the watchdog forced it)\n{daemon.log()}"
+    return elapsed
 
 
 def test_sigterm_with_stalled_clients_exits_within_shutdown_timeout(
