@@ -145,6 +145,10 @@ def _digests(path: Path) -> dict[str, str]:
     return {"md5_digest": md5.hexdigest(), "blake2_256_digest": blake.hexdigest()}
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class Uploads:
     """Validates and commits uploads; yanks and deletes releases."""
 
@@ -233,7 +237,8 @@ class Uploads:
         await self.blobs.commit(temp)
         metadata_sha = None
         if found.metadata is not None:
-            metadata_sha = hashlib.sha256(found.metadata).hexdigest()
+            loop = asyncio.get_running_loop()  # up to limits.max_metadata_size: not on the loop
+            metadata_sha = await loop.run_in_executor(None, _sha256_hex, found.metadata)
             await self.blobs.store_bytes(found.metadata)  # found by files.metadata_sha256
         change = FileUploaded(
             idx=index.name,
