@@ -320,11 +320,7 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
     if cfg.upstream.probe_interval < 0:
         report("upstream.probe_interval", "must be 0 or more")
     for key in ("deny", "user_mirror_deny", "allow"):
-        for n, value in enumerate(getattr(cfg.upstream, key)):
-            try:
-                ipaddress.ip_network(value.strip(), strict=False)
-            except ValueError:
-                report(f"upstream.{key}[{n}]", f"'{value}' is not an IP network (CIDR)")
+        _check_networks(report, f"upstream.{key}", getattr(cfg.upstream, key))
     for key in (
         "max_metadata_size",
         "max_description_size",
@@ -366,11 +362,16 @@ def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> N
         path = getattr(server, key)
         if path and not os.access(path, os.R_OK):
             report(f"server.{key}", f"cannot read '{path}'")
-    for n, cidr in enumerate(server.trusted_proxies):
+    _check_networks(report, "server.trusted_proxies", server.trusted_proxies)
+
+
+def _check_networks(report: Callable[[str, str], None], key: str, values: Sequence[str]) -> None:
+    """Each entry of an address list is an IP address or network (CIDR)."""
+    for n, value in enumerate(values):
         try:
-            ipaddress.ip_network(cidr, strict=False)
+            ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
-            report(f"server.trusted_proxies[{n}]", f"'{cidr}' is not an address or network")
+            report(f"{key}[{n}]", f"'{value}' is not an IP address or network (CIDR)")
 
 
 def _find_cycle(graph: Mapping[str, Sequence[str]], starts: Iterable[str]) -> list[str]:

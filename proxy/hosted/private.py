@@ -194,6 +194,8 @@ class PrivateIndex:
         stored = await self.blobs.locate(hosted.sha256)
         if stored is None:
             raise DistributionNotFoundError(filename, self.name)
+        if isinstance(stored, LocalFile):  # the upload's own record is the size serving checks
+            return LocalFile(stored.path, hosted.size)
         return stored
 
     async def locate_metadata(

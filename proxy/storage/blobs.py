@@ -267,18 +267,19 @@ class LocalBlobStore:
             return None
         return path.name
 
-    def wrong_size(self, blob: LocalFile, expected: int | None = None) -> int | None:
-        """The size on disk when it differs from the record (one stat, no hashing), else None."""
+    def wrong_size(self, blob: LocalFile) -> int | None:
+        """The size on disk when it is not the recorded `blob.size` (one stat, no hashing).
+
+        None when it is right, and for files the store keeps no record of (wheelhouse files).
+        """
         sha = self.sha_of(blob.path)
-        entry = self.entries.get(sha) if sha is not None else None
-        recorded = expected if expected is not None else entry.size if entry else None
-        if sha is None or recorded is None:
+        if sha is None or sha not in self.entries:
             return None
         try:
             actual = blob.path.stat().st_size
         except FileNotFoundError:
             return 0
-        return actual if actual != recorded else None
+        return actual if actual != blob.size else None
 
     def open(self) -> None:
         """Create the layout and drop temp files a crash left behind (they were never complete)."""

@@ -49,7 +49,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
             source = await index.locate_metadata(project, key, dist_filename)
         else:
             source = await index.locate_file(project, key, filename, probe=probe)
-        if not isinstance(source, LocalFile) or not await _damaged(request, index, source, key):
+        if not isinstance(source, LocalFile) or not _damaged(request, index, source):
             break
     mirrored = not is_metadata and index.kind is IndexKind.MIRROR
     if mirrored and isinstance(source, LocalFile | RemoteObject):
@@ -65,18 +65,14 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
             return web.Response(body=source.body, headers=_file_headers())
 
 
-async def _damaged(request: web.Request, index: Index, blob: LocalFile, key: str) -> bool:
+def _damaged(request: web.Request, index: Index, blob: LocalFile) -> bool:
     """Refuse a stored file whose size is not the recorded one (a stat, no hashing).
 
     A mirror file is quarantined and True tells the caller to fetch it again; a hosted file
     cannot be fetched again, so it is quarantined and the request fails.
     """
     blobs = request.app[keys.BLOBS]
-    expected = None
-    if index.kind is IndexKind.PRIVATE and blobs.sha_of(blob.path) == key:
-        private = request.app[keys.INDEXES].private(index.name)
-        expected = (await private.find_file(key, request.match_info["filename"])).size
-    actual = blobs.wrong_size(blob, expected)
+    actual = blobs.wrong_size(blob)
     sha = blobs.sha_of(blob.path)
     if actual is None or sha is None:
         return False
@@ -89,7 +85,7 @@ async def _damaged(request: web.Request, index: Index, blob: LocalFile, key: str
             filename,
             index.name,
             actual,
-            blob.size if expected is None else expected,
+            blob.size,
             extra={"file": filename, "index": index.name},
         )
         return True
