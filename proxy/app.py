@@ -31,6 +31,7 @@ from proxy.metrics import Metrics
 from proxy.mirror.addresses import AddressPolicy, check_mirror_url
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
+from proxy.mirror.ranges import RangeCache
 from proxy.mirror.upstream import UpstreamClient, new_session
 from proxy.model import IndexName, mask_url
 from proxy.storage.blobs import BlobAliases, LocalBlobStore
@@ -68,6 +69,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     pages = PageCache(data_dir / "pages", max_negative=app[keys.CONFIG].limits.negative_pages)
     await pages.start()
     app[_PAGES] = pages
+    app[_RANGES] = RangeCache()
     yield
     await pages.close()
     blobs.close()
@@ -144,6 +146,8 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
             metrics=app[keys.METRICS],
             cfg=cfg.upstream,
             metadata_limit=cfg.limits.max_metadata_size,
+            generate_metadata=index_cfg.generate_metadata,
+            ranges=app[_RANGES],
         )
         mirror.on_page = functools.partial(app[keys.SEARCH].note_mirror_page, name)
         return mirror
@@ -269,6 +273,7 @@ def reload_tls(context: ssl.SSLContext, cfg: Config) -> None:
 
 
 _PAGES = web.AppKey("wheelwell.pages", PageCache)
+_RANGES = web.AppKey("wheelwell.ranges", RangeCache)  #: bytes of upstream files read so far
 SHUTDOWN = web.AppKey("wheelwell.shutdown", ShutdownClock)
 TLS = web.AppKey("wheelwell.tls", ssl.SSLContext)
 

@@ -115,6 +115,8 @@ class IndexConfig:
     acl_upload: tuple[str, ...] = ()
     #: who may read (user names, :ANONYMOUS:, :AUTHENTICATED:); root and the owner always may
     acl_read: tuple[str, ...] = (":ANONYMOUS:",)
+    #: mirror only: serve PEP 658 metadata for wheels the upstream gives none for (Range reads)
+    generate_metadata: bool = True
 
 
 ANONYMOUS = ":ANONYMOUS:"  #: in acl_read/acl_upload: everyone, without credentials too

@@ -162,8 +162,11 @@ def _read_capped(stream: IO[bytes], dist: DistFile, member: str, limit: int | No
     return data
 
 
-def _read_zip(path: Path, dist: DistFile, limit: int | None, budget: int) -> bytes | None:
-    with zipfile.ZipFile(path) as zf:
+def _read_zip(
+    source: Path | IO[bytes], dist: DistFile, limit: int | None, budget: int | None
+) -> bytes | None:
+    """The metadata member; without one, the CRCs are checked within `budget` (None: not)."""
+    with zipfile.ZipFile(source) as zf:
         names = [n for n in zf.namelist() if _is_metadata_member(dist, n)]
         member = _pick(names, dist.metadata_dir)
         if member is not None:
@@ -171,8 +174,31 @@ def _read_zip(path: Path, dist: DistFile, limit: int | None, budget: int) -> byt
             _check_size(dist, member, info.file_size, limit)
             with zf.open(info) as stream:
                 return _read_capped(stream, dist, member, limit)
-        _check_crcs(zf, dist, budget)
+        if budget is not None:
+            _check_crcs(zf, dist, budget)
     return None
+
+
+def read_wheel_member(
+    source: IO[bytes], dist: DistFile, *, limit: int | None = DEFAULT_METADATA_LIMIT
+) -> bytes | None:
+    """A wheel's METADATA from a seekable file object that may hold only parts of the wheel.
+
+    Only the central directory and the member are read; exceptions of `source` itself (such as
+    a request for bytes it does not have yet) pass through unchanged.
+    """
+    try:
+        return _read_zip(source, dist, limit, None)
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        ValueError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+        OSError,
+    ) as exc:
+        raise UnreadableArchiveError(dist.filename, str(exc) or type(exc).__name__) from exc
 
 
 def _check_crcs(zf: zipfile.ZipFile, dist: DistFile, budget: int) -> None:

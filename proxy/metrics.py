@@ -40,7 +40,8 @@ class Metrics:
         )
         self.file_cache = Counter(
             "wheelwell_file_cache_total",
-            "File requests by outcome (hit, miss, joined, range)",
+            "File requests by outcome (hit, miss, joined, passthrough; probe: a HEAD or Range "
+            "answered here; range: read upstream once and kept)",
             ["outcome"],
             registry=r,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from proxy.config import IndexConfig, IndexKind
 from proxy.errors import DistributionNotFoundError
+from proxy.httpranges import ByteRange
 from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage
 from proxy.storage.blobs import BlobLocation, BlobStore, LocalFile
 from proxy.storage.db import Database
@@ -185,7 +186,14 @@ class PrivateIndex:
         return await self.own_projects()
 
     async def locate_file(
-        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+        self,
+        project: NormalizedName,
+        key: str,
+        filename: str,
+        *,
+        probe: bool,
+        head: bool = False,
+        byte_range: ByteRange | None = None,
     ) -> BlobLocation:
         """An upload from the blob store, a wheelhouse file where it lies; `probe` is moot."""
         hosted = await self.find_file(key, filename)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from proxy.config import IndexKind
+from proxy.httpranges import ByteRange
 from proxy.mirror.sources import FileSource
 from proxy.model import IndexName, NormalizedName, ProjectPage
 from proxy.storage.locations import MetadataSource
@@ -36,7 +37,14 @@ class Index(Protocol):
         ...
 
     async def locate_file(
-        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+        self,
+        project: NormalizedName,
+        key: str,
+        filename: str,
+        *,
+        probe: bool,
+        head: bool = False,
+        byte_range: ByteRange | None = None,
     ) -> FileSource:
         """Where the file's bytes are; DistributionNotFoundError when it is not here."""
         ...

@@ -22,6 +22,7 @@ from proxy.config import ANONYMOUS, IndexConfig, IndexKind
 from proxy.errors import IndexNotFoundError, InvalidInputError, ProjectNotFoundError, UpstreamError
 from proxy.hosted.private import HostedFile, PrivateIndex
 from proxy.indexes.base import Index as Index
+from proxy.mirror.index import MirrorIndex
 from proxy.model import IndexName, NormalizedName, ProjectList, ProjectPage
 from proxy.simple_api import Format, render_list, render_page
 
@@ -156,6 +157,8 @@ class IndexRegistry:
             self.indexes[cfg.name] = self._build(cfg)
         elif isinstance(index, PrivateIndex):
             index.cfg = cfg
+        elif isinstance(index, MirrorIndex):
+            index.set_generate(cfg.generate_metadata)
         self.changed()
 
     def remove(self, name: str) -> Index:

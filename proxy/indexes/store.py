@@ -34,6 +34,7 @@ _API_KEYS = {
     "acl_upload",
     "acl_read",
     "mirror_url",
+    "generate_metadata",
 }
 
 
@@ -56,6 +57,7 @@ def from_record(data: Mapping[str, Any]) -> IndexConfig:
         wheelhouse=tuple(Path(p) for p in data.get("wheelhouse", ())),
         acl_upload=tuple(data.get("acl_upload", ())),
         acl_read=tuple(data.get("acl_read", (ANONYMOUS,))),
+        generate_metadata=bool(data.get("generate_metadata", True)),
     )
 
 
@@ -72,6 +74,7 @@ def to_api(cfg: IndexConfig, default_upstream: str) -> dict[str, Any]:
     }
     if cfg.kind is IndexKind.MIRROR:
         data["mirror_url"] = mask_url(cfg.upstream or default_upstream)
+        data["generate_metadata"] = cfg.generate_metadata
     return data
 
 
@@ -116,6 +119,10 @@ def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
         if not isinstance(data["volatile"], bool):
             raise InvalidInputError("'volatile' must be true or false")
         changes["volatile"] = data["volatile"]
+    if "generate_metadata" in data:
+        if not isinstance(data["generate_metadata"], bool):
+            raise InvalidInputError("'generate_metadata' must be true or false")
+        changes["generate_metadata"] = data["generate_metadata"]
     if "mirror_url" in data:
         url = data["mirror_url"]
         if not isinstance(url, str) or urlsplit(url).scheme not in {"http", "https"}:

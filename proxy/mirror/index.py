@@ -23,10 +23,25 @@ from proxy.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
+from proxy.httpranges import ByteRange
 from proxy.metrics import Metrics
-from proxy.mirror.fetch import Fetcher
-from proxy.mirror.sources import FileSource, InFlight, Passthrough, read_wheel_metadata
-from proxy.mirror.upstream import PageResponse, UpstreamClient
+from proxy.mirror.fetch import Download, Fetcher
+from proxy.mirror.ranges import (
+    CACHED_RANGE_LIMIT,
+    RangeCache,
+    RangeUnsupportedError,
+    fetch_range,
+    read_metadata,
+)
+from proxy.mirror.sources import (
+    CachedRange,
+    FileSource,
+    InFlight,
+    KnownSize,
+    Passthrough,
+    read_wheel_metadata,
+)
+from proxy.mirror.upstream import PageResponse, UpstreamClient, conceal_for
 from proxy.model import (
     Distribution,
     IndexName,
@@ -40,13 +55,15 @@ from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json
 from proxy.storage.blobs import BlobStore, LocalFile
 from proxy.storage.locations import InMemory, MetadataSource
 from proxy.storage.pagecache import CachedPage, PageCache
-from proxy.tasks import SingleFlight, WriteBehind
+from proxy.tasks import Background, SingleFlight, WriteBehind
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _MEMORY_PAGES = 4096
+#: metadata hashes learned (of files whose page gives none), for the pages' `core-metadata`
+_KNOWN_HASHES = 20_000
 _LIST_KEY = ""
 _EMPTY_LIST = ProjectList()
 #: bodies below this are parsed on the loop: the executor hop (~50 µs) costs more than the work
@@ -66,6 +83,7 @@ class _Entry:
     page: ProjectPage | None  #: None for a remembered 404
     served: ProjectPage | None  #: `page` with URLs rewritten to our +f/ paths
     names: ProjectList | None = None  #: the root page's project names
+    gen: tuple[int, int] = (0, 0)  #: `MirrorIndex._generation` that `served` was rewritten at
 
 
 class MirrorIndex:
@@ -86,6 +104,8 @@ class MirrorIndex:
         cfg: UpstreamConfig,
         clock: Callable[[], float] = time.time,
         metadata_limit: int = DEFAULT_METADATA_LIMIT,
+        generate_metadata: bool = True,
+        ranges: RangeCache | None = None,
     ) -> None:
         self.metadata_limit = metadata_limit  #: limits.max_metadata_size
         self.name = name
@@ -106,6 +126,13 @@ class MirrorIndex:
             "metadata", self._store_metadata
         )
         self.on_page: Callable[[str, ProjectPage], None] | None = None  #: after a page fetch
+        self.ranges = ranges if ranges is not None else RangeCache()
+        self._generate = generate_metadata  #: advertise and serve metadata upstream lacks
+        self._ranges_ok = True  #: False once the upstream answered a Range with the whole file
+        self._epoch = 0  #: bumped when what the pages advertise changes for every project
+        self._hashes: OrderedDict[str, str] = OrderedDict()  #: file key -> metadata sha256
+        self._learned: dict[str, int] = {}  #: project -> hashes learned, to refresh its page
+        self._checks = Background()  #: generated metadata compared with the downloaded wheel
 
     # ---- pages ---------------------------------------------------------------------------
 
@@ -152,15 +179,47 @@ class MirrorIndex:
         if project == _LIST_KEY:
             body = cached.body.decode()
             return _Entry(cached, None, None, ProjectList(tuple(body.split("\n")) if body else ()))
+        gen = self._generation(project)
         page = parse_json(cached.body, self.base_url)
-        return _Entry(cached, page, self._rewrite(page) if project else None)
+        return _Entry(cached, page, self._rewrite(page) if project else None, gen=gen)
 
     def _rewrite(self, page: ProjectPage) -> ProjectPage:
-        """File URLs pointing at our +f/ paths (pure; called off the loop with the parse)."""
-        files = tuple(
-            dataclasses.replace(d, url=f"{self.name}/+f/{d.key}/{d.filename}") for d in page.files
-        )
+        """File URLs pointing at our +f/ paths, generated metadata advertised (off the loop)."""
+        generating = self.generating
+        files = tuple(self._served_dist(d, generating) for d in page.files)
         return dataclasses.replace(page, files=files, versions=page.all_versions())
+
+    def _served_dist(self, dist: Distribution, generating: bool) -> Distribution:
+        url = f"{self.name}/+f/{dist.key}/{dist.filename}"
+        if dist.metadata or not generating or not dist.filename.endswith(".whl"):
+            return dataclasses.replace(dist, url=url)
+        sha = self._hashes.get(dist.key)  # PEP 714: `true` until the hash is known
+        hashes = {"sha256": sha} if sha is not None else {}
+        return dataclasses.replace(dist, url=url, metadata=True, metadata_hashes=hashes)
+
+    @property
+    def generating(self) -> bool:
+        """Whether pages advertise core metadata for wheels whose upstream page gives none."""
+        return self._generate and self._ranges_ok
+
+    def set_generate(self, on: bool) -> None:
+        """The index's `generate_metadata` changed: every served page is rewritten."""
+        if on != self._generate:
+            self._generate = on
+            self._epoch += 1
+
+    def _generation(self, project: str) -> tuple[int, int]:
+        return self._epoch, self._learned.get(project, 0)
+
+    def _learn(self, project: str, key: str, sha: str) -> None:
+        """A metadata hash is known now: the project's served page shows it from now on."""
+        if self._hashes.get(key) == sha:
+            return
+        self._hashes[key] = sha
+        self._hashes.move_to_end(key)
+        while len(self._hashes) > _KNOWN_HASHES:
+            self._hashes.popitem(last=False)
+        self._learned[project] = self._learned.get(project, 0) + 1
 
     async def _entry(self, project: str) -> _Entry:
         entry = await self._lookup(project)
@@ -179,9 +238,15 @@ class MirrorIndex:
     async def served_page(self, project: NormalizedName) -> ProjectPage:
         """The page as this index serves it, file URLs pointing at `{index}/+f/…`."""
         entry = await self._entry(project)
-        if entry.served is None:
+        if entry.served is None or entry.page is None:
             raise ProjectNotFoundError(project, self.name)
-        return entry.served
+        gen = self._generation(project)
+        if entry.gen == gen:
+            return entry.served
+        served = await _off_loop(len(entry.page.files) * 256, self._rewrite, entry.page)
+        if self._memory.get(project) is entry:
+            self._remember(project, dataclasses.replace(entry, served=served, gen=gen))
+        return served
 
     async def project_list(self) -> ProjectList:
         entry = await self._entry(_LIST_KEY)
@@ -227,7 +292,8 @@ class MirrorIndex:
         now = self.clock()
         if resp.status == 304 and old is not None:
             self.metrics.page_cache.labels("revalidated").inc()
-            return _Entry(dataclasses.replace(old.cached, fetched_at=now), old.page, old.served)
+            cached = dataclasses.replace(old.cached, fetched_at=now)
+            return _Entry(cached, old.page, old.served, gen=old.gen)
         if resp.status == 404:
             self.metrics.page_cache.labels("miss").inc()
             return _Entry(CachedPage(body=b"", fetched_at=now, status=404), None, None)
@@ -237,6 +303,7 @@ class MirrorIndex:
         if project == _LIST_KEY:
             names, body = await _off_loop(len(resp.body), self._parse_list, resp)
             return _Entry(CachedPage(body=body, fetched_at=now), None, None, names)
+        gen = self._generation(project)
         page, served = await _off_loop(len(resp.body), self._parse_page, project, resp)
         serial = page.last_serial
         old_serial = old.cached.serial if old is not None else None
@@ -268,7 +335,7 @@ class MirrorIndex:
             mask_url(resp.url),
             extra={"project": project, "index": self.name, "upstream": mask_url(resp.url)},
         )
-        return _Entry(cached, page, served)
+        return _Entry(cached, page, served, gen=gen)
 
     def _parse_page(self, project: str, resp: PageResponse) -> tuple[ProjectPage, ProjectPage]:
         """The page with the response's serial, and as served (blocking: run it off the loop)."""
@@ -301,9 +368,20 @@ class MirrorIndex:
         return dist
 
     async def locate_file(
-        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+        self,
+        project: NormalizedName,
+        key: str,
+        filename: str,
+        *,
+        probe: bool,
+        head: bool = False,
+        byte_range: ByteRange | None = None,
     ) -> FileSource:
-        """Where to read a file from; `probe` (HEAD or Range) never starts a whole download."""
+        """Where to read a file from; `probe` (HEAD or Range) never starts a whole download.
+
+        A HEAD is answered from the size the page gives, a Range from bytes read before; what
+        has to go upstream goes once and is kept (small ranges) for the next client.
+        """
         download = self.fetcher.find(key)
         if download is not None and download.verified:
             await download.finished.wait()  # only the rename is left: wait, then use the store
@@ -313,9 +391,44 @@ class MirrorIndex:
             return stored
         dist = await self.find_dist(project, key, filename)
         if probe:
-            self.metrics.file_cache.labels("passthrough").inc()
-            return Passthrough(dist.url, dist.size, self.name)
-        return InFlight(self.fetcher.fetch(key, dist.url, filename, dist.sha256, index=self.name))
+            return await self._probe(dist, head, byte_range)
+        download = self.fetcher.fetch(key, dist.url, filename, dist.sha256, index=self.name)
+        if not dist.metadata and filename.endswith(".whl"):
+            self._checks.spawn(self._check_metadata(project, download), f"check {filename}")
+        return InFlight(download)
+
+    async def _probe(
+        self, dist: Distribution, head: bool, byte_range: ByteRange | None
+    ) -> FileSource:
+        total = dist.size if dist.size is not None else self.ranges.total(dist.key)
+        if head and total is not None:
+            self.metrics.file_cache.labels("probe").inc()
+            return KnownSize(total)
+        if head:  # the page gives no size: ask once, and remember
+            async with self.client.open_file(dist.url, method="HEAD", index=self.name) as resp:
+                size = resp.content_length
+            if size is not None:
+                self.ranges.note_total(dist.key, size)
+                self.metrics.file_cache.labels("range").inc()
+                return KnownSize(size)
+        span = byte_range.resolve(total) if byte_range is not None and total else None
+        if span is not None and total is not None:
+            data = self.ranges.read(dist.key, span[0], span[1] - span[0] + 1)
+            if data is not None:
+                self.metrics.file_cache.labels("probe").inc()
+                return CachedRange(span[0], data, total)
+            if span[1] - span[0] < CACHED_RANGE_LIMIT and self._ranges_ok:
+                wanted = ByteRange(span[0], span[1])
+                answer = await fetch_range(
+                    self.client, dist.url, wanted, index=self.name, limit=CACHED_RANGE_LIMIT
+                )
+                if answer is not None:
+                    start, data, size = answer
+                    self.ranges.add(dist.key, size, start, data)
+                    self.metrics.file_cache.labels("range").inc()
+                    return CachedRange(start, data, size)
+        self.metrics.file_cache.labels("passthrough").inc()
+        return Passthrough(dist.url, dist.size, self.name)
 
     async def locate_metadata(
         self, project: NormalizedName, key: str, filename: str
@@ -325,6 +438,8 @@ class MirrorIndex:
         stored = await self.blobs.locate(alias)
         if stored is not None:
             self.metrics.file_cache.labels("hit").inc()
+            if isinstance(stored, LocalFile) and key not in self._hashes:
+                self._learn(project, key, stored.path.name)  # blobs are named by their sha256
             return stored
         body = self._metadata_writes.pending(alias)
         if body is not None:
@@ -345,14 +460,74 @@ class MirrorIndex:
         if body is None:
             if not filename.endswith(".whl"):
                 raise DistributionNotFoundError(filename + ".metadata", self.name)
-            body = await self._extract_metadata(key, dist)
+            body = await self._generate_metadata(key, dist)
         expected = dist.metadata_hashes.get("sha256")
         if expected and is_sha256(expected):
             actual = hashlib.sha256(body).hexdigest()
             if actual != expected:
                 log.warning("metadata of %s: sha256 %s, page says %s", filename, actual, expected)
+        if not dist.metadata:
+            self._learn(project, key, hashlib.sha256(body).hexdigest())
         self._metadata_writes.put(f"{key}.metadata", body)
         return body
+
+    async def _generate_metadata(self, key: str, dist: Distribution) -> bytes:
+        """The wheel's METADATA: from the stored wheel, by Range reads, or from a download."""
+        if (
+            self.generating
+            and await self.blobs.locate(key) is None
+            and self.fetcher.find(key) is None
+        ):
+            with conceal_for(self.name):
+                try:
+                    return await read_metadata(
+                        self.client,
+                        self.ranges,
+                        key,
+                        dist.url,
+                        dist.filename,
+                        index=self.name,
+                        limit=self.metadata_limit,
+                    )
+                except RangeUnsupportedError as exc:
+                    self._ranges_ok = False
+                    self._epoch += 1
+                    log.warning(
+                        "%s: %s; metadata is no longer advertised for wheels it has none for",
+                        self.name,
+                        exc,
+                        extra={"index": self.name},
+                    )
+        return await self._extract_metadata(key, dist)
+
+    async def _check_metadata(self, project: NormalizedName, download: Download) -> None:
+        """After a whole download: the metadata served before must be the wheel's own."""
+        try:
+            await download.finished.wait()
+            self.ranges.forget(download.key)
+            if not download.verified or not isinstance(download.stored, LocalFile):
+                return
+            alias = f"{download.key}.metadata"
+            served = self._metadata_writes.pending(alias)
+            if served is None:
+                located = await self.blobs.locate(alias)
+                if not isinstance(located, LocalFile):
+                    return  # none served yet: it will be read from the wheel when asked for
+                served = await asyncio.to_thread(located.path.read_bytes)
+            own = await asyncio.to_thread(
+                read_wheel_metadata, download.stored.path, download.filename, self.metadata_limit
+            )
+            if own == served:
+                return
+            log.warning(
+                "metadata served for %s differs from the wheel's own: replaced",
+                download.filename,
+                extra={"file": download.filename, "index": self.name},
+            )
+            self._learn(project, download.key, hashlib.sha256(own).hexdigest())
+            self._metadata_writes.put(alias, own)
+        except (DistributionNotFoundError, StorageError, OSError) as exc:
+            log.warning("could not check the metadata of %s: %s", download.filename, exc)
 
     async def _store_metadata(self, batch: dict[str, bytes]) -> None:
         """Behind the response, each file on its own: one that fails does not stop the rest."""
@@ -393,6 +568,7 @@ class MirrorIndex:
         await self._loads.close()
         await self._refreshes.close()
         await self._metadata_fetches.close()
+        await self._checks.close()
         await self._metadata_writes.close()
 
     # ---- the registry's Index protocol ---------------------------------------------------

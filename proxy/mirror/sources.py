@@ -33,7 +33,23 @@ class Passthrough:
     index: str = ""  #: the mirror asking, for its address policy and error wording
 
 
-FileSource = BlobLocation | InFlight | Passthrough
+@dataclass(frozen=True, slots=True)
+class KnownSize:
+    """A HEAD answered here: the page (or an earlier answer) gave the file's size."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRange:
+    """A Range request answered from bytes already read from upstream."""
+
+    start: int
+    data: bytes
+    total: int
+
+
+FileSource = BlobLocation | InFlight | Passthrough | KnownSize | CachedRange
 
 
 def read_wheel_metadata(path: Path, filename: str, limit: int = DEFAULT_METADATA_LIMIT) -> bytes:

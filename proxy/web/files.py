@@ -9,8 +9,9 @@ from aiohttp import web
 
 from proxy.config import IndexKind
 from proxy.errors import DistributionNotFoundError, StorageError
+from proxy.httpranges import parse_range
 from proxy.indexes.registry import Index
-from proxy.mirror.sources import FileSource, InFlight, Passthrough
+from proxy.mirror.sources import CachedRange, FileSource, InFlight, KnownSize, Passthrough
 from proxy.model import check_file_key, check_filename, project_of
 from proxy.storage.blobs import BlobLocation, LocalFile, Redirect, RemoteObject
 from proxy.storage.locations import MetadataSource
@@ -42,13 +43,17 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     project = project_of(dist_filename)
     if project is None:
         raise DistributionNotFoundError(filename, name)
-    probe = request.method == "HEAD" or "Range" in request.headers
+    head = request.method == "HEAD"
+    probe = head or "Range" in request.headers
+    byte_range = parse_range(request.headers["Range"]) if "Range" in request.headers else None
     source: MetadataSource | FileSource
     for _ in range(2):  # a damaged mirror file is dropped, then located (fetched) again
         if is_metadata:
             source = await index.locate_metadata(project, key, dist_filename)
         else:
-            source = await index.locate_file(project, key, filename, probe=probe)
+            source = await index.locate_file(
+                project, key, filename, probe=probe, head=head, byte_range=byte_range
+            )
         if not isinstance(source, LocalFile) or not _damaged(request, index, source):
             break
     mirrored = not is_metadata and index.kind is IndexKind.MIRROR
@@ -61,6 +66,10 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
             return await _passthrough(request, source)
         case LocalFile() | RemoteObject() | Redirect():
             return await _blob(request, source)
+        case KnownSize():
+            return await _head(request, source.size)
+        case CachedRange():
+            return _range(source)
         case _:
             return web.Response(body=source.body, headers=_file_headers())
 
@@ -123,6 +132,22 @@ async def _follow(request: web.Request, source: InFlight) -> web.StreamResponse:
             await response.write(chunk)
     await response.write_eof()
     return response
+
+
+async def _head(request: web.Request, size: int) -> web.StreamResponse:
+    """A HEAD answered from the size the page gives: no upstream request."""
+    response = web.StreamResponse(headers=_file_headers())
+    response.content_length = size
+    await response.prepare(request)
+    return response
+
+
+def _range(source: CachedRange) -> web.Response:
+    """A Range answered from bytes read from upstream before (for metadata or a client)."""
+    last = source.start + len(source.data) - 1
+    headers = _file_headers()
+    headers["Content-Range"] = f"bytes {source.start}-{last}/{source.total}"
+    return web.Response(status=206, body=source.data, headers=headers)
 
 
 async def _passthrough(request: web.Request, source: Passthrough) -> web.StreamResponse:

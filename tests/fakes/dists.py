@@ -80,8 +80,12 @@ def build_wheel(
     description: str = "",
     payload_size: int = 0,
     tag: str = "py3-none-any",
+    metadata_first: bool = False,
 ) -> Built:
-    """Write a real, installable wheel; `payload_size` adds that many incompressible bytes."""
+    """Write a real, installable wheel; `payload_size` adds that many incompressible bytes.
+
+    `metadata_first`: METADATA is the first member, far from the central directory at the end.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     dist = _dist_name(name)
     info = f"{dist}-{version}.dist-info"
@@ -98,7 +102,7 @@ def build_wheel(
     ]
     if payload_size:
         files.append((f"{dist}/payload.bin", os.urandom(payload_size)))
-    files.append((f"{info}/METADATA", metadata))
+    files.insert(0 if metadata_first else len(files), (f"{info}/METADATA", metadata))
     wheel_text = (
         f"Wheel-Version: 1.0\nGenerator: wheelwell-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
     )

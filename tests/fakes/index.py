@@ -90,6 +90,8 @@ class FakeIndex:
         self.truncate_files = False
         self.wrong_hash = False
         self.omit_hashes = False
+        self.offer_metadata = True  #: False: no PEP 658 attributes, .metadata answers 404
+        self.ranges = True  #: False: Range headers are ignored (200 and the whole file)
         self.serial = 0
         self.requests: list[Recorded] = []
         self.projects: dict[str, list[Hosted]] = {}
@@ -205,7 +207,7 @@ class FakeIndex:
         if hosted.yanked is not False:
             reason = "" if hosted.yanked is True else str(hosted.yanked)
             attrs.append(f'data-yanked="{html.escape(reason)}"')
-        if built.metadata_sha256 is not None:
+        if built.metadata_sha256 is not None and self.offer_metadata:
             value = "true" if self.omit_hashes else f"sha256={built.metadata_sha256}"
             attrs.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
         return f"    <a {' '.join(attrs)}>{html.escape(built.filename)}</a><br />\n"
@@ -215,7 +217,7 @@ class FakeIndex:
         for h in hosted:
             sha256 = self._file_sha256(h)
             core: bool | dict[str, str] = False
-            if h.built.metadata_sha256 is not None:
+            if h.built.metadata_sha256 is not None and self.offer_metadata:
                 core = True if self.omit_hashes else {"sha256": h.built.metadata_sha256}
             files.append(
                 {
@@ -237,7 +239,7 @@ class FakeIndex:
         filename = request.match_info["filename"]
         if filename.endswith(".metadata"):
             hosted = self._files.get(filename.removesuffix(".metadata"))
-            if hosted is None or hosted.built.metadata is None:
+            if hosted is None or hosted.built.metadata is None or not self.offer_metadata:
                 raise web.HTTPNotFound(text=f"no metadata for {filename!r}")
             return await self._send(request, hosted.built.metadata, "text/plain")
         if (hosted := self._files.get(filename)) is None:
@@ -247,21 +249,27 @@ class FakeIndex:
     async def _send(
         self, request: web.Request, data: bytes, content_type: str
     ) -> web.StreamResponse:
-        """Stream in 64 KiB chunks, honouring a `bytes=N-` Range and the slow/truncate knobs."""
-        start, status = 0, 200
-        range_header = request.headers.get("Range", "")
-        if range_header.startswith("bytes=") and range_header.endswith("-"):
-            start, status = int(range_header[6:-1]), 206
+        """Stream in 64 KiB chunks, honouring one Range (`N-`, `N-M`, `-N`) and the knobs."""
+        start, last, status = 0, len(data) - 1, 200
+        range_header = request.headers.get("Range", "") if self.ranges else ""
+        if range_header.startswith("bytes="):
+            first, _, final = range_header[6:].partition("-")
+            if first:
+                start, last = int(first), min(int(final or last), last)
+            else:
+                start = max(0, len(data) - int(final))
+            status = 206
         response = web.StreamResponse(status=status)
         response.content_type = content_type
-        response.content_length = len(data) - start
-        response.headers["Accept-Ranges"] = "bytes"
+        response.content_length = last + 1 - start
+        if self.ranges:
+            response.headers["Accept-Ranges"] = "bytes"
         if status == 206:
-            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            response.headers["Content-Range"] = f"bytes {start}-{last}/{len(data)}"
         await response.prepare(request)
         if request.method == "HEAD":
             return response
-        end = start + (len(data) - start) // 2 if self.truncate_files else len(data)
+        end = start + (last + 1 - start) // 2 if self.truncate_files else last + 1
         for offset in range(start, end, CHUNK):
             if offset > start and self.slow_chunk_delay:
                 await asyncio.sleep(self.slow_chunk_delay)

@@ -19,6 +19,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
+from proxy.httpranges import ByteRange
 from proxy.indexes.base import Index
 from proxy.indexes.registry import (
     Hiding,
@@ -63,7 +64,14 @@ class FakeIndex:
         return tuple(self.pages)
 
     async def locate_file(
-        self, project: NormalizedName, key: str, filename: str, *, probe: bool
+        self,
+        project: NormalizedName,
+        key: str,
+        filename: str,
+        *,
+        probe: bool,
+        head: bool = False,
+        byte_range: ByteRange | None = None,
     ) -> FileSource:
         raise DistributionNotFoundError(filename, self.name)
 
