@@ -100,6 +100,9 @@ class UpstreamConfig:
     allow: tuple[str, ...] = ()
     #: while an upstream rests, an uncached request probes it at most this often
     probe_interval: Seconds = 1.0
+    #: on a cold page, fetch the core metadata of this many of the newest release's universal
+    #: wheels before the resolver asks (0: off)
+    prefetch_metadata: int = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from packaging.version import Version
+
 from proxy.config import IndexKind, UpstreamConfig
-from proxy.distfiles import DEFAULT_METADATA_LIMIT
+from proxy.distfiles import DEFAULT_METADATA_LIMIT, InvalidDistFilenameError, parse_filename
 from proxy.errors import (
     DistributionNotFoundError,
     ProjectNotFoundError,
@@ -64,6 +66,8 @@ T = TypeVar("T")
 _MEMORY_PAGES = 4096
 #: metadata hashes learned (of files whose page gives none), for the pages' `core-metadata`
 _KNOWN_HASHES = 20_000
+#: metadata prefetches running at once, over all pages (more are not started)
+_PREFETCH_IN_FLIGHT = 16
 _LIST_KEY = ""
 _EMPTY_LIST = ProjectList()
 #: bodies below this are parsed on the loop: the executor hop (~50 µs) costs more than the work
@@ -133,6 +137,7 @@ class MirrorIndex:
         self._hashes: OrderedDict[str, str] = OrderedDict()  #: file key -> metadata sha256
         self._learned: dict[str, int] = {}  #: project -> hashes learned, to refresh its page
         self._checks = Background()  #: generated metadata compared with the downloaded wheel
+        self._prefetches = Background()  #: metadata fetched before a resolver asks
 
     # ---- pages ---------------------------------------------------------------------------
 
@@ -282,6 +287,8 @@ class MirrorIndex:
         if entry is not old:
             self.pages.store(self._cache_key(project), entry.cached, entry.page)
         self._remember(project, entry)
+        if old is None and entry.page is not None and project:
+            self._prefetch(NormalizedName(project), entry.page)
         if self.on_page is not None and project and entry.served is not None:
             self.on_page(project, entry.served)
         return entry
@@ -529,6 +536,28 @@ class MirrorIndex:
         except (DistributionNotFoundError, StorageError, OSError) as exc:
             log.warning("could not check the metadata of %s: %s", download.filename, exc)
 
+    def _prefetch(self, project: NormalizedName, page: ProjectPage) -> None:
+        """Start fetching what a resolver asks for next: the newest release's universal wheels."""
+        count = self.cfg.prefetch_metadata
+        if count <= 0 or len(self._prefetches) >= _PREFETCH_IN_FLIGHT:
+            return
+        for dist in newest_wheels(page, count):
+            alias = f"{dist.key}.metadata"
+            if alias in self._metadata_fetches or self._metadata_writes.pending(alias):
+                continue
+            if not dist.metadata and not self.generating:
+                continue
+            self._prefetches.spawn(
+                self._prefetch_one(project, dist), f"prefetch {dist.filename}.metadata"
+            )
+
+    async def _prefetch_one(self, project: NormalizedName, dist: Distribution) -> None:
+        try:
+            await self.locate_metadata(project, dist.key, dist.filename)
+            self.metrics.file_cache.labels("prefetch").inc()
+        except (UpstreamError, DistributionNotFoundError, StorageError) as exc:
+            log.debug("prefetch of %s.metadata failed: %s", dist.filename, exc)
+
     async def _store_metadata(self, batch: dict[str, bytes]) -> None:
         """Behind the response, each file on its own: one that fails does not stop the rest."""
         results = await asyncio.gather(
@@ -569,6 +598,7 @@ class MirrorIndex:
         await self._refreshes.close()
         await self._metadata_fetches.close()
         await self._checks.close()
+        await self._prefetches.close()
         await self._metadata_writes.close()
 
     # ---- the registry's Index protocol ---------------------------------------------------
@@ -586,3 +616,23 @@ class MirrorIndex:
     async def shown_names(self) -> tuple[str, ...]:
         """The pages in memory, most recently used first: the upstream's list is too long."""
         return tuple(self.names_cached())
+
+
+def newest_wheels(page: ProjectPage, count: int) -> list[Distribution]:
+    """Up to `count` universal (`none-any`) wheels of the newest final, unyanked release."""
+    best: Version | None = None
+    chosen: list[Distribution] = []
+    for dist in page.files:
+        if dist.yanked or not dist.filename.endswith("-none-any.whl"):
+            continue
+        try:
+            version = parse_filename(dist.filename).version
+        except InvalidDistFilenameError:
+            continue
+        if version.is_prerelease or version.is_devrelease:
+            continue
+        if best is None or version > best:
+            best, chosen = version, [dist]
+        elif version == best:
+            chosen.append(dist)
+    return chosen[:count]
