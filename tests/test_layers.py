@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "proxy.mirror.health": 3,
     "proxy.mirror.fetch": 3,
     "proxy.mirror.sources": 3,
+    "proxy.mirror.rootlist": 3,
     "proxy.mirror.*": 4,
     "proxy.hosted": 4,
     "proxy.hosted.*": 4,
