@@ -148,6 +148,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
             metadata_limit=cfg.limits.max_metadata_size,
             generate_metadata=index_cfg.generate_metadata,
             ranges=app[_RANGES],
+            lists=cfg.storage.data_dir / "lists",
         )
         mirror.on_page = functools.partial(app[keys.SEARCH].note_mirror_page, name)
         return mirror
@@ -157,7 +158,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
 
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
-    registry = IndexRegistry((), _index_builder(app))
+    registry = IndexRegistry((), _index_builder(app), lists=cfg.storage.data_dir / "lists")
     store = IndexStore(app[keys.DB], registry, functools.partial(check_mirror_url, cfg.upstream))
     await store.load(cfg.indexes)
     app[keys.INDEXES] = registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NewType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,6 +18,7 @@ __all__ = [
     "Distribution",
     "FileKey",
     "IndexName",
+    "NameList",
     "NormalizedName",
     "ProjectList",
     "ProjectPage",
@@ -160,6 +162,24 @@ class ProjectList:
 
     names: tuple[str, ...] = ()
     last_serial: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NameList:
+    """An index's root list without its names in memory when it is large: a names file.
+
+    `path` (one name a line, UTF-8, written once and never changed: a new list is a new file)
+    for a mirror; `names` for a private index's few. Two lists are the same when `same` says so.
+    """
+
+    names: tuple[str, ...] = ()
+    path: Path | None = None
+    count: int = 0
+    serial: int | None = None
+
+    def same(self, other: NameList) -> bool:
+        """Identity of the tuple, equality of the file: both are replaced on every change."""
+        return self.names is other.names and self.path == other.path and self.serial == other.serial
 
 
 def mask_url(url: str) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from html.parser import HTMLParser
 from typing import Any
@@ -345,20 +346,189 @@ def render_page(page: ProjectPage, fmt: Format, url_prefix: str = "") -> bytes:
 
 def render_list(projects: ProjectList, fmt: Format) -> bytes:
     """The root page; project links are relative (`name/`), as PEP 503 allows."""
+    return b"".join(render_list_chunks(projects.names, fmt, projects.last_serial))
+
+
+_LIST_BATCH = 2048  #: names rendered per yielded chunk
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _html_list_line(name: str) -> str:
+    href = canonicalize_name(name)
+    if _PLAIN_NAME.fullmatch(name):  # nothing to escape: the common case, twice as fast
+        return f'    <a href="{href}/">{name}</a><br/>\n'
+    return f'    <a href="{html.escape(href)}/">{html.escape(name)}</a><br/>\n'
+
+
+def render_list_chunks(
+    names: Iterable[str], fmt: Format, last_serial: int | None = None
+) -> Iterator[bytes]:
+    """The root page in pieces, for lists too long to hold rendered (same bytes as render_list)."""
+    batch: list[str] = []
     if fmt is Format.JSON:
         meta: dict[str, Any] = {"api-version": "1.0"}
-        if projects.last_serial is not None:
-            meta["_last-serial"] = projects.last_serial
-        data = {"meta": meta, "projects": [{"name": n} for n in projects.names]}
-        return json.dumps(data, separators=(",", ":")).encode()
-    out = [
-        "<!DOCTYPE html>\n<html>\n  <head>\n",
-        '    <meta name="pypi:repository-version" content="1.0">\n',
-        "    <title>Simple index</title>\n  </head>\n  <body>\n",
-    ]
-    out.extend(
-        f'    <a href="{html.escape(canonicalize_name(n))}/">{html.escape(n)}</a><br/>\n'
-        for n in projects.names
+        if last_serial is not None:
+            meta["_last-serial"] = last_serial
+        yield b'{"meta":' + json.dumps(meta, separators=(",", ":")).encode() + b',"projects":['
+        sep = ""
+        for name in names:
+            batch.append(f'{sep}{{"name":{_json_string(name)}}}')
+            sep = ","
+            if len(batch) >= _LIST_BATCH:
+                yield "".join(batch).encode()
+                batch.clear()
+        yield "".join(batch).encode() + b"]}"
+        return
+    yield (
+        b"<!DOCTYPE html>\n<html>\n  <head>\n"
+        b'    <meta name="pypi:repository-version" content="1.0">\n'
+        b"    <title>Simple index</title>\n  </head>\n  <body>\n"
     )
-    out.append("  </body>\n</html>\n")
-    return "".join(out).encode()
+    for name in names:
+        batch.append(_html_list_line(name))
+        if len(batch) >= _LIST_BATCH:
+            yield "".join(batch).encode()
+            batch.clear()
+    yield "".join(batch).encode() + b"  </body>\n</html>\n"
+
+
+def _json_string(value: str) -> str:
+    return json.dumps(value)
+
+
+# ---- incremental root-list parsing -----------------------------------------------------------
+
+#: an anchor, a JSON element or the part before the projects may not exceed this unfinished
+MAX_CARRY = 64 * 1024
+_MAX_HEAD = 1024 * 1024
+_ANCHOR = re.compile(rb"<a\b[^>]*>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
+_ANCHOR_START = re.compile(rb"<a\b", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+_PROJECTS = re.compile(rb'"projects"\s*:\s*\[')
+_ELEMENT = re.compile(rb'\s*,?\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*\}')
+_SEPARATOR = re.compile(rb"\s*,?\s*")
+_ARRAY_END = re.compile(rb"\s*\]")
+_SERIAL = re.compile(rb'"_last-serial"\s*:\s*"?(\d+)')
+
+
+def _listable(name: str) -> bool:
+    return bool(name) and "\n" not in name and "\r" not in name
+
+
+class ListScanner:
+    """A root page's names from its body in chunks of any size, in bounded memory (pure).
+
+    `feed` returns the names completed by a chunk; `close` the rest, or UpstreamProtocolError.
+    HTML: each anchor's text, unescaped (what parse_html_list reads). JSON (PEP 691): each
+    `projects` element's `name`, and `meta._last-serial` into `last_serial`.
+    """
+
+    def __init__(self, base_url: str, *, is_json: bool) -> None:
+        self.base_url = base_url
+        self.is_json = is_json
+        self.last_serial: int | None = None
+        self._carry = b""
+        self._state = "head"  #: JSON: head, array, tail
+        self._outside = b""  #: JSON text around the projects, for the serial
+        self._decoder = json.JSONDecoder()
+
+    def feed(self, data: bytes) -> list[str]:
+        buf = self._carry + data if self._carry else data
+        names = self._feed_json(buf) if self.is_json else self._feed_html(buf)
+        if not self.is_json and len(self._carry) > MAX_CARRY:
+            raise UpstreamProtocolError(self.base_url, "root page has an entry over 64 KiB")
+        return names
+
+    def close(self) -> list[str]:
+        names = self.feed(b"")
+        if self.is_json:
+            if self._state == "array":
+                raise UpstreamProtocolError(self.base_url, "JSON index page ends in its projects")
+            if self._state != "tail":
+                raise UpstreamProtocolError(self.base_url, "JSON index page has no 'projects' list")
+            found = _SERIAL.search(self._outside)
+            self.last_serial = int(found.group(1)) if found else None
+        return names
+
+    def _feed_html(self, buf: bytes) -> list[str]:
+        names: list[str] = []
+        end = 0
+        for match in _ANCHOR.finditer(buf):
+            text = match.group(1).decode("utf-8", errors="replace")
+            if "<" in text:
+                text = _TAG.sub("", text)
+            name = html.unescape(text).strip()
+            if _listable(name):
+                names.append(name)
+            end = match.end()
+        start = _ANCHOR_START.search(buf, end)
+        if start is not None:
+            self._carry = buf[start.start() :]
+        else:
+            last = buf.rfind(b"<", end)
+            self._carry = buf[last:] if last >= 0 and len(buf) - last < 8 else b""
+        return names
+
+    def _feed_json(self, buf: bytes) -> list[str]:
+        if self._state == "head":
+            found = _PROJECTS.search(buf)
+            if found is None:
+                if len(buf) > _MAX_HEAD:
+                    raise UpstreamProtocolError(self.base_url, "JSON index page has no projects")
+                self._carry = buf
+                return []
+            self._outside = buf[: found.start()]
+            buf = buf[found.end() :]
+            self._state = "array"
+        if self._state == "tail":
+            self._outside += buf[: _MAX_HEAD - len(self._outside)]
+            self._carry = b""
+            return []
+        names, pos = self._elements(buf)
+        self._carry = buf[pos:]
+        if self._state == "tail":
+            self._outside += self._carry[:_MAX_HEAD]
+            self._carry = b""
+        return names
+
+    def _elements(self, buf: bytes) -> tuple[list[str], int]:
+        """The names of the complete elements in `buf`, and where the unfinished rest starts."""
+        names: list[str] = []
+        pos = 0
+        element, array_end = _ELEMENT.match, _ARRAY_END.match
+        while True:
+            match = element(buf, pos)
+            if match is not None:
+                raw = match.group(1)
+                name = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+                if _listable(name):
+                    names.append(name)
+                pos = match.end()
+                continue
+            end = array_end(buf, pos)
+            if end is not None:
+                self._state = "tail"
+                return names, end.end()
+            sep = _SEPARATOR.match(buf, pos)
+            start = sep.end() if sep is not None else pos
+            if start >= len(buf):
+                return names, pos
+            value, used = self._general(buf, start)
+            if used == 0:
+                return names, pos
+            name = value.get("name") if isinstance(value, Mapping) else None
+            if isinstance(name, str) and _listable(name):
+                names.append(name)
+            pos = start + used
+
+    def _general(self, buf: bytes, start: int) -> tuple[Any, int]:
+        """Any other element, by the JSON decoder; (None, 0) when it is not all here yet."""
+        window = buf[start : start + MAX_CARRY + 1]
+        text = window.decode("utf-8", errors="replace")
+        try:
+            value, end = self._decoder.raw_decode(text)
+        except json.JSONDecodeError as exc:
+            if len(window) <= MAX_CARRY:
+                return None, 0  # maybe unfinished: wait for more (close() then fails on it)
+            raise UpstreamProtocolError(self.base_url, f"invalid JSON index page: {exc}") from exc
+        return value, len(text[:end].encode())

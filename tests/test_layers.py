@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "proxy.mirror.fetch": 3,
     "proxy.mirror.sources": 3,
     "proxy.mirror.ranges": 3,
+    "proxy.mirror.rootlist": 3,
     "proxy.mirror.*": 4,
     "proxy.hosted": 4,
     "proxy.hosted.*": 4,

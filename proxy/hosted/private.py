@@ -15,7 +15,7 @@ from pathlib import Path
 from proxy.config import IndexConfig, IndexKind
 from proxy.errors import DistributionNotFoundError
 from proxy.httpranges import ByteRange
-from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage
+from proxy.model import Distribution, IndexName, NameList, NormalizedName, ProjectPage
 from proxy.storage.blobs import BlobLocation, BlobStore, LocalFile
 from proxy.storage.db import Database
 
@@ -184,6 +184,10 @@ class PrivateIndex:
 
     async def shown_names(self) -> tuple[str, ...]:
         return await self.own_projects()
+
+    async def name_list(self) -> NameList:
+        """The own projects in memory (few); the tuple is new after every `invalidate`."""
+        return NameList(names=await self.own_projects())
 
     async def locate_file(
         self,

@@ -11,7 +11,7 @@ from typing import Protocol
 from proxy.config import IndexKind
 from proxy.httpranges import ByteRange
 from proxy.mirror.sources import FileSource
-from proxy.model import IndexName, NormalizedName, ProjectPage
+from proxy.model import IndexName, NameList, NormalizedName, ProjectPage
 from proxy.storage.locations import MetadataSource
 
 
@@ -28,8 +28,8 @@ class Index(Protocol):
         """The project as this index serves it; None when it has none (UpstreamError raises)."""
         ...
 
-    async def project_names(self) -> tuple[str, ...]:
-        """Every project this index lists on its root page."""
+    async def name_list(self) -> NameList:
+        """Every project this index lists on its root page: a names file when there are many."""
         ...
 
     async def shown_names(self) -> tuple[str, ...]:

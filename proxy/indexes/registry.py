@@ -8,23 +8,37 @@ hosts hides the mirrors' files of that name unless whitelisted (no dependency co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
+import os
+import shutil
+import tempfile
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
 from proxy.config import ANONYMOUS, IndexConfig, IndexKind
-from proxy.errors import IndexNotFoundError, InvalidInputError, ProjectNotFoundError, UpstreamError
+from proxy.errors import (
+    IndexNotFoundError,
+    InvalidInputError,
+    ProjectNotFoundError,
+    StorageError,
+    UpstreamError,
+)
 from proxy.hosted.private import HostedFile, PrivateIndex
 from proxy.indexes.base import Index as Index
 from proxy.mirror.index import MirrorIndex
-from proxy.model import IndexName, NormalizedName, ProjectList, ProjectPage
-from proxy.simple_api import Format, render_list, render_page
+from proxy.mirror.rootlist import GRACE_SECONDS, read_names
+from proxy.model import IndexName, NameList, NormalizedName, ProjectPage
+from proxy.simple_api import Format, render_list_chunks, render_page
+from proxy.tasks import SingleFlight
 
 _RENDER_CACHE_SIZE = 4096
 _GZIP_MIN = 4096  #: smaller bodies fit in a few packets; compressing them costs more than it saves
@@ -105,6 +119,18 @@ class Rendered:
     serial: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedList:
+    """A root page rendered to a file (and its gzip), for sendfile, with a strong ETag."""
+
+    path: Path
+    size: int
+    gzipped: Path | None
+    gzipped_size: int
+    etag: str
+    serial: int | None = None
+
+
 def _make_rendered(body: bytes, serial: int | None) -> Rendered:
     digest = hashlib.blake2b(body, digest_size=12).hexdigest()
     gzipped = gzip.compress(body, compresslevel=5, mtime=0) if len(body) >= _GZIP_MIN else None
@@ -119,9 +145,20 @@ class IndexRegistry:
     """
 
     def __init__(
-        self, configs: Iterable[IndexConfig], build: Callable[[IndexConfig], Index]
+        self,
+        configs: Iterable[IndexConfig],
+        build: Callable[[IndexConfig], Index],
+        *,
+        lists: Path | None = None,
     ) -> None:
         self._build = build
+        #: rendered root pages; None: a temporary directory, made on first use
+        self._list_dir = lists / "rendered" if lists is not None else None
+        self._temp_dir: Path | None = None
+        self._lists: dict[tuple[str, bool], tuple[tuple[NameList, ...], RenderedList]] = {}
+        self._list_renders: SingleFlight[tuple[str, bool], RenderedList] = SingleFlight("list")
+        self._list_dir_ready = asyncio.Lock()
+        self._list_dir_clean = False
         self.configs: dict[str, IndexConfig] = {}
         self.indexes: dict[str, Index] = {}
         self._orders: dict[str, tuple[Index, ...]] = {}
@@ -316,29 +353,49 @@ class IndexRegistry:
             self._rendered.popitem(last=False)
         return rendered
 
-    async def _list_parts(self, name: str) -> tuple[tuple[str, ...], ...]:
-        return tuple([await index.project_names() for index in self.resolution_order(name)])
+    async def list_parts(self, name: str) -> tuple[NameList, ...]:
+        """The root lists making up `name`'s, in resolution order (names files for mirrors)."""
+        return tuple([await index.name_list() for index in self.resolution_order(name)])
 
-    async def project_list(self, name: str) -> ProjectList:
-        return _merge_names(await self._list_parts(name))
-
-    async def render_list(self, name: str, fmt: Format) -> Rendered:
-        """The root page; rendered again only when a part changed (a mirror's list is large)."""
-        parts = await self._list_parts(name)
-        key = (name, "", fmt, "")
-        hit = self._rendered.get(key)
-        if hit is not None and _same(hit[0], parts):
+    async def render_list(self, name: str, fmt: Format) -> RenderedList:
+        """The root page as a file: rendered again, streaming, only when a part changed."""
+        parts = await self.list_parts(name)
+        key = (name, fmt is Format.JSON)  # both HTML formats have the same body
+        hit = self._lists.get(key)
+        if hit is not None and _same_lists(hit[0], parts):
             return hit[1]
-        projects = _merge_names(parts)
+        return await self._list_renders.run(key, functools.partial(self._render, key, parts))
+
+    async def _render(self, key: tuple[str, bool], parts: tuple[NameList, ...]) -> RenderedList:
         loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(None, render_list, projects, fmt)
-        rendered = await loop.run_in_executor(None, _make_rendered, body, projects.last_serial)
-        self._rendered[key] = (parts, rendered)
+        directory = self._list_dir
+        if directory is None:
+            if self._temp_dir is None:
+                self._temp_dir = Path(tempfile.mkdtemp(prefix="wheelwell-lists-"))
+            directory = self._temp_dir
+        async with self._list_dir_ready:
+            if not self._list_dir_clean:
+                await loop.run_in_executor(None, _clean_dir, directory)
+                self._list_dir_clean = True
+        fmt = Format.JSON if key[1] else Format.HTML
+        serial = parts[0].serial if len(parts) == 1 else None  # a merged list has no one serial
+        rendered = await loop.run_in_executor(
+            None, _write_list, directory, key[0], parts, fmt, serial
+        )
+        old = self._lists.get(key)
+        self._lists[key] = (parts, rendered)
+        if old is not None and old[1].path != rendered.path:
+            for path in (old[1].path, old[1].gzipped):
+                if path is not None:  # a response may have been handed it a moment ago
+                    loop.call_later(GRACE_SECONDS, _unlink, path)
         return rendered
 
     async def close(self) -> None:
+        await self._list_renders.close()
         for index in self.indexes.values():
             await index.close()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
 def render_explain(resolution: Resolution) -> list[dict[str, object]]:
@@ -363,12 +420,101 @@ def _render_parts(parts: tuple[ProjectPage, ...], fmt: Format, url_prefix: str) 
     return _make_rendered(render_page(page, fmt, url_prefix), page.last_serial)
 
 
-def _merge_names(parts: tuple[tuple[str, ...], ...]) -> ProjectList:
-    """Every name once, in resolution order."""
-    names: dict[str, None] = {}
-    for part in parts:
-        names.update(dict.fromkeys(part))
-    return ProjectList(names=tuple(names))
+def merged_names(parts: tuple[NameList, ...]) -> Iterator[str]:
+    """Every name once (by its normalized form), in resolution order, streaming (blocking).
+
+    Names in memory (private indexes, few) are remembered exactly; a names file is read line by
+    line and only remembered, by hash, when another file follows it (two mirrors in one chain).
+    """
+    seen: set[str] = set()
+    hashes: set[int] = set()
+    files = [i for i, part in enumerate(parts) if part.path is not None]
+    for i, part in enumerate(parts):
+        if part.path is None:
+            for name in part.names:
+                normal = canonicalize_name(name)
+                if normal not in seen:
+                    seen.add(normal)
+                    yield name
+            continue
+        remember = any(j > i for j in files)
+        if not seen and not hashes and not remember:
+            yield from read_names(part.path)  # the mirror's own list: nothing to compare
+            continue
+        for name in read_names(part.path):
+            normal = canonicalize_name(name)
+            if normal in seen or hash(normal) in hashes:
+                continue
+            if remember:
+                hashes.add(hash(normal))
+            yield name
+
+
+def _write_list(
+    directory: Path,
+    index: str,
+    parts: tuple[NameList, ...],
+    fmt: Format,
+    serial: int | None,
+) -> RenderedList:
+    """Render, gzip and hash in one streaming pass to temp files, then rename (blocking)."""
+    try:
+        return _write_list_files(directory, index, parts, fmt, serial)
+    except OSError as exc:
+        raise StorageError(f"cannot write the root list of {index}: {exc.strerror}") from exc
+
+
+def _clean_dir(directory: Path) -> None:
+    """Remove what an earlier run rendered: every file here is derived (blocking)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.iterdir():
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot prepare lists/rendered: {exc.strerror}") from exc
+
+
+def _write_list_files(
+    directory: Path, index: str, parts: tuple[NameList, ...], fmt: Format, serial: int | None
+) -> RenderedList:
+    stem = index.replace("/", "+") + ("-json" if fmt is Format.JSON else "-html")
+    digest = hashlib.blake2b(digest_size=12)
+    size = 0
+    body_fd, body_temp = tempfile.mkstemp(prefix=stem, suffix=".tmp", dir=directory)
+    gz_fd, gz_temp = tempfile.mkstemp(prefix=stem, suffix=".gz.tmp", dir=directory)
+    try:
+        with (
+            os.fdopen(body_fd, "wb", buffering=1024 * 1024) as body,
+            os.fdopen(gz_fd, "wb", buffering=1024 * 1024) as raw_gz,
+            gzip.GzipFile(filename="", fileobj=raw_gz, mode="wb", compresslevel=5, mtime=0) as gz,
+        ):
+            for chunk in render_list_chunks(merged_names(parts), fmt, serial):
+                body.write(chunk)
+                gz.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        tag = digest.hexdigest()
+        path = directory / f"{stem}-{tag}"
+        Path(body_temp).replace(path)
+        gzipped: Path | None = None
+        gzipped_size = 0
+        if size >= _GZIP_MIN:
+            gzipped = directory / f"{stem}-{tag}.gzip"
+            Path(gz_temp).replace(gzipped)
+            gzipped_size = gzipped.stat().st_size
+        return RenderedList(path, size, gzipped, gzipped_size, f'"{tag}"', serial)
+    finally:
+        for temp in (body_temp, gz_temp):
+            Path(temp).unlink(missing_ok=True)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _same_lists(a: tuple[NameList, ...], b: tuple[NameList, ...]) -> bool:
+    return len(a) == len(b) and all(x.same(y) for x, y in zip(a, b, strict=True))
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

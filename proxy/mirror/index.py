@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from packaging.version import Version
@@ -35,6 +36,7 @@ from proxy.mirror.ranges import (
     fetch_range,
     read_metadata,
 )
+from proxy.mirror.rootlist import RootList, read_names
 from proxy.mirror.sources import (
     CachedRange,
     FileSource,
@@ -47,13 +49,14 @@ from proxy.mirror.upstream import PageResponse, UpstreamClient, conceal_for
 from proxy.model import (
     Distribution,
     IndexName,
+    NameList,
     NormalizedName,
     ProjectList,
     ProjectPage,
     is_sha256,
     mask_url,
 )
-from proxy.simple_api import parse_html, parse_html_list, parse_json, parse_json_list
+from proxy.simple_api import parse_html, parse_json
 from proxy.storage.blobs import BlobStore, LocalFile
 from proxy.storage.locations import InMemory, MetadataSource
 from proxy.storage.pagecache import CachedPage, PageCache
@@ -68,8 +71,6 @@ _MEMORY_PAGES = 4096
 _KNOWN_HASHES = 20_000
 #: metadata prefetches running at once, over all pages (more are not started)
 _PREFETCH_IN_FLIGHT = 16
-_LIST_KEY = ""
-_EMPTY_LIST = ProjectList()
 #: bodies below this are parsed on the loop: the executor hop (~50 µs) costs more than the work
 _INLINE_BYTES = 2 * 1024
 
@@ -86,7 +87,6 @@ class _Entry:
     cached: CachedPage
     page: ProjectPage | None  #: None for a remembered 404
     served: ProjectPage | None  #: `page` with URLs rewritten to our +f/ paths
-    names: ProjectList | None = None  #: the root page's project names
     gen: tuple[int, int] = (0, 0)  #: `MirrorIndex._generation` that `served` was rewritten at
 
 
@@ -110,6 +110,7 @@ class MirrorIndex:
         metadata_limit: int = DEFAULT_METADATA_LIMIT,
         generate_metadata: bool = True,
         ranges: RangeCache | None = None,
+        lists: Path | None = None,
     ) -> None:
         self.metadata_limit = metadata_limit  #: limits.max_metadata_size
         self.name = name
@@ -138,6 +139,16 @@ class MirrorIndex:
         self._learned: dict[str, int] = {}  #: project -> hashes learned, to refresh its page
         self._checks = Background()  #: generated metadata compared with the downloaded wheel
         self._prefetches = Background()  #: metadata fetched before a resolver asks
+        #: the root list, on disk under `lists` (default: beside the page cache)
+        self.root_list = RootList(
+            name,
+            self.base_url,
+            client=client,
+            directory=(lists or pages.directory.parent / "lists") / "mirrors" / name,
+            metrics=metrics,
+            cfg=cfg,
+            clock=clock,
+        )
 
     # ---- pages ---------------------------------------------------------------------------
 
@@ -146,7 +157,7 @@ class MirrorIndex:
 
     def names_cached(self) -> list[str]:
         """Projects whose pages are in memory, most recently used first (for the web UI)."""
-        return [p for p in reversed(self._memory) if p != _LIST_KEY]
+        return list(reversed(self._memory))
 
     def _fresh(self, entry: _Entry) -> bool:
         ttl = self.cfg.page_ttl if entry.cached.status == 200 else self.cfg.not_found_ttl
@@ -181,9 +192,6 @@ class MirrorIndex:
         """A page from the disk cache, parsed and rewritten (blocking: run it off the loop)."""
         if cached.status != 200:
             return _Entry(cached, None, None)
-        if project == _LIST_KEY:
-            body = cached.body.decode()
-            return _Entry(cached, None, None, ProjectList(tuple(body.split("\n")) if body else ()))
         gen = self._generation(project)
         page = parse_json(cached.body, self.base_url)
         return _Entry(cached, page, self._rewrite(page) if project else None, gen=gen)
@@ -254,11 +262,21 @@ class MirrorIndex:
         return served
 
     async def project_list(self) -> ProjectList:
-        entry = await self._entry(_LIST_KEY)
-        return entry.names or _EMPTY_LIST
+        """The root list as one value: every name in memory, for tests and small upstreams only."""
+        names = await self.name_list()
+        if names.path is None:
+            return ProjectList(last_serial=names.serial)
+        path = names.path
+        loop = asyncio.get_running_loop()
+        read = await loop.run_in_executor(None, lambda: tuple(read_names(path)))
+        return ProjectList(names=read, last_serial=names.serial)
+
+    async def name_list(self) -> NameList:
+        """The root list as a names file, fetched streaming (see proxy/mirror/rootlist.py)."""
+        return await self.root_list.current()
 
     def _url_for(self, project: str) -> str:
-        return self.base_url if project == _LIST_KEY else f"{self.base_url}{project}/"
+        return f"{self.base_url}{project}/"
 
     async def _refresh(self, project: str, old: _Entry | None) -> _Entry:
         url = self._url_for(project)
@@ -307,9 +325,6 @@ class MirrorIndex:
         if resp.status != 200:
             raise UpstreamStatusError(mask_url(resp.url), resp.status)
         self.metrics.page_cache.labels("miss").inc()
-        if project == _LIST_KEY:
-            names, body = await _off_loop(len(resp.body), self._parse_list, resp)
-            return _Entry(CachedPage(body=body, fetched_at=now), None, None, names)
         gen = self._generation(project)
         page, served = await _off_loop(len(resp.body), self._parse_page, project, resp)
         serial = page.last_serial
@@ -356,14 +371,6 @@ class MirrorIndex:
         serial = resp.serial if resp.serial is not None else page.last_serial
         page = dataclasses.replace(page, name=page.name or project, last_serial=serial)
         return page, self._rewrite(page)
-
-    def _parse_list(self, resp: PageResponse) -> tuple[ProjectList, bytes]:
-        """The root page's names, and their disk form (blocking: run it off the loop)."""
-        if resp.content_type.split(";")[0].strip().lower().endswith("json"):
-            names = parse_json_list(resp.body, resp.url)
-        else:
-            names = parse_html_list(resp.body, resp.url)
-        return names, "\n".join(names.names).encode()
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -596,6 +603,7 @@ class MirrorIndex:
         """Cancel page refreshes and metadata fetches; let queued metadata writes finish."""
         await self._loads.close()
         await self._refreshes.close()
+        await self.root_list.close()
         await self._metadata_fetches.close()
         await self._checks.close()
         await self._prefetches.close()
@@ -611,6 +619,7 @@ class MirrorIndex:
             return None
 
     async def project_names(self) -> tuple[str, ...]:
+        """Every name in memory: for tests; the server reads `name_list` instead."""
         return (await self.project_list()).names
 
     async def shown_names(self) -> tuple[str, ...]:

@@ -10,8 +10,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,6 +37,7 @@ PAGE_ACCEPT = (
     "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 )
 _RETRY_STATUSES = RETRY_STATUSES
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -310,3 +312,133 @@ class UpstreamClient:
                 resp.release()
             return
         raise AssertionError("unreachable")
+
+    async def stream_page(
+        self,
+        url: str,
+        consume: Callable[[PageHead, AsyncIterator[bytes]], Awaitable[T]],
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        index: str = "",
+        may_probe: bool = True,
+    ) -> tuple[PageHead, T | None]:
+        """fetch_page for bodies too large to hold: `consume(head, chunks)` reads a 200's body.
+
+        The result is None for 304 and 404. A failure to connect or to read the body is retried
+        like fetch_page's (`consume` is then called again and must start over); whatever else
+        `consume` raises ends the request as it is.
+        """
+        with conceal_for(index):
+            ticket = self.health.admit(url, scope_of(index), may_probe=may_probe)
+            try:
+                return await self._stream_page(url, consume, etag, last_modified, index, ticket)
+            finally:
+                self.health.done(ticket)
+
+    async def _stream_page(
+        self,
+        url: str,
+        consume: Callable[[PageHead, AsyncIterator[bytes]], Awaitable[T]],
+        etag: str | None,
+        last_modified: str | None,
+        index: str,
+        ticket: Ticket,
+    ) -> tuple[PageHead, T | None]:
+        headers = {"Accept": PAGE_ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        for attempt in range(self.cfg.retries + 1):
+            try:
+                result = await self._stream_page_once(url, headers, index, consume)
+                self.health.succeeded(ticket)
+                return result
+            except _ConsumerError as wrapped:  # the upstream answered; its body was the problem
+                self.health.succeeded(ticket)
+                raise wrapped.error from wrapped.error.__cause__
+            except UpstreamError as exc:
+                self._failed("page", ticket, exc)
+                retryable = not isinstance(exc, UpstreamStatusError) or (
+                    exc.status in _RETRY_STATUSES
+                )
+                if attempt >= self.cfg.retries or not retryable or not self.health.usable(ticket):
+                    raise
+                log.warning("retrying %s after: %s", mask_url(url), exc)
+                await self._backoff(attempt)
+        raise AssertionError("unreachable")
+
+    async def _stream_page_once(
+        self,
+        url: str,
+        headers: dict[str, str],
+        index: str,
+        consume: Callable[[PageHead, AsyncIterator[bytes]], Awaitable[T]],
+    ) -> tuple[PageHead, T | None]:
+        started = time.monotonic()
+        with translate_client_errors(url):
+            async with self._session(index).get(
+                url, headers=headers, timeout=self.timeout, proxy=self.proxy
+            ) as resp:
+                self.metrics.upstream_seconds.labels(_host(url), "page").observe(
+                    time.monotonic() - started
+                )
+                head = PageHead(
+                    status=404 if resp.status == 410 else resp.status,
+                    url=str(resp.url),
+                    content_type=resp.headers.get("Content-Type", ""),
+                    etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
+                    serial=_serial(resp.headers),
+                )
+                if resp.status in (304, 404, 410):
+                    self.metrics.upstream_requests.labels(
+                        _host(url), "page", str(resp.status)
+                    ).inc()
+                    return head, None
+                if resp.status != 200:
+                    raise UpstreamStatusError(mask_url(url), resp.status)
+                body_error: list[UpstreamError] = []
+                try:
+                    result = await consume(head, _chunks(resp, url, body_error))
+                except UpstreamError as exc:
+                    if body_error and exc is body_error[0]:
+                        raise  # a read failure: retried by the caller
+                    self.metrics.upstream_requests.labels(_host(url), "page", "200").inc()
+                    raise _ConsumerError(exc) from exc
+                self.metrics.upstream_requests.labels(_host(url), "page", "200").inc()
+                return head, result
+
+
+class _ConsumerError(Exception):
+    """An UpstreamError of `consume` (a body it cannot parse): not retried, not a failure."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class PageHead:
+    """The status and headers of a streamed page: 200 (its body went to `consume`), 304 or 404."""
+
+    status: int
+    url: str  #: the final URL
+    content_type: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    serial: int | None = None
+
+
+async def _chunks(
+    resp: aiohttp.ClientResponse, url: str, errors: list[UpstreamError]
+) -> AsyncIterator[bytes]:
+    """The body as it arrives; a read failure is noted in `errors` so it can be told apart."""
+    try:
+        with translate_client_errors(url):
+            async for chunk in resp.content.iter_any():
+                yield chunk
+    except UpstreamError as exc:
+        errors.append(exc)
+        raise

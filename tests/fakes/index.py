@@ -93,6 +93,7 @@ class FakeIndex:
         self.offer_metadata = True  #: False: no PEP 658 attributes, .metadata answers 404
         self.ranges = True  #: False: Range headers are ignored (200 and the whole file)
         self.serial = 0
+        self.generated_names = 0  #: extra made-up projects on the root list (no pages)
         self.requests: list[Recorded] = []
         self.projects: dict[str, list[Hosted]] = {}
         self._files: dict[str, Hosted] = {}
@@ -157,14 +158,20 @@ class FakeIndex:
             headers["Content-Type"] += "; charset=utf-8"
         return web.Response(body=body, headers=headers)
 
+    def list_names(self) -> list[str]:
+        """The root list: the hosted projects, then `generated_names` made-up ones as given."""
+        return sorted(self.projects) + [f"Gen_{i}.Pkg" for i in range(self.generated_names)]
+
     async def _project_list(self, request: web.Request) -> web.Response:
-        names = sorted(self.projects)
+        names = self.list_names()
 
         def render(content_type: str) -> bytes:
             if content_type == JSON_TYPE:
                 doc = {"meta": self._meta(), "projects": [{"name": n} for n in names]}
                 return json.dumps(doc).encode()
-            links = "".join(f'    <a href="{n}/">{n}</a>\n' for n in names)
+            links = "".join(
+                f'    <a href="{canonicalize_name(n)}/">{html.escape(n)}</a>\n' for n in names
+            )
             return _html_page("Simple index", links, self.serial)
 
         return self._respond_page(request, render)

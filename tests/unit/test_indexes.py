@@ -32,7 +32,14 @@ from proxy.indexes.registry import (
 )
 from proxy.indexes.store import IndexStore, from_api
 from proxy.mirror.sources import FileSource
-from proxy.model import Distribution, IndexName, NormalizedName, ProjectPage, normalize
+from proxy.model import (
+    Distribution,
+    IndexName,
+    NameList,
+    NormalizedName,
+    ProjectPage,
+    normalize,
+)
 from proxy.simple_api import Format
 from proxy.storage.db import Database
 from proxy.storage.locations import MetadataSource
@@ -59,6 +66,9 @@ class FakeIndex:
 
     async def project_names(self) -> tuple[str, ...]:
         return tuple(self.pages)
+
+    async def name_list(self) -> NameList:
+        return NameList(names=tuple(self.pages))
 
     async def shown_names(self) -> tuple[str, ...]:
         return tuple(self.pages)
