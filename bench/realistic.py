@@ -5,7 +5,7 @@ For direct, wheelwell, proxpi and devpi, each with the delaying proxy as its ups
 target process right after; uv's cache is fresh each time), with the upstream's requests, bytes,
 HEADs and Range requests from its nginx log; (b) the same for a real `pip install --target DIR
 --no-cache-dir` of the 20 download wheels; (c) on a fresh target, the root list: a cold fetch
-(curl, its own process) while one client requests a warm 1-file page back to back (p99), then
+(curl, its own process) while one client requests a warm 1-file page every 10 ms (p99), then
 warm fetches (median), then the server's peak RSS (VmHWM) over all of it.
 """
 
@@ -32,6 +32,7 @@ from bench.servers import PROXIES, WORK, Direct, Target
 ROOT = WORK / "realistic"
 WARM_ROOT_FETCHES = 5
 ROOT_LIST_TIMEOUT = 600.0
+PAGE_INTERVAL = 0.010  #: one 1-file page request due every 10 ms during the cold root list
 
 
 class Phase(StrEnum):
@@ -75,7 +76,7 @@ class RootListRow:
     target: str
     root_bytes: int  #: what the client received on the cold fetch
     cold_seconds: float
-    page_samples: int  #: warm 1-file page requests completed during the cold fetch
+    page_samples: int  #: warm 1-file page requests due during the cold fetch
     page_p50_ms: float
     page_p99_ms: float
     page_max_ms: float
@@ -110,6 +111,19 @@ def _pip(target: Target) -> float:
     return clients.pip_install(target.index_url, dataset.DOWNLOAD_SET, work)
 
 
+def _settle(upstream: RealisticUpstream, quiet: float = 0.5, limit: float = 15.0) -> None:
+    """Wait until the upstream log stops growing, so a fill or a prefetch that outlived its
+    client counts for the run that caused it, not the next one."""
+    deadline = time.monotonic() + limit
+    size = upstream.mark()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = upstream.mark()
+        if now == size:
+            return
+        size = now
+
+
 def _cold_and_warm(
     target: Target, upstream: RealisticUpstream, client: Client
 ) -> dict[Phase, tuple[float, Traffic]]:
@@ -120,7 +134,7 @@ def _cold_and_warm(
         for phase in Phase:
             mark = upstream.mark()
             seconds = client(target)
-            time.sleep(0.2)  # let a fill that outlived its client reach the log
+            _settle(upstream)
             out[phase] = seconds, Traffic.of(upstream.since(mark))
             target.sample_rss()
     finally:
@@ -158,17 +172,21 @@ def _client_rows(
 
 
 def _sample_page(url: str, busy: Callable[[], bool]) -> tuple[list[float], int]:
-    """Back-to-back keep-alive GETs of `url` while `busy()`; latencies in ms and errors."""
+    """GETs of `url` on one keep-alive connection, one due every PAGE_INTERVAL, while `busy()`;
+    each latency counts from when its request was due, so a stall counts for every request it
+    held up (as wrk2 does), not for one; returns latencies in ms and the errors."""
     parts = urlsplit(url)
-    path = parts.path
     samples: list[float] = []
     errors = 0
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    due = time.perf_counter()
     try:
         while busy():
-            started = time.perf_counter()
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
             try:
-                conn.request("GET", path, headers={"Accept": HTML_ACCEPT})
+                conn.request("GET", parts.path, headers={"Accept": HTML_ACCEPT})
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status != 200:
@@ -176,8 +194,8 @@ def _sample_page(url: str, busy: Callable[[], bool]) -> tuple[list[float], int]:
             except (OSError, http.client.HTTPException):
                 errors += 1
                 conn.close()
-                continue
-            samples.append((time.perf_counter() - started) * 1000)
+            samples.append((time.perf_counter() - due) * 1000)
+            due += PAGE_INTERVAL
     finally:
         conn.close()
     return samples, errors

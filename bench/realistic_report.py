@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from bench.realistic import ClientRow, Phase, RealisticResult, RootListRow
+from bench.realistic import (
+    PAGE_INTERVAL,
+    WARM_ROOT_FETCHES,
+    ClientRow,
+    Phase,
+    RealisticResult,
+    RootListRow,
+)
 from bench.realistic_upstream import DELAY, ROOT_NAMES
 from bench.report import Check, splice, table
 
@@ -129,7 +136,7 @@ def _root_table(rows: dict[str, RootListRow]) -> str:
                 str(row.runs),
             ]
         )
-    header = ["via", "cold fetch s", "bytes", "page requests during it", "page p50 ms"]
+    header = ["via", "cold fetch s", "bytes", "page requests due during it", "page p50 ms"]
     header += [
         "page p99 ms",
         "page max ms",
@@ -162,10 +169,13 @@ def realistic_section(result: RealisticResult | None, errors: list[str]) -> str:
     root_intro = (
         "On a fresh target the 1-file page is requested twice, then the root list "
         "(`/root/pypi/+simple/`, proxpi `/index/`) is fetched cold by curl in its own process "
-        "while one keep-alive client requests the 1-file page back to back; then "
-        "the root list is fetched warm "
-        "5 times (median), and the server's VmHWM (all its processes) is read. Direct's row is "
-        "nginx through the delaying proxy, for reference.\n"
+        "while one keep-alive client requests the 1-file page, one request due every "
+        f"{PAGE_INTERVAL * 1000:.0f} ms; each latency counts from when its request was due, so a "
+        "stall of the server counts for every request it held up (as wrk2 does). Then "
+        f"the root list is fetched warm {WARM_ROOT_FETCHES} times (median), and the server's "
+        "VmHWM (all its processes) is read. Direct's row is "
+        "nginx through the delaying proxy, for reference (each of its page requests costs the "
+        "30 ms round trip, so its page figures show only the delay).\n"
     )
     parts = [HEADING + "\n", intro]
     if result is None:
