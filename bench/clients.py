@@ -84,3 +84,29 @@ def uv_compile(index_url: str, requirements: Sequence[str], expect_pins: int, wo
     if len(pins) != expect_pins:
         raise BenchError(f"uv pip compile via {index_url}: {len(pins)} pins, wanted {expect_pins}")
     return elapsed
+
+
+def pip_install(index_url: str, requirements: Sequence[str], work: Path) -> float:
+    """Seconds for a real `pip install --target DIR --no-cache-dir`; checks every one installed."""
+    dest = _fresh(work / "target")
+    env = client_env(_fresh(work / "cache"))
+    cmd: list[str | Path] = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-input",
+        "--progress-bar=off",
+        "--no-cache-dir",
+    ]
+    cmd += ["--index-url", index_url, "--only-binary=:all:", "--target", dest, *requirements]
+    start = time.perf_counter()
+    run(cmd, timeout=300, env=env)
+    elapsed = time.perf_counter() - start
+    got = len(list(dest.glob("*.dist-info")))
+    if got != len(requirements):
+        raise BenchError(
+            f"pip install via {index_url}: {got} installed, wanted {len(requirements)}"
+        )
+    return elapsed

@@ -1,4 +1,4 @@
-"""`make bench`: wheelwell against proxpi, devpi and plain nginx, all on loopback.
+"""`make bench`: wheelwell against proxpi, devpi and plain nginx, on loopback and 30 ms away.
 
 What is measured, and why:
 1. warm simple pages (HTML and PEP 691 JSON; a 1-file and a 2,000-file project) with wrk:
@@ -12,7 +12,12 @@ What is measured, and why:
 7. wheelwell's start-up with 10,000 files in a wheelhouse directory, first (cold scan) and
    later starts, because a restart must not re-hash what the daemon already knows;
 8. a cached file's p50/p99 during a flood of wrong passwords vs quiet, and RSS after 100,000
-   random project names, because no client may starve serving or grow memory without bound.
+   random project names, because no client may starve serving or grow memory without bound;
+9. a realistic upstream (nginx behind `bench/delay.py`, 30 ms per request and per new
+   connection, no PEP 658 metadata, a 700,000-name root list): cold and warm `uv pip compile`
+   and `pip install` with upstream requests/bytes/HEADs/Ranges vs direct, and the root list's
+   peak RSS, a warm 1-file page's p99 during its cold fetch, and its warm time, because real
+   upstreams are far away and many offer no metadata (run alone: `--only realistic`).
 The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
 generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
 """
@@ -35,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["wheelhouse", "security"],
+        choices=["wheelhouse", "security", "realistic"],
         help="run one scenario alone and update only its parts of BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.scenarios import Settings
     from bench.servers import PROXIES
-    from bench.suite import run_security_only, run_suite, run_wheelhouse_only
+    from bench.suite import run_realistic_only, run_security_only, run_suite, run_wheelhouse_only
 
     if args.only == "security":
         return run_security_only()
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(proxies) - set(PROXIES)
     if unknown:
         parser.error(f"unknown proxies: {', '.join(sorted(unknown))}")
+    if args.only == "realistic":
+        return run_realistic_only(proxies, Settings(runs=args.runs, duration=args.duration))
     return run_suite(proxies, Settings(runs=args.runs, duration=args.duration))
 
 

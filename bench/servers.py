@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bench.procs import BenchError, Service, free_port, run
 
@@ -120,6 +121,12 @@ class Nginx:
         return lines
 
 
+class Upstream(Protocol):
+    """What a target needs of its upstream: where it is (nginx itself, or a delaying proxy)."""
+
+    url: str
+
+
 class Target:
     """A server that pip and uv can use as `--index-url`; `start` gives it a fresh data dir."""
 
@@ -127,8 +134,10 @@ class Target:
     #: whether the target caches (so its RSS and its upstream traffic mean something)
     is_proxy = True
 
-    def __init__(self, upstream: Nginx) -> None:
+    def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
+        #: where `start` makes its fresh data dirs (a second scenario gives its own)
+        self.work_dir = WORK / "servers"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.service: Service | None = None
@@ -144,7 +153,7 @@ class Target:
 
     def _fresh_dir(self) -> Path:
         self.runs += 1
-        data = WORK / "servers" / self.name / f"run{self.runs}"
+        data = self.work_dir / self.name / f"run{self.runs}"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
         return data

@@ -7,9 +7,19 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 
-from bench import provision, report, scenarios, security, security_report, wheelhouse
+from bench import (
+    provision,
+    realistic,
+    realistic_report,
+    report,
+    scenarios,
+    security,
+    security_report,
+    wheelhouse,
+)
 from bench.dataset import Dataset, build_dataset
 from bench.procs import BenchError
 from bench.servers import PROXIES, REPO, WORK, Direct, DirectOneWorker, Nginx, Target
@@ -144,6 +154,48 @@ def run_security_only() -> int:
     return 0 if all(c.passed for c in checks) and not results.errors else 1
 
 
+def _measure_realistic(
+    proxies: Sequence[str],
+    cfg: scenarios.Settings,
+    source: Callable[[], Path],
+    errors: list[str],
+) -> realistic.RealisticResult | None:
+    """Scenario 9; its own nginx and delaying proxy, after the loopback upstream is stopped."""
+    _say(f"realistic upstream: {cfg.runs} run(s) x {1 + len(proxies)} targets")
+    started = time.perf_counter()
+    try:
+        result = realistic.measure_realistic(source, proxies, cfg.runs, _say, errors)
+    except (BenchError, OSError) as exc:
+        _say(f"realistic upstream: FAILED: {exc}")
+        errors.append(f"realistic upstream: {exc}")
+        return None
+    _say(f"realistic upstream: done in {time.perf_counter() - started:.1f}s")
+    return result
+
+
+def run_realistic_only(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
+    """`run.py --only realistic`: scenario 9 alone; only its rows and section are replaced (the
+    loopback dataset is generated only when the no-metadata variant has to be)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    provision.ensure_tools()
+    provision.ensure_bench_venv()
+    errors: list[str] = []
+
+    def source() -> Path:
+        _say("generating the upstream's data (for the no-metadata variant)")
+        return build_dataset(WORK / "upstream").root
+
+    result = _measure_realistic(proxies, cfg, source, errors)
+    path = REPO / "BENCHMARKS.md"
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(realistic_report.splice_realistic(existing, result, errors))
+    print(realistic_report.realistic_section(result, errors))
+    checks = realistic_report.realistic_checks(result)
+    for check in checks:
+        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
+    return 0 if all(c.passed for c in checks) and not errors else 1
+
+
 def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     """Set up, measure, stop everything, write BENCHMARKS.md; exit status 1 on any FAIL or error."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -160,12 +212,17 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
             stack.callback(target.stop)
         upstream.start()
         results = _measure(targets, upstream, ds, cfg)
+    real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
         *report.build_checks(results, rss.get("wheelwell", 0)),
         *security_report.security_checks(results),
+        *realistic_report.realistic_checks(real),
     ]
-    sections = [security_report.security_section(results)]
+    sections = [
+        security_report.security_section(results),
+        realistic_report.realistic_section(real, results.errors),
+    ]
     text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)
     print(text)
