@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import hashlib
 import itertools
 import logging
@@ -146,6 +147,9 @@ class BlobAliases:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._rows: list[tuple[str, str]] = []  #: waiting for the next transaction
+        self._next: asyncio.Future[None] | None = None  #: done when `_rows` are written
+        self._writer: asyncio.Task[None] | None = None
 
     async def lookup(self, alias: str) -> str | None:
         row = await self.db.read(
@@ -156,13 +160,34 @@ class BlobAliases:
         return str(row[0]) if row is not None else None
 
     async def record(self, aliases: tuple[str, ...], sha256: str) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT OR REPLACE INTO blob_aliases (alias, sha256) VALUES (?, ?)",
-                [(alias, sha256) for alias in aliases],
-            )
+        """Group commit: what arrives while a transaction runs goes into the next one.
 
-        await self.db.write_derived(write)
+        A burst of metadata files costs one database trip and one WAL fsync, not one each.
+        """
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            self._next = loop.create_future()
+            self._next.add_done_callback(_retrieve)
+        batch = self._next
+        self._rows.extend((alias, sha256) for alias in aliases)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_rows(), name="blob aliases writer")
+        await asyncio.shield(batch)
+
+    async def _write_rows(self) -> None:
+        while self._next is not None:
+            rows, batch = self._rows, self._next
+            self._rows, self._next = [], None
+
+            try:
+                await self.db.write_derived(functools.partial(_insert_aliases, rows=rows))
+            except StorageError as exc:  # every caller of this batch sees the error
+                batch.set_exception(exc)
+            else:
+                batch.set_result(None)
+            finally:
+                if not batch.done():  # cancelled, or an unexpected error: nobody waits forever
+                    batch.cancel()
 
     async def migrate(self, directory: Path) -> int:
         """Milestone 1 kept aliases as files under `aliases/`: move them in, then drop the dir."""
@@ -190,6 +215,24 @@ class BlobAliases:
         await loop.run_in_executor(None, shutil.rmtree, directory)
         log.info("moved %d blob aliases from %s into the database", len(pairs), directory)
         return len(pairs)
+
+
+def _insert_aliases(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+    """One transaction (so one WAL fsync) for the whole batch; the connection autocommits."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR REPLACE INTO blob_aliases (alias, sha256) VALUES (?, ?)", rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a batch's error as seen: its callers may all have been cancelled meanwhile."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(slots=True)

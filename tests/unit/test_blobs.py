@@ -181,3 +181,30 @@ def test_path_for_rejects_non_sha256(blobs: LocalBlobStore, digest: str) -> None
         blobs.path_for(digest)
     with pytest.raises(ValueError, match="not a sha256"):
         blobs.find(digest)
+
+
+async def test_aliases_of_a_burst_share_one_transaction(blobs: LocalBlobStore) -> None:
+    """A write-behind batch of metadata files records its aliases in few database trips."""
+    aliases = blobs.aliases
+    assert aliases is not None
+    trips = 0
+    write_derived = aliases.db.write_derived
+
+    async def counting(fn):  # type: ignore[no-untyped-def]
+        nonlocal trips
+        trips += 1
+        return await write_derived(fn)
+
+    aliases.db.write_derived = counting  # type: ignore[method-assign]
+    bodies = [BODY + str(i).encode() for i in range(20)]
+    names = [f"{ALIAS[:-2]}{i:02d}.metadata" for i in range(20)]
+    await asyncio.gather(*(aliases.record((n,), SHA) for n in names))
+    assert trips <= 2
+    for name in names:
+        assert await aliases.lookup(name) == SHA
+    stored = await asyncio.gather(
+        *(blobs.store_bytes(b, (n,)) for b, n in zip(bodies, names, strict=True))
+    )
+    for body, name, blob in zip(bodies, names, stored, strict=True):
+        assert await blobs.locate(name) == blob
+        assert blob.path.read_bytes() == body
