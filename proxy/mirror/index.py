@@ -20,6 +20,7 @@ from proxy.config import IndexKind, UpstreamConfig
 from proxy.distfiles import DEFAULT_METADATA_LIMIT, InvalidDistFilenameError, parse_filename
 from proxy.errors import (
     DistributionNotFoundError,
+    HashMismatchError,
     ProjectNotFoundError,
     StorageError,
     UpstreamError,
@@ -31,6 +32,7 @@ from proxy.metrics import Metrics
 from proxy.mirror.fetch import Download, Fetcher
 from proxy.mirror.ranges import (
     CACHED_RANGE_LIMIT,
+    TAIL_BYTES,
     RangeCache,
     RangeUnsupportedError,
     fetch_range,
@@ -139,6 +141,8 @@ class MirrorIndex:
         self._learned: dict[str, int] = {}  #: project -> hashes learned, to refresh its page
         self._checks = Background()  #: generated metadata compared with the downloaded wheel
         self._prefetches = Background()  #: metadata fetched before a resolver asks
+        #: small wheels read whole for their metadata, on their way into the store
+        self._storing: dict[str, asyncio.Task[None]] = {}
         #: the root list, on disk under `lists` (default: beside the page cache)
         self.root_list = RootList(
             name,
@@ -399,6 +403,9 @@ class MirrorIndex:
         download = self.fetcher.find(key)
         if download is not None and download.verified:
             await download.finished.wait()  # only the rename is left: wait, then use the store
+        storing = self._storing.get(key)
+        if storing is not None:  # read whole for its metadata a moment ago
+            await asyncio.shield(storing)
         stored = await self.blobs.locate(key)
         if stored is not None:
             self.metrics.file_cache.labels("hit").inc()
@@ -492,9 +499,11 @@ class MirrorIndex:
             and await self.blobs.locate(key) is None
             and self.fetcher.find(key) is None
         ):
+            whole = self.cfg.whole_wheel_below
+            small = dist.size is None or dist.size <= whole
             with conceal_for(self.name):
                 try:
-                    return await read_metadata(
+                    body = await read_metadata(
                         self.client,
                         self.ranges,
                         key,
@@ -502,7 +511,10 @@ class MirrorIndex:
                         dist.filename,
                         index=self.name,
                         limit=self.metadata_limit,
+                        first_read=whole if small and whole > 0 else TAIL_BYTES,
                     )
+                    await self._keep_whole(dist)
+                    return body
                 except RangeUnsupportedError as exc:
                     self._ranges_ok = False
                     self._epoch += 1
@@ -513,6 +525,31 @@ class MirrorIndex:
                         extra={"index": self.name},
                     )
         return await self._extract_metadata(key, dist)
+
+    async def _keep_whole(self, dist: Distribution) -> None:
+        """A wheel the metadata read got all of: hash it, then store it behind the answer.
+
+        HashMismatchError when it is not the file the page names (its metadata is not served).
+        """
+        data = self.ranges.whole(dist.key)
+        if data is None or dist.key in self._storing:
+            return
+        actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        if dist.sha256 and actual != dist.sha256:
+            self.metrics.hash_mismatches.inc()
+            self.ranges.forget(dist.key)
+            raise HashMismatchError(mask_url(dist.url), dist.filename, dist.sha256, actual)
+        task = self._checks.spawn(self._commit_whole(dist, data, actual), f"store {dist.filename}")
+        self._storing[dist.key] = task
+        task.add_done_callback(lambda _: self._storing.pop(dist.key, None))
+
+    async def _commit_whole(self, dist: Distribution, data: bytes, sha: str) -> None:
+        try:
+            await self.blobs.store_bytes(data, () if dist.key == sha else (dist.key,))
+            self.metrics.bytes_from_upstream.inc(len(data))
+            self.ranges.forget(dist.key)
+        except StorageError as exc:
+            log.warning("could not store %s: %s", dist.filename, exc)
 
     async def _check_metadata(self, project: NormalizedName, download: Download) -> None:
         """After a whole download: the metadata served before must be the wheel's own."""

@@ -130,6 +130,13 @@ class RangeCache:
             _, record = self._records.popitem(last=False)
             self._bytes -= record.size
 
+    def whole(self, key: str) -> bytes | None:
+        """The whole file, when the regions read so far cover it."""
+        record = self._records.get(key)
+        if record is None or record.total is None:
+            return None
+        return record.read(0, record.total)
+
     def sparse(self, key: str) -> SparseFile | None:
         record = self._records.get(key)
         if record is None or record.total is None:
@@ -208,8 +215,11 @@ async def read_metadata(
     *,
     index: str,
     limit: int,
+    first_read: int = TAIL_BYTES,
 ) -> bytes:
     """A wheel's METADATA read with Range requests (usually one), the regions kept in `cache`.
+
+    The first read is the last `first_read` bytes (all of a file no larger).
 
     DistributionNotFoundError when the wheel has none or it is over `limit`;
     RangeUnsupportedError when the upstream does not do ranges.
@@ -218,7 +228,8 @@ async def read_metadata(
     for _ in range(MAX_READS):
         sparse = cache.sparse(key)
         if sparse is None:  # never read, or evicted meanwhile by other reads
-            answer = await fetch_range(client, url, _TAIL, index=index, limit=TAIL_BYTES)
+            tail = ByteRange(None, None, first_read)
+            answer = await fetch_range(client, url, tail, index=index, limit=first_read)
             _store(cache, key, url, answer)
             continue
         try:
@@ -240,9 +251,6 @@ async def read_metadata(
             raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")
         return body
     raise UpstreamProtocolError(mask_url(url), f"METADATA not found in {MAX_READS} range reads")
-
-
-_TAIL = ByteRange(None, None, TAIL_BYTES)
 
 
 def _store(cache: RangeCache, key: str, url: str, answer: tuple[int, bytes, int] | None) -> None:

@@ -172,8 +172,9 @@ async def test_a_later_download_corrects_metadata_that_differs(
     """The page gives no file hash, and the file changed between the Range reads and the
     download: the wheel's own METADATA replaces what was served."""
     plain.fake.omit_hashes = True
-    first = build_wheel(tmp_path / "a", "shifty", "1.0", summary="first")
-    second = build_wheel(tmp_path / "b", "shifty", "1.0", summary="second")
+    big = 2 * 1024 * 1024  # over whole_wheel_below: only its tail is read for the metadata
+    first = build_wheel(tmp_path / "a", "shifty", "1.0", summary="first", payload_size=big)
+    second = build_wheel(tmp_path / "b", "shifty", "1.0", summary="second", payload_size=big)
     hosted = plain.fake.add(first)
     page = await page_json(plain, "shifty")
     url = entry(page, first.filename)["url"]
@@ -235,3 +236,25 @@ async def test_prefetch_can_be_turned_off(plain: Mirror, dists: Dists) -> None:
     await page_json(plain, "beta")
     await (await plain.client.get(file_url(dists.beta1) + ".metadata")).read()
     assert file_requests(plain, dists.beta2) == []
+
+
+async def test_a_small_wheel_read_for_its_metadata_is_stored_whole(
+    plain: Mirror, dists: Dists
+) -> None:
+    """One upstream request gives pip its metadata and the wheel pip downloads next."""
+    resp = await plain.client.get(file_url(dists.beta1) + ".metadata")
+    assert await resp.read() == dists.beta1.metadata
+    assert file_requests(plain, dists.beta1) == [("GET", "bytes=-1048576")]
+    whole = await plain.client.get(file_url(dists.beta1))
+    assert hashlib.sha256(await whole.read()).hexdigest() == dists.beta1.sha256
+    assert len(file_requests(plain, dists.beta1)) == 1
+
+
+async def test_a_wheel_that_fails_its_hash_gives_no_metadata(plain: Mirror, dists: Dists) -> None:
+    plain.fake.wrong_hash = True
+    page = await page_json(plain, "beta")
+    url = entry(page, dists.beta1.filename)["url"]
+    resp = await plain.client.get(url.replace("../../..", "") + ".metadata")
+    assert resp.status == 502
+    assert "sha256 mismatch" in await resp.text()
+    assert plain.blob_files() == []
