@@ -224,6 +224,12 @@ class DirectOneWorker(Direct):
         self.own.stop()
 
 
+def _upstream_extra() -> str:
+    """More `upstream:` keys for A/B runs, e.g. WHEELWELL_BENCH_UPSTREAM='prefetch_metadata: 0'."""
+    extra = os.environ.get("WHEELWELL_BENCH_UPSTREAM", "").strip()
+    return f", {extra}" if extra else ""
+
+
 class Wheelwell(Target):
     name = "wheelwell"
 
@@ -237,7 +243,7 @@ class Wheelwell(Target):
         config.write_text(
             f"server: {{host: 127.0.0.1, port: {self.port}}}\n"
             f"storage: {{data_dir: {data / 'data'}}}\n"
-            f'upstream: {{url: "{self.upstream.url}/simple/"}}\n'
+            f'upstream: {{url: "{self.upstream.url}/simple/"{_upstream_extra()}}}\n'
             "indexes: [{name: root/pypi, kind: mirror}]\n"
             "logging: {level: WARNING}\n"
         )

@@ -100,9 +100,6 @@ class UpstreamConfig:
     allow: tuple[str, ...] = ()
     #: while an upstream rests, an uncached request probes it at most this often
     probe_interval: Seconds = 1.0
-    #: on a cold page, fetch the core metadata of this many of the newest release's universal
-    #: wheels before the resolver asks (0: off)
-    prefetch_metadata: int = 2
     #: generated metadata of a wheel up to this size reads the whole wheel (still one request)
     #: and stores it: the install that usually follows is then served from disk
     whole_wheel_below: ByteSize = 1024**2

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from packaging.version import Version
-
 from proxy.config import IndexKind, UpstreamConfig
-from proxy.distfiles import DEFAULT_METADATA_LIMIT, InvalidDistFilenameError, parse_filename
+from proxy.distfiles import DEFAULT_METADATA_LIMIT
 from proxy.errors import (
     DistributionNotFoundError,
     HashMismatchError,
@@ -71,8 +69,8 @@ T = TypeVar("T")
 _MEMORY_PAGES = 4096
 #: metadata hashes learned (of files whose page gives none), for the pages' `core-metadata`
 _KNOWN_HASHES = 20_000
-#: metadata prefetches running at once, over all pages (more are not started)
-_PREFETCH_IN_FLIGHT = 16
+#: bytes of core metadata kept in memory (a warm resolver's requests skip the database)
+_METADATA_MEMORY = 8 * 1024 * 1024
 #: bodies below this are parsed on the loop: the executor hop (~50 µs) costs more than the work
 _INLINE_BYTES = 2 * 1024
 
@@ -140,7 +138,8 @@ class MirrorIndex:
         self._hashes: OrderedDict[str, str] = OrderedDict()  #: file key -> metadata sha256
         self._learned: dict[str, int] = {}  #: project -> hashes learned, to refresh its page
         self._checks = Background()  #: generated metadata compared with the downloaded wheel
-        self._prefetches = Background()  #: metadata fetched before a resolver asks
+        self._metadata_memory: OrderedDict[str, bytes] = OrderedDict()  #: alias -> body
+        self._metadata_bytes = 0
         #: small wheels read whole for their metadata, on their way into the store
         self._storing: dict[str, asyncio.Task[None]] = {}
         #: the root list, on disk under `lists` (default: beside the page cache)
@@ -309,8 +308,6 @@ class MirrorIndex:
         if entry is not old:
             self.pages.store(self._cache_key(project), entry.cached, entry.page)
         self._remember(project, entry)
-        if old is None and entry.page is not None and project:
-            self._prefetch(NormalizedName(project), entry.page)
         if self.on_page is not None and project and entry.served is not None:
             self.on_page(project, entry.served)
         return entry
@@ -456,6 +453,11 @@ class MirrorIndex:
     ) -> MetadataSource:
         """PEP 658 metadata: from disk, from memory while being stored, or fetched (one flight)."""
         alias = f"{key}.metadata"
+        kept = self._metadata_memory.get(alias)
+        if kept is not None:
+            self._metadata_memory.move_to_end(alias)
+            self.metrics.file_cache.labels("hit").inc()
+            return InMemory(kept)
         stored = await self.blobs.locate(alias)
         if stored is not None:
             self.metrics.file_cache.labels("hit").inc()
@@ -489,8 +491,19 @@ class MirrorIndex:
                 log.warning("metadata of %s: sha256 %s, page says %s", filename, actual, expected)
         if not dist.metadata:
             self._learn(project, key, hashlib.sha256(body).hexdigest())
-        self._metadata_writes.put(f"{key}.metadata", body)
+        self._keep_metadata(f"{key}.metadata", body)
         return body
+
+    def _keep_metadata(self, alias: str, body: bytes) -> None:
+        """Store it (behind the answer) and keep it in memory within `_METADATA_MEMORY`."""
+        self._metadata_writes.put(alias, body)
+        old = self._metadata_memory.pop(alias, None)
+        self._metadata_bytes -= len(old) if old is not None else 0
+        self._metadata_memory[alias] = body
+        self._metadata_bytes += len(body)
+        while self._metadata_bytes > _METADATA_MEMORY and self._metadata_memory:
+            _, dropped = self._metadata_memory.popitem(last=False)
+            self._metadata_bytes -= len(dropped)
 
     async def _generate_metadata(self, key: str, dist: Distribution) -> bytes:
         """The wheel's METADATA: from the stored wheel, by Range reads, or from a download."""
@@ -576,31 +589,9 @@ class MirrorIndex:
                 extra={"file": download.filename, "index": self.name},
             )
             self._learn(project, download.key, hashlib.sha256(own).hexdigest())
-            self._metadata_writes.put(alias, own)
+            self._keep_metadata(alias, own)
         except (DistributionNotFoundError, StorageError, OSError) as exc:
             log.warning("could not check the metadata of %s: %s", download.filename, exc)
-
-    def _prefetch(self, project: NormalizedName, page: ProjectPage) -> None:
-        """Start fetching what a resolver asks for next: the newest release's universal wheels."""
-        count = self.cfg.prefetch_metadata
-        if count <= 0 or len(self._prefetches) >= _PREFETCH_IN_FLIGHT:
-            return
-        for dist in newest_wheels(page, count):
-            alias = f"{dist.key}.metadata"
-            if alias in self._metadata_fetches or self._metadata_writes.pending(alias):
-                continue
-            if not dist.metadata and not self.generating:
-                continue
-            self._prefetches.spawn(
-                self._prefetch_one(project, dist), f"prefetch {dist.filename}.metadata"
-            )
-
-    async def _prefetch_one(self, project: NormalizedName, dist: Distribution) -> None:
-        try:
-            await self.locate_metadata(project, dist.key, dist.filename)
-            self.metrics.file_cache.labels("prefetch").inc()
-        except (UpstreamError, DistributionNotFoundError, StorageError) as exc:
-            log.debug("prefetch of %s.metadata failed: %s", dist.filename, exc)
 
     async def _store_metadata(self, batch: dict[str, bytes]) -> None:
         """Behind the response, each file on its own: one that fails does not stop the rest."""
@@ -643,7 +634,6 @@ class MirrorIndex:
         await self.root_list.close()
         await self._metadata_fetches.close()
         await self._checks.close()
-        await self._prefetches.close()
         await self._metadata_writes.close()
 
     # ---- the registry's Index protocol ---------------------------------------------------
@@ -662,23 +652,3 @@ class MirrorIndex:
     async def shown_names(self) -> tuple[str, ...]:
         """The pages in memory, most recently used first: the upstream's list is too long."""
         return tuple(self.names_cached())
-
-
-def newest_wheels(page: ProjectPage, count: int) -> list[Distribution]:
-    """Up to `count` universal (`none-any`) wheels of the newest final, unyanked release."""
-    best: Version | None = None
-    chosen: list[Distribution] = []
-    for dist in page.files:
-        if dist.yanked or not dist.filename.endswith("-none-any.whl"):
-            continue
-        try:
-            version = parse_filename(dist.filename).version
-        except InvalidDistFilenameError:
-            continue
-        if version.is_prerelease or version.is_devrelease:
-            continue
-        if best is None or version > best:
-            best, chosen = version, [dist]
-        elif version == best:
-            chosen.append(dist)
-    return chosen[:count]

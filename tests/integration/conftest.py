@@ -58,7 +58,6 @@ def make_config(upstream: str, data_dir: Path, **upstream_overrides: Any) -> Con
         "read_timeout": 2.0,
         "connect_timeout": 2.0,
         "backoff": 0.01,
-        "prefetch_metadata": 0,  # no background fetches a test did not ask for
     }
     settings.update(upstream_overrides)
     return Config(

@@ -212,32 +212,6 @@ async def test_generated_metadata_survives_a_restart(
     assert len(file_requests(again, dists.beta1)) == before
 
 
-async def test_a_cold_page_prefetches_the_newest_wheels_metadata(
-    mirror_factory: MirrorFactory, dists: Dists
-) -> None:
-    plain = await mirror_factory(prefetch_metadata=2)
-    plain.fake.offer_metadata = False
-    await page_json(plain, "beta")  # beta 3.0 is yanked: 2.0 is the newest release
-    wanted = (f"/files/{dists.beta2.filename}", "GET")
-
-    def fetched() -> bool:
-        return any((r.path, r.method) == wanted for r in plain.fake.requests)
-
-    await eventually(fetched, timeout=5, message="the metadata of beta 2.0 to be prefetched")
-    before = len(plain.fake.requests)
-    resp = await plain.client.get(file_url(dists.beta2) + ".metadata")
-    assert await resp.read() == dists.beta2.metadata
-    assert len(plain.fake.requests) == before
-    assert file_requests(plain, dists.beta1) == []  # older releases are not guessed at
-
-
-async def test_prefetch_can_be_turned_off(plain: Mirror, dists: Dists) -> None:
-    """`prefetch_metadata: 0` (the integration tests' setting) fetches only what is asked for."""
-    await page_json(plain, "beta")
-    await (await plain.client.get(file_url(dists.beta1) + ".metadata")).read()
-    assert file_requests(plain, dists.beta2) == []
-
-
 async def test_a_small_wheel_read_for_its_metadata_is_stored_whole(
     plain: Mirror, dists: Dists
 ) -> None:

@@ -257,7 +257,8 @@ async def test_metadata_is_served_from_memory_then_from_disk(setup: Setup, dists
     assert sources == [InMemory(dists.alpha.metadata or b"")] * 5
     assert setup.fake.hits(f"/files/{dist.filename}.metadata") == 1
     await mirror.close()  # the write-behind finishes
-    stored = await mirror.locate_metadata(ALPHA, dist.key, dist.filename)
+    assert await mirror.locate_metadata(ALPHA, dist.key, dist.filename) == sources[0]  # kept
+    stored = await setup.mirror().locate_metadata(ALPHA, dist.key, dist.filename)
     assert isinstance(stored, LocalFile)
     assert stored.path.read_bytes() == dists.alpha.metadata
     assert setup.fake.hits(f"/files/{dist.filename}.metadata") == 1
