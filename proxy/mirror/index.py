@@ -21,6 +21,7 @@ from proxy.errors import (
     HashMismatchError,
     ProjectNotFoundError,
     StorageError,
+    UpstreamConcealedError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -69,6 +70,8 @@ T = TypeVar("T")
 _MEMORY_PAGES = 4096
 #: metadata hashes learned (of files whose page gives none), for the pages' `core-metadata`
 _KNOWN_HASHES = 20_000
+#: statuses an upstream may answer a Range request with that a whole GET may still get past
+_RANGE_REFUSALS = frozenset({400, 403, 405, 416, 501})
 #: bytes of core metadata kept in memory (a warm resolver's requests skip the database)
 _METADATA_MEMORY = 8 * 1024 * 1024
 #: bodies below this are parsed on the loop: the executor hop (~50 µs) costs more than the work
@@ -537,6 +540,10 @@ class MirrorIndex:
                         exc,
                         extra={"index": self.name},
                     )
+                except UpstreamError as exc:
+                    if not _refuses_ranges(exc):
+                        raise
+                    log.info("%s: range reads refused (%s); downloading it", dist.filename, exc)
         return await self._extract_metadata(key, dist)
 
     async def _keep_whole(self, dist: Distribution) -> None:
@@ -652,3 +659,11 @@ class MirrorIndex:
     async def shown_names(self) -> tuple[str, ...]:
         """The pages in memory, most recently used first: the upstream's list is too long."""
         return tuple(self.names_cached())
+
+
+def _refuses_ranges(exc: UpstreamError) -> bool:
+    """An answer saying this file cannot be read by ranges here (the whole file still may be)."""
+    cause = exc.detail if isinstance(exc, UpstreamConcealedError) else exc
+    if isinstance(cause, UpstreamStatusError):
+        return cause.status in _RANGE_REFUSALS
+    return type(cause) is UpstreamProtocolError  # a malformed 206, not a broken connection

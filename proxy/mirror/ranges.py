@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import IO, cast
 
+import aiohttp
+
 from proxy.distfiles import (
     MetadataTooLargeError,
     UnreadableArchiveError,
@@ -187,11 +189,16 @@ async def fetch_range(
 ) -> tuple[int, bytes, int] | None:
     """(start, bytes, total size) of one upstream range, at most `limit` bytes read.
 
-    None when the upstream sends the whole file instead (200: nothing of it is read).
+    A 200 is the whole file: taken when it fits in `limit` (servers answer so when the range
+    covers the file), else None (the upstream ignores ranges; the rest is not read).
     """
-    async with client.open_file(url, headers={"Range": wanted.header()}, index=index) as resp:
+    headers = {"Range": wanted.header(), "Accept-Encoding": "identity"}
+    async with client.open_file(url, headers=headers, index=index) as resp:
         if resp.status == 200:
-            return None
+            if resp.content_length is not None and resp.content_length > limit:
+                return None
+            data = await _read_at_most(resp.content, limit)
+            return None if data is None else (0, data, len(data))
         match = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", "").strip())
         if match is None:
             raise UpstreamProtocolError(mask_url(url), "a 206 answer without a Content-Range")
@@ -204,6 +211,16 @@ async def fetch_range(
         except asyncio.IncompleteReadError as exc:
             raise UpstreamUnavailableError(mask_url(url), "a range ended early") from exc
         return first, data, total
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is longer than `limit`."""
+    data = bytearray()
+    async for chunk in content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 async def read_metadata(

@@ -92,6 +92,8 @@ class FakeIndex:
         self.omit_hashes = False
         self.offer_metadata = True  #: False: no PEP 658 attributes, .metadata answers 404
         self.ranges = True  #: False: Range headers are ignored (200 and the whole file)
+        self.range_status: int | None = None  #: answer every Range request with this status
+        self.whole_as_200 = False  #: a Range covering the whole file is answered 200
         self.serial = 0
         self.generated_names = 0  #: extra made-up projects on the root list (no pages)
         self.requests: list[Recorded] = []
@@ -259,13 +261,16 @@ class FakeIndex:
         """Stream in 64 KiB chunks, honouring one Range (`N-`, `N-M`, `-N`) and the knobs."""
         start, last, status = 0, len(data) - 1, 200
         range_header = request.headers.get("Range", "") if self.ranges else ""
+        if range_header and self.range_status is not None:
+            return web.Response(status=self.range_status, text="no ranges here")
         if range_header.startswith("bytes="):
             first, _, final = range_header[6:].partition("-")
             if first:
                 start, last = int(first), min(int(final or last), last)
             else:
                 start = max(0, len(data) - int(final))
-            status = 206
+            whole = start == 0 and last == len(data) - 1
+            status = 200 if whole and self.whole_as_200 else 206
         response = web.StreamResponse(status=status)
         response.content_type = content_type
         response.content_length = last + 1 - start

@@ -123,18 +123,31 @@ async def test_head_and_ranges_are_answered_from_what_was_read(plain: Mirror, di
 async def test_upstream_without_ranges_falls_back_to_the_download(
     plain: Mirror, dists: Dists
 ) -> None:
+    """A 200 and a whole 5 MB wheel to a Range of its tail: that upstream does no ranges."""
     plain.fake.ranges = False
     await page_json(plain, "beta")
-    resp = await plain.client.get(file_url(dists.beta1) + ".metadata")
+    resp = await plain.client.get(file_url(dists.bulky) + ".metadata")
     assert resp.status == 200
-    assert await resp.read() == dists.beta1.metadata
+    assert await resp.read() == dists.bulky.metadata
     page = await page_json(plain, "beta")  # today's behaviour from now on: nothing advertised
     assert not entry(page, dists.beta2.filename).get("core-metadata")
-    # the wheel that was read for it is stored whole
-    before = len(file_requests(plain, dists.beta1))
+    # the wheel that was downloaded for it is stored whole
+    before = len(file_requests(plain, dists.bulky))
+    again = await plain.client.get(file_url(dists.bulky))
+    assert hashlib.sha256(await again.read()).hexdigest() == dists.bulky.sha256
+    assert len(file_requests(plain, dists.bulky)) == before
+
+
+async def test_small_wheels_need_no_ranges(plain: Mirror, dists: Dists) -> None:
+    """Without ranges, a wheel under whole_wheel_below still costs one request, and is kept."""
+    plain.fake.ranges = False
+    resp = await plain.client.get(file_url(dists.beta1) + ".metadata")
+    assert await resp.read() == dists.beta1.metadata
     again = await plain.client.get(file_url(dists.beta1))
     assert hashlib.sha256(await again.read()).hexdigest() == dists.beta1.sha256
-    assert len(file_requests(plain, dists.beta1)) == before
+    assert len(file_requests(plain, dists.beta1)) == 1
+    page = await page_json(plain, "beta")
+    assert entry(page, dists.beta2.filename)["core-metadata"] is True
 
 
 async def test_generate_metadata_can_be_turned_off_per_mirror(plain: Mirror, dists: Dists) -> None:
@@ -232,3 +245,21 @@ async def test_a_wheel_that_fails_its_hash_gives_no_metadata(plain: Mirror, dist
     assert resp.status == 502
     assert "sha256 mismatch" in await resp.text()
     assert plain.blob_files() == []
+
+
+async def test_a_range_covering_the_file_may_be_answered_200(plain: Mirror, dists: Dists) -> None:
+    """Some servers answer a range that covers the whole file with 200: that is the file."""
+    plain.fake.whole_as_200 = True
+    resp = await plain.client.get(file_url(dists.beta1) + ".metadata")
+    assert await resp.read() == dists.beta1.metadata
+    page = await page_json(plain, "beta")
+    assert entry(page, dists.beta2.filename)["core-metadata"] is True  # still generating
+    assert len(file_requests(plain, dists.beta1)) == 1
+
+
+async def test_a_refused_range_falls_back_to_the_download(plain: Mirror, dists: Dists) -> None:
+    plain.fake.range_status = 416
+    resp = await plain.client.get(file_url(dists.bulky) + ".metadata")
+    assert resp.status == 200
+    assert await resp.read() == dists.bulky.metadata
+    assert ("GET", None) in file_requests(plain, dists.bulky)  # read out of the whole wheel
