@@ -111,8 +111,7 @@ def parse_json(body: bytes, base_url: str) -> ProjectPage:
     for raw in raw_files:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("url"), str):
             continue
-        url = urljoin(base_url, raw["url"])
-        url, _ = urldefrag(url)
+        url = _absolute(base_url, raw["url"])
         filename = raw.get("filename") or _filename_from_url(url)
         meta_value = raw.get("core-metadata", raw.get("dist-info-metadata"))
         metadata, metadata_hashes = _metadata_from(meta_value)
@@ -142,6 +141,13 @@ def parse_json(body: bytes, base_url: str) -> ProjectPage:
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else (),
         last_serial=_serial_from(data),
     )
+
+
+def _absolute(base_url: str, url: str) -> str:
+    """The URL resolved and without fragment; an absolute one without `#` as it is (most are)."""
+    if url.startswith(("https://", "http://")) and "#" not in url:
+        return url
+    return urldefrag(urljoin(base_url, url))[0]
 
 
 def parse_json_list(body: bytes, base_url: str) -> ProjectList:

@@ -225,16 +225,22 @@ def rank(
     return hits[:limit]
 
 
+_SEEN_PAGES = 100_000  #: mirror pages whose versions are remembered, to skip repeats
+
+
 class SearchIndex:
     """Queries the search table and writes mirror names behind, off the request path."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._mirror: dict[tuple[str, str], str | None] = {}  #: what the table holds
-        #: a resolver's burst of page fetches collected into one write
-        self._writes: WriteBehind[tuple[str, str], str | None] = WriteBehind(
+        #: a resolver's burst of page fetches collected into one write; the values are the
+        #: candidate versions, whose latest is picked on the database thread (not on the loop:
+        #: parsing 1,500 versions of a big project takes milliseconds)
+        self._writes: WriteBehind[tuple[str, str], tuple[str, ...]] = WriteBehind(
             "search mirror names", self._write_mirror_names, delay=0.05
         )
+        self._pages: dict[tuple[str, str], tuple[int, str]] = {}  #: versions last seen, briefly
 
     async def start(self) -> None:
         def prepare(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -251,23 +257,32 @@ class SearchIndex:
 
     def note_mirror_page(self, index: str, project: str, page: ProjectPage) -> None:
         """`MirrorIndex.on_page`: index a fetched mirror project with its latest version."""
-        versions = [(v, "") for v in page.all_versions()]
-        self.note_mirror_project(index, project, _latest(versions)[0] if versions else None)
+        versions = page.all_versions()
+        key = (index, project)
+        seen = (len(versions), versions[-1] if versions else "")
+        if self._pages.get(key) == seen and key in self._mirror:
+            return
+        if len(self._pages) > _SEEN_PAGES:
+            self._pages.clear()
+        self._pages[key] = seen
+        self._writes.put(key, versions)
 
     def note_mirror_project(self, index: str, project: str, version: str | None) -> None:
         """Called after a mirror page fetch: index the name (and latest version) soon."""
         key = (index, project)
         if key in self._mirror and self._mirror[key] == version:
             return
-        self._writes.put(key, version)
+        self._writes.put(key, () if version is None else (version,))
 
-    async def _write_mirror_names(self, batch: dict[tuple[str, str], str | None]) -> None:
+    async def _write_mirror_names(self, batch: dict[tuple[str, str], tuple[str, ...]]) -> None:
         try:
-            await self.db.write_derived(functools.partial(_write_mirror_batch, batch=batch))
+            written = await self.db.write_derived(
+                functools.partial(_write_mirror_batch, batch=batch)
+            )
         except StorageError as exc:
             log.warning("search: %d mirror names not indexed: %s", len(batch), exc)
             return
-        self._mirror.update(batch)
+        self._mirror.update(written)
 
     async def close(self) -> None:
         """Write what is pending, so a clean shutdown loses no names."""
@@ -327,17 +342,25 @@ def _normalized(text: str) -> str:
 
 
 def _write_mirror_batch(
-    conn: sqlite3.Connection, batch: Mapping[tuple[str, str], str | None]
-) -> None:
-    """Mirror names are cache, not hosted state: one transaction and no changelog entry."""
+    conn: sqlite3.Connection, batch: Mapping[tuple[str, str], tuple[str, ...]]
+) -> dict[tuple[str, str], str | None]:
+    """Mirror names are cache, not hosted state: one transaction and no changelog entry.
+
+    Returns the version written for each name (the latest of its candidates).
+    """
+    written = {
+        key: _latest([(v, "") for v in versions])[0] if versions else None
+        for key, versions in batch.items()
+    }
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for (index, project), version in batch.items():
+        for (index, project), version in written.items():
             _write_mirror(conn, index, project, version)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return written
 
 
 def _write_mirror(conn: sqlite3.Connection, index: str, project: str, version: str | None) -> None:

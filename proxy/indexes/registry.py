@@ -43,6 +43,7 @@ from proxy.tasks import SingleFlight
 _RENDER_CACHE_SIZE = 4096
 _GZIP_MIN = 4096  #: smaller bodies fit in a few packets; compressing them costs more than it saves
 _INLINE_LIMIT = 16 * 1024
+_GZIP_FAST = 256 * 1024  #: bodies from this size are compressed at level 1
 #: a merged page with more files than this is merged and rendered on a worker thread
 _OFF_LOOP_FILES = 200
 
@@ -133,7 +134,9 @@ class RenderedList:
 
 def _make_rendered(body: bytes, serial: int | None) -> Rendered:
     digest = hashlib.blake2b(body, digest_size=12).hexdigest()
-    gzipped = gzip.compress(body, compresslevel=5, mtime=0) if len(body) >= _GZIP_MIN else None
+    # a big page at level 1: half the CPU of level 5, about 15% larger (a 1.7 MB JSON page)
+    level = 5 if len(body) < _GZIP_FAST else 1
+    gzipped = gzip.compress(body, compresslevel=level, mtime=0) if len(body) >= _GZIP_MIN else None
     return Rendered(body=body, gzipped=gzipped, etag=f'"{digest}"', serial=serial)
 
 

@@ -199,8 +199,14 @@ class MirrorIndex:
         if cached.status != 200:
             return _Entry(cached, None, None)
         gen = self._generation(project)
-        page = parse_json(cached.body, self.base_url)
-        return _Entry(cached, page, self._rewrite(page) if project else None, gen=gen)
+        if cached.content_type:  # the upstream's own body
+            url = cached.url or self._url_for(project)
+            resp = PageResponse(200, url, cached.body, cached.content_type, serial=cached.serial)
+            page, served = self._parse_page(project, resp)
+        else:
+            page = parse_json(cached.body, self.base_url)
+            served = self._rewrite(page)
+        return _Entry(dataclasses.replace(cached, body=b""), page, served, gen=gen)
 
     def _rewrite(self, page: ProjectPage) -> ProjectPage:
         """File URLs pointing at our +f/ paths, generated metadata advertised (off the loop)."""
@@ -209,12 +215,25 @@ class MirrorIndex:
         return dataclasses.replace(page, files=files, versions=page.all_versions())
 
     def _served_dist(self, dist: Distribution, generating: bool) -> Distribution:
-        url = f"{self.name}/+f/{dist.key}/{dist.filename}"
-        if dist.metadata or not generating or not dist.filename.endswith(".whl"):
-            return dataclasses.replace(dist, url=url)
-        sha = self._hashes.get(dist.key)  # PEP 714: `true` until the hash is known
-        hashes = {"sha256": sha} if sha is not None else {}
-        return dataclasses.replace(dist, url=url, metadata=True, metadata_hashes=hashes)
+        """The dist as served (built directly: dataclasses.replace is slow on 5,000 files)."""
+        key = dist.key
+        metadata, hashes = dist.metadata, dist.metadata_hashes
+        if not metadata and generating and dist.filename.endswith(".whl"):
+            sha = self._hashes.get(key)  # PEP 714: `true` until the hash is known
+            metadata, hashes = True, ({"sha256": sha} if sha is not None else {})
+        return Distribution(
+            dist.filename,
+            f"{self.name}/+f/{key}/{dist.filename}",
+            dist.hashes,
+            dist.requires_python,
+            dist.yanked,
+            dist.yanked_reason,
+            metadata,
+            hashes,
+            dist.size,
+            dist.upload_time,
+            dist.gpg_sig,
+        )
 
     @property
     def generating(self) -> bool:
@@ -231,13 +250,18 @@ class MirrorIndex:
         return self._epoch, self._learned.get(project, 0)
 
     def _learn(self, project: str, key: str, sha: str) -> None:
-        """A metadata hash is known now: the project's served page shows it from now on."""
+        """A metadata hash is known now: the project's page shows it from its next refresh.
+
+        Not at once: that would render a page of thousands of files again for every hash.
+        """
         if self._hashes.get(key) == sha:
             return
         self._hashes[key] = sha
         self._hashes.move_to_end(key)
         while len(self._hashes) > _KNOWN_HASHES:
             self._hashes.popitem(last=False)
+        if len(self._learned) > _KNOWN_HASHES:
+            self._learned.clear()  # a page whose count is gone is rewritten at its refresh
         self._learned[project] = self._learned.get(project, 0) + 1
 
     async def _entry(self, project: str) -> _Entry:
@@ -259,9 +283,9 @@ class MirrorIndex:
         entry = await self._entry(project)
         if entry.served is None or entry.page is None:
             raise ProjectNotFoundError(project, self.name)
-        gen = self._generation(project)
-        if entry.gen == gen:
+        if entry.gen[0] == self._epoch:  # learned hashes wait for the next refresh
             return entry.served
+        gen = self._generation(project)
         served = await _off_loop(len(entry.page.files) * 256, self._rewrite, entry.page)
         if self._memory.get(project) is entry:
             self._remember(project, dataclasses.replace(entry, served=served, gen=gen))
@@ -309,7 +333,11 @@ class MirrorIndex:
             )
             return old
         if entry is not old:
-            self.pages.store(self._cache_key(project), entry.cached, entry.page)
+            key = self._cache_key(project)
+            if resp.status == 200 and entry.page is not None:  # kept as sent: no render
+                self.pages.store(key, dataclasses.replace(entry.cached, body=resp.body))
+            else:
+                self.pages.store(key, entry.cached, entry.page)
         self._remember(project, entry)
         if self.on_page is not None and project and entry.served is not None:
             self.on_page(project, entry.served)
@@ -322,7 +350,11 @@ class MirrorIndex:
         if resp.status == 304 and old is not None:
             self.metrics.page_cache.labels("revalidated").inc()
             cached = dataclasses.replace(old.cached, fetched_at=now)
-            return _Entry(cached, old.page, old.served, gen=old.gen)
+            gen = self._generation(project)
+            if old.gen == gen or old.page is None:
+                return _Entry(cached, old.page, old.served, gen=old.gen)
+            served = await _off_loop(len(old.page.files) * 256, self._rewrite, old.page)
+            return _Entry(cached, old.page, served, gen=gen)  # with the hashes learned since
         if resp.status == 404:
             self.metrics.page_cache.labels("miss").inc()
             return _Entry(CachedPage(body=b"", fetched_at=now, status=404), None, None)
@@ -348,11 +380,13 @@ class MirrorIndex:
             self.metrics.page_cache.labels("stale").inc()
             return old
         cached = CachedPage(
-            body=b"",  # rendered by the page cache's writer thread, off the event loop
+            body=b"",  # the upstream's body goes to disk only, not into memory
             fetched_at=now,
             etag=resp.etag,
             last_modified=resp.last_modified,
             serial=serial,
+            content_type=resp.content_type or "text/html",
+            url=resp.url,
         )
         log.info(
             "fetched page %s (%d files) from %s",

@@ -143,7 +143,8 @@ class RangeCache:
         record = self._records.get(key)
         if record is None or record.total is None:
             return None
-        return SparseFile(record.total, record)
+        # a snapshot: the file is read on a worker thread while the loop may add regions
+        return SparseFile(record.total, _Record(record.total, dict(record.regions)))
 
 
 class SparseFile(io.RawIOBase):
@@ -250,7 +251,9 @@ async def read_metadata(
             _store(cache, key, url, answer)
             continue
         try:
-            body = read_wheel_member(cast(IO[bytes], sparse), dist, limit=limit)
+            body = await asyncio.to_thread(
+                read_wheel_member, cast(IO[bytes], sparse), dist, limit=limit
+            )
         except MissingBytes as missing:
             total = cache.total(key) or 0
             length = min(max(missing.length, MIN_READ), total - missing.start)

@@ -30,14 +30,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CachedPage:
-    """One upstream answer: the page in our own JSON form, or a remembered 404."""
+    """One upstream answer: its body as the upstream sent it, our own JSON form, or a 404."""
 
-    body: bytes  #: PEP 691 JSON with absolute upstream URLs (render_json of the parsed page)
+    #: the upstream's body (`content_type` set), or PEP 691 JSON with absolute upstream URLs
+    #: (render_json of the parsed page: a revalidated page, and milestone 1's entries)
+    body: bytes
     fetched_at: float  #: wall-clock time of the last fetch or successful revalidation
     status: int = 200  #: 200, or 404 for a negative entry
     etag: str | None = None
     last_modified: str | None = None
     serial: int | None = None  #: upstream X-PyPI-Last-Serial
+    content_type: str = ""  #: of an upstream body; "" for our own JSON
+    url: str = ""  #: the upstream's final URL, the base of relative links
 
 
 _Write = tuple[CachedPage, ProjectPage | None]  #: a page rendered to JSON only when written
@@ -46,7 +50,9 @@ _NEGATIVE_TAG = "404"
 
 
 def _with_body(cached: CachedPage, page: ProjectPage | None) -> CachedPage:
-    return cached if page is None else dataclasses.replace(cached, body=render_json(page))
+    if page is None:
+        return cached
+    return dataclasses.replace(cached, body=render_json(page), content_type="", url="")
 
 
 class PageCache:

@@ -74,7 +74,17 @@ async def test_metadata_is_read_with_ranges_never_the_whole_wheel(
     requests = file_requests(plain, dists.bulky)
     assert requests == [("GET", "bytes=-65536")]  # the tail holds the directory and METADATA
     assert all(p.stat().st_size < 100_000 for p in plain.blob_files())  # no wheel was stored
-    page = await page_json(plain, "bulky")
+
+
+async def test_the_hash_is_advertised_from_the_next_refresh(
+    mirror_factory: MirrorFactory, dists: Dists
+) -> None:
+    """Not at once (a big page would be rendered again per hash): when the page is revalidated."""
+    plain = await mirror_factory(page_ttl=0.0)
+    plain.fake.offer_metadata = False
+    await page_json(plain, "bulky")
+    await (await plain.client.get(file_url(dists.bulky) + ".metadata")).read()
+    page = await page_json(plain, "bulky")  # a 304 from upstream, the page rewritten with it
     assert entry(page, dists.bulky.filename)["core-metadata"] == {
         "sha256": dists.bulky.metadata_sha256
     }
@@ -180,10 +190,12 @@ async def test_metadata_over_the_limit_is_refused(
 
 
 async def test_a_later_download_corrects_metadata_that_differs(
-    plain: Mirror, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    mirror_factory: MirrorFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The page gives no file hash, and the file changed between the Range reads and the
     download: the wheel's own METADATA replaces what was served."""
+    plain = await mirror_factory(page_ttl=0.0)
+    plain.fake.offer_metadata = False
     plain.fake.omit_hashes = True
     big = 2 * 1024 * 1024  # over whole_wheel_below: only its tail is read for the metadata
     first = build_wheel(tmp_path / "a", "shifty", "1.0", summary="first", payload_size=big)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import Dists
 from tests.fakes.dists import build_wheel
+from tests.fakes.index import Mode
 from tests.integration.conftest import Mirror, MirrorFactory
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -191,3 +192,25 @@ async def test_project_list(mirror: Mirror) -> None:
     assert {"alpha", "beta", "gamma"} <= set(names)
     body = await (await mirror.client.get("/simple/")).text()
     assert f'<a href="alpha/">{html.escape("alpha")}</a>' in body
+
+
+@pytest.mark.parametrize("mode", ["html", "json"])
+async def test_pages_on_disk_survive_a_restart_as_sent_and_revalidated(
+    mode: Mode, mirror_factory: MirrorFactory, dists: Dists
+) -> None:
+    """The disk keeps the upstream's body as sent (no render), or our JSON after a 304."""
+    for revalidate in (False, True):
+        mirror = await mirror_factory(page_ttl=0.0)
+        mirror.fake.mode = mode
+        mirror.fake.fail_status = None
+        fresh = await (await mirror.client.get("/root/pypi/+simple/alpha/")).text()
+        if revalidate:
+            await (await mirror.client.get("/root/pypi/+simple/alpha/")).read()  # a 304
+        await mirror.client.close()
+        again = await mirror_factory(page_ttl=0.0)
+        again.fake.fail_status = 503  # served from disk only
+        resp = await again.client.get("/root/pypi/+simple/alpha/")
+        assert resp.status == 200
+        assert await resp.text() == fresh
+        assert dists.alpha.filename in fresh
+        await again.client.close()
