@@ -68,6 +68,10 @@ def negotiate(accept: str | None, format_param: str | None = None) -> Format:
 
 
 def _hashes_from(value: Any) -> dict[str, str]:
+    if type(value) is dict and len(value) == 1:  # the common {"sha256": "…"}: a page has 5,000
+        ((name, digest),) = value.items()
+        if type(name) is str and type(digest) is str and name.islower() and digest.islower():
+            return {name: digest}
     if isinstance(value, Mapping):
         return {str(k).lower(): str(v).lower() for k, v in value.items() if isinstance(v, str)}
     return {}

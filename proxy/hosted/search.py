@@ -225,6 +225,9 @@ def rank(
     return hits[:limit]
 
 
+#: the latest version is looked for among a page's last versions: indexes list them in order
+#: (PEP 700's `versions` is sorted on the public index), and 1,500 parses cost milliseconds
+_LATEST_AMONG = 50
 _SEEN_PAGES = 100_000  #: mirror pages whose versions are remembered, to skip repeats
 
 
@@ -349,7 +352,7 @@ def _write_mirror_batch(
     Returns the version written for each name (the latest of its candidates).
     """
     written = {
-        key: _latest([(v, "") for v in versions])[0] if versions else None
+        key: _latest([(v, "") for v in versions[-_LATEST_AMONG:]])[0] if versions else None
         for key, versions in batch.items()
     }
     conn.execute("BEGIN IMMEDIATE")
