@@ -41,6 +41,7 @@ from proxy.simple_api import Format, render_list_chunks, render_page
 from proxy.tasks import SingleFlight
 
 _RENDER_CACHE_SIZE = 4096
+_RENDER_CACHE_BYTES = 64 * 1024 * 1024  #: rendered bodies and their gzip, over all pages
 _GZIP_MIN = 4096  #: smaller bodies fit in a few packets; compressing them costs more than it saves
 _INLINE_LIMIT = 16 * 1024
 _GZIP_FAST = 256 * 1024  #: bodies from this size are compressed at level 1
@@ -132,6 +133,10 @@ class RenderedList:
     serial: int | None = None
 
 
+def _size(rendered: Rendered) -> int:
+    return len(rendered.body) + (len(rendered.gzipped) if rendered.gzipped is not None else 0)
+
+
 def _make_rendered(body: bytes, serial: int | None) -> Rendered:
     digest = hashlib.blake2b(body, digest_size=12).hexdigest()
     # a big page at level 1: half the CPU of level 5, about 15% larger (a 1.7 MB JSON page)
@@ -170,6 +175,7 @@ class IndexRegistry:
             tuple[str, str, Format, str], tuple[tuple[object, ...], Rendered]
         ]
         self._rendered = OrderedDict()
+        self._rendered_bytes = 0  #: body and gzip bytes in `_rendered`
         for cfg in configs:
             self.put(cfg)
 
@@ -212,6 +218,7 @@ class IndexRegistry:
         self._orders.clear()
         self._public.clear()
         self._rendered.clear()
+        self._rendered_bytes = 0
 
     def private(self, name: str) -> PrivateIndex:
         """The private index `name`, for what only hosted indexes do (uploads, yanks, deletes)."""
@@ -351,9 +358,16 @@ class IndexRegistry:
                 rendered = _make_rendered(body, page.last_serial)
             else:
                 rendered = await loop.run_in_executor(None, _make_rendered, body, page.last_serial)
+        old = self._rendered.pop(key, None)
+        if old is not None:
+            self._rendered_bytes -= _size(old[1])
         self._rendered[key] = (parts, rendered)
-        while len(self._rendered) > _RENDER_CACHE_SIZE:
-            self._rendered.popitem(last=False)
+        self._rendered_bytes += _size(rendered)
+        while len(self._rendered) > 1 and (
+            len(self._rendered) > _RENDER_CACHE_SIZE or self._rendered_bytes > _RENDER_CACHE_BYTES
+        ):
+            _, (_, dropped) = self._rendered.popitem(last=False)
+            self._rendered_bytes -= _size(dropped)
         return rendered
 
     async def list_parts(self, name: str) -> tuple[NameList, ...]:

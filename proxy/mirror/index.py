@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MEMORY_PAGES = 4096
+#: files of the pages kept in memory (a 5,000-file page is ~6 MB of objects): past this the
+#: least recently used pages are parsed again from the disk cache when asked for
+_MEMORY_FILES = 60_000
 #: metadata hashes learned (of files whose page gives none), for the pages' `core-metadata`
 _KNOWN_HASHES = 20_000
 #: statuses an upstream may answer a Range request with that a whole GET may still get past
@@ -91,6 +94,10 @@ class _Entry:
     page: ProjectPage | None  #: None for a remembered 404
     served: ProjectPage | None  #: `page` with URLs rewritten to our +f/ paths
     gen: tuple[int, int] = (0, 0)  #: `MirrorIndex._generation` that `served` was rewritten at
+
+
+def _files(entry: _Entry) -> int:
+    return 1 + (len(entry.page.files) if entry.page is not None else 0)
 
 
 class MirrorIndex:
@@ -126,6 +133,7 @@ class MirrorIndex:
         self.cfg = cfg
         self.clock = clock
         self._memory: OrderedDict[str, _Entry] = OrderedDict()
+        self._memory_files = 0  #: files of the pages in `_memory`
         self._loads: SingleFlight[str, _Entry | None] = SingleFlight("page load")
         self._refreshes: SingleFlight[str, _Entry] = SingleFlight("page")
         self._metadata_fetches: SingleFlight[str, bytes] = SingleFlight("metadata")
@@ -170,10 +178,16 @@ class MirrorIndex:
         return self.clock() - entry.cached.fetched_at < ttl
 
     def _remember(self, project: str, entry: _Entry) -> None:
+        old = self._memory.pop(project, None)
+        if old is not None:
+            self._memory_files -= _files(old)
         self._memory[project] = entry
-        self._memory.move_to_end(project)
-        while len(self._memory) > _MEMORY_PAGES:
-            self._memory.popitem(last=False)
+        self._memory_files += _files(entry)
+        while len(self._memory) > 1 and (
+            len(self._memory) > _MEMORY_PAGES or self._memory_files > _MEMORY_FILES
+        ):
+            _, dropped = self._memory.popitem(last=False)
+            self._memory_files -= _files(dropped)
 
     async def _lookup(self, project: str) -> _Entry | None:
         entry = self._memory.get(project)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.web import keys
 from tests.conftest import Dists
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import Mode
@@ -214,3 +215,23 @@ async def test_pages_on_disk_survive_a_restart_as_sent_and_revalidated(
         assert await resp.text() == fresh
         assert dists.alpha.filename in fresh
         await again.client.close()
+
+
+async def test_pages_in_memory_are_bounded_by_their_files(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budget, the least recently used pages are dropped and read from disk again."""
+    from proxy.indexes import registry
+    from proxy.mirror import index
+
+    monkeypatch.setattr(index, "_MEMORY_FILES", 4)
+    monkeypatch.setattr(registry, "_RENDER_CACHE_BYTES", 1)
+    first = {}
+    for project in ("alpha", "beta", "gamma", "bulky"):
+        first[project] = await (await mirror.client.get(f"/root/pypi/+simple/{project}/")).text()
+    mirror_index = mirror.client.app[keys.INDEXES].get("root/pypi")
+    assert isinstance(mirror_index, index.MirrorIndex)
+    assert mirror_index._memory_files <= 4 or len(mirror_index._memory) == 1
+    for project, text in first.items():
+        assert await (await mirror.client.get(f"/root/pypi/+simple/{project}/")).text() == text
+    assert mirror.fake.hits("/simple/alpha/") == 1  # from the disk cache, not upstream again
