@@ -41,7 +41,7 @@ from proxy.simple_api import Format, render_list_chunks, render_page
 from proxy.tasks import SingleFlight
 
 _RENDER_CACHE_SIZE = 4096
-_RENDER_CACHE_BYTES = 64 * 1024 * 1024  #: rendered bodies and their gzip, over all pages
+_RENDER_CACHE_BYTES = 32 * 1024 * 1024  #: rendered bodies and their gzip, over all pages
 _GZIP_MIN = 4096  #: smaller bodies fit in a few packets; compressing them costs more than it saves
 _INLINE_LIMIT = 16 * 1024
 _GZIP_FAST = 256 * 1024  #: bodies from this size are compressed at level 1

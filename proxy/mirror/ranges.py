@@ -86,7 +86,7 @@ class _Record:
 class RangeCache:
     """Regions of upstream files read so far, and their sizes; LRU within `budget` bytes."""
 
-    def __init__(self, budget: int = 32 * 1024 * 1024, max_files: int = 100_000) -> None:
+    def __init__(self, budget: int = 16 * 1024 * 1024, max_files: int = 100_000) -> None:
         self.budget = budget
         self.max_files = max_files
         self._records: OrderedDict[str, _Record] = OrderedDict()
