@@ -282,9 +282,25 @@ def _median_root(rows: Sequence[RootListRow]) -> RootListRow:
     )
 
 
+class NearDirect(Direct):
+    """The clients straight at the variant's nginx, without the delay: their own floor (their
+    CPU, the no-metadata fallback at loopback speed), the least a warm proxy could take."""
+
+    name = "nginx-near"
+
+    @property
+    def index_url(self) -> str:
+        assert isinstance(self.upstream, RealisticUpstream)
+        return f"{self.upstream.nginx.url}/simple/"
+
+
 def make_targets(upstream: RealisticUpstream, proxies: Sequence[str]) -> list[Target]:
     """Direct and the proxies, all with the delaying proxy as their upstream."""
-    targets: list[Target] = [Direct(upstream), *(PROXIES[name](upstream) for name in proxies)]
+    targets: list[Target] = [
+        Direct(upstream),
+        NearDirect(upstream),
+        *(PROXIES[name](upstream) for name in proxies),
+    ]
     for target in targets:
         target.work_dir = ROOT / "servers"
     return targets
@@ -334,10 +350,14 @@ def measure_realistic(
                         errors.append(f"realistic {label}: {target.name}: {exc}")
                         say(f"realistic {label}: {target.name}: FAILED: {exc}")
             store.update(_client_rows(samples))
-        roots: dict[str, list[RootListRow]] = {t.name: [] for t in targets}
-        say(f"realistic root list ({ROOT_NAMES:,} names): {runs} runs x {len(targets)} targets")
+        roots: dict[str, list[RootListRow]] = {
+            t.name: [] for t in targets if not isinstance(t, NearDirect)
+        }
+        say(f"realistic root list ({ROOT_NAMES:,} names): {runs} runs x {len(roots)} targets")
         for _ in range(runs):
             for target in targets:
+                if isinstance(target, NearDirect):
+                    continue  # the root list's reference is direct through the delay
                 try:
                     roots[target.name].append(_root_list_once(target, upstream))
                 except (BenchError, OSError, subprocess.TimeoutExpired) as exc:

@@ -17,7 +17,7 @@ HEADING = (
     f"## 9. Realistic upstream: {DELAY * 1000:.0f} ms away, no PEP 658 metadata, "
     f"{ROOT_NAMES:,}-name root list"
 )
-ORDER = ("nginx", "wheelwell", "proxpi", "devpi")
+ORDER = ("nginx", "nginx-near", "wheelwell", "proxpi", "devpi")
 WARM_RATIO = 0.1
 COLD_RATIO = 1.0
 RSS_LIMIT_MB = 100.0
@@ -85,7 +85,8 @@ def realistic_checks(result: RealisticResult | None) -> list[Check]:
 
 
 def _label(name: str) -> str:
-    return "direct (nginx)" if name == "nginx" else name
+    labels = {"nginx": "direct (nginx)", "nginx-near": "direct, no delay (client floor)"}
+    return labels.get(name, name)
 
 
 def _client_table(rows: dict[Phase, dict[str, ClientRow]]) -> str:
@@ -158,7 +159,10 @@ def realistic_section(result: RealisticResult | None, errors: list[str]) -> str:
         f"`bench/delay.py`: a TCP proxy that delays every chunk a client sends by "
         f"{DELAY * 1000:.0f} ms and every new connection by as much again (answers come back "
         "unthrottled; this container's kernel has no netem). Direct means uv or pip straight at "
-        "the delaying proxy; each proxy has it as its upstream. Upstream figures are from the "
+        'the delaying proxy; each proxy has it as its upstream. "Direct, no delay" is the '
+        "client straight at that nginx with no delay: its own CPU and its no-metadata fallback "
+        "at loopback speed, the least a warm proxy can take (it shows where the 0.1x target "
+        "lies against the client's own floor). Upstream figures are from the "
         "second nginx's access log: every request, its HEADs, its Range requests and the body "
         "bytes sent.\n"
     )
