@@ -87,6 +87,13 @@ class Metrics:
         self.uploads = Counter(
             "wheelwell_uploads_total", "Files uploaded, by index", ["index"], registry=r
         )
+        self.generated_metadata = Counter(
+            "wheelwell_generated_metadata_total",
+            "Core metadata read out of wheels the upstream gives none for, by how "
+            "(range: Range reads; whole: the whole small wheel in one read; download)",
+            ["how"],
+            registry=r,
+        )
         self.hash_mismatches = Counter(
             "wheelwell_hash_mismatches_total", "Downloads rejected for a wrong sha256", registry=r
         )

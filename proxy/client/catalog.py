@@ -13,7 +13,16 @@ from proxy.client.session import Session, confirm, index_path
 from proxy.client.upload import upload_dir
 
 #: index config keys in the order `index show` prints them
-SHOWN_KEYS = ("name", "type", "bases", "mirror_url", "mirror_whitelist", "volatile", "acl_upload")
+SHOWN_KEYS = (
+    "name",
+    "type",
+    "bases",
+    "mirror_url",
+    "mirror_whitelist",
+    "generate_metadata",
+    "volatile",
+    "acl_upload",
+)
 
 
 def _split(value: str) -> list[str]:
@@ -33,6 +42,8 @@ def render_index_body(args: argparse.Namespace) -> dict[str, Any]:
         body["volatile"] = args.volatile
     if args.acl_upload is not None:
         body["acl_upload"] = _split(args.acl_upload)
+    if getattr(args, "generate_metadata", None) is not None:
+        body["generate_metadata"] = args.generate_metadata
     return body
 
 

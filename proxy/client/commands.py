@@ -122,6 +122,11 @@ def _index_settings(parser: argparse.ArgumentParser, create: bool) -> None:
     parser.add_argument(
         "--volatile", action=argparse.BooleanOptionalAction, help="allow deleting releases"
     )
+    parser.add_argument(
+        "--generate-metadata",
+        action=argparse.BooleanOptionalAction,
+        help="mirror: serve PEP 658 metadata for wheels the upstream gives none for",
+    )
 
 
 def _add_index(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

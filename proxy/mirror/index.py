@@ -598,7 +598,8 @@ class MirrorIndex:
                         limit=self.metadata_limit,
                         first_read=whole if small and whole > 0 else TAIL_BYTES,
                     )
-                    await self._keep_whole(dist)
+                    kept = await self._keep_whole(dist)
+                    self.metrics.generated_metadata.labels("whole" if kept else "range").inc()
                     return body
                 except RangeUnsupportedError as exc:
                     self._ranges_ok = False
@@ -613,16 +614,18 @@ class MirrorIndex:
                     if not _refuses_ranges(exc):
                         raise
                     log.info("%s: range reads refused (%s); downloading it", dist.filename, exc)
+        if not dist.metadata:
+            self.metrics.generated_metadata.labels("download").inc()
         return await self._extract_metadata(key, dist)
 
-    async def _keep_whole(self, dist: Distribution) -> None:
+    async def _keep_whole(self, dist: Distribution) -> bool:
         """A wheel the metadata read got all of: hash it, then store it behind the answer.
 
         HashMismatchError when it is not the file the page names (its metadata is not served).
         """
         data = self.ranges.whole(dist.key)
         if data is None or dist.key in self._storing:
-            return
+            return False
         actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         if dist.sha256 and actual != dist.sha256:
             self.metrics.hash_mismatches.inc()
@@ -631,6 +634,7 @@ class MirrorIndex:
         task = self._checks.spawn(self._commit_whole(dist, data, actual), f"store {dist.filename}")
         self._storing[dist.key] = task
         task.add_done_callback(lambda _: self._storing.pop(dist.key, None))
+        return True
 
     async def _commit_whole(self, dist: Distribution, data: bytes, sha: str) -> None:
         try:

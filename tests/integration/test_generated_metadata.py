@@ -247,6 +247,10 @@ async def test_a_small_wheel_read_for_its_metadata_is_stored_whole(
     whole = await plain.client.get(file_url(dists.beta1))
     assert hashlib.sha256(await whole.read()).hexdigest() == dists.beta1.sha256
     assert len(file_requests(plain, dists.beta1)) == 1
+    await (await plain.client.get(file_url(dists.bulky) + ".metadata")).read()
+    metrics = await (await plain.client.get("/+metrics")).text()
+    assert 'wheelwell_generated_metadata_total{how="whole"} 1.0' in metrics
+    assert 'wheelwell_generated_metadata_total{how="range"} 1.0' in metrics
 
 
 async def test_a_wheel_that_fails_its_hash_gives_no_metadata(plain: Mirror, dists: Dists) -> None:

@@ -240,6 +240,14 @@ def test_index_create_modify_show_delete(
     assert "root/dev" not in as_root.indexes
 
 
+def test_index_modify_generate_metadata(as_root: FakeApi) -> None:
+    argv = ["index", "create", "root/up", "--type", "mirror", "--mirror-url", "http://127.0.0.1:9/"]
+    assert run_cli([*argv, "--no-generate-metadata"]) == 0
+    assert as_root.indexes["root/up"]["generate_metadata"] is False
+    assert run_cli(["index", "modify", "root/up", "--generate-metadata"]) == 0
+    assert as_root.indexes["root/up"]["generate_metadata"] is True
+
+
 def test_yank_unyank_and_delete(as_root: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     release = {"filename": "alpha-1.0.tar.gz", "sha256": "0" * 64, "project": "alpha"}
     as_root.files["root/public"]["alpha-1.0.tar.gz"] = {**release, "version": "1.0"}
