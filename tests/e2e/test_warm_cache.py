@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Clients, DaemonFactory, Dists
-from tests.fakes.index import FakeIndex, ThreadedServer
+from tests.fakes.index import FakeIndex, Mode, ThreadedServer
 
 pytestmark = pytest.mark.e2e
 
@@ -40,9 +40,14 @@ def _whole_wheel_gets(fake: FakeIndex, since: int) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("generate", [True, False], ids=["generated", "client-ranges"])
+@pytest.mark.parametrize(
+    ("generate", "mode"),
+    [(True, "json"), (True, "html"), (False, "both")],
+    ids=["generated", "generated-html", "client-ranges"],
+)
 def test_second_uv_compile_makes_no_upstream_request(
     generate: bool,
+    mode: Mode,
     fake_index: FakeIndex,
     fake_index_server: ThreadedServer,
     daemon_factory: DaemonFactory,
@@ -51,6 +56,7 @@ def test_second_uv_compile_makes_no_upstream_request(
     dists: Dists,
 ) -> None:
     fake_index.offer_metadata = False
+    fake_index.mode = mode  # an HTML page gives no sizes: each first read is the last 1 MiB
     daemon = daemon_factory(fake_index_server.url, _indexes(generate))
     requirements = tmp_path / "requirements.in"
     requirements.write_text("alpha\nbulky\n")
