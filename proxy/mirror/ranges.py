@@ -36,6 +36,9 @@ TAIL_BYTES = 64 * 1024
 MIN_READ = 64 * 1024
 #: most upstream reads for one file's metadata (tail, directory, member, and two spare)
 MAX_READS = 5
+#: the largest single read: a zip's recorded directory size is the uploader's word, and a
+#: bigger directory (or a hostile one) is read out of a download to disk instead
+MAX_READ = 16 * 1024 * 1024
 #: a client's Range request on an uncached file up to this size is fetched, kept and answered
 CACHED_RANGE_LIMIT = 1024 * 1024
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)\Z", re.ASCII)
@@ -128,7 +131,10 @@ class RangeCache:
             self._bytes -= record.size
 
     def _trim(self) -> None:
-        while self._records and (self._bytes > self.budget or len(self._records) > self.max_files):
+        """Oldest first; the file being read (the most recent) stays even over the budget."""
+        while len(self._records) > 1 and (
+            self._bytes > self.budget or len(self._records) > self.max_files
+        ):
             _, record = self._records.popitem(last=False)
             self._bytes -= record.size
 
@@ -255,6 +261,10 @@ async def read_metadata(
                 read_wheel_member, cast(IO[bytes], sparse), dist, limit=limit
             )
         except MissingBytes as missing:
+            if missing.length > MAX_READ:
+                raise UpstreamProtocolError(
+                    mask_url(url), f"a zip directory over {MAX_READ} bytes"
+                ) from None
             total = cache.total(key) or 0
             length = min(max(missing.length, MIN_READ), total - missing.start)
             wanted = ByteRange(missing.start, missing.start + length - 1)

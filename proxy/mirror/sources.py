@@ -9,6 +9,7 @@ from proxy.distfiles import (
     DEFAULT_METADATA_LIMIT,
     InvalidDistFilenameError,
     MetadataTooLargeError,
+    UnreadableArchiveError,
     load_metadata,
     parse_filename,
 )
@@ -61,7 +62,7 @@ def read_wheel_metadata(path: Path, filename: str, limit: int = DEFAULT_METADATA
     try:
         # capped: an upstream wheel may be a zip bomb too
         metadata = load_metadata(path, dist, limit=limit)
-    except MetadataTooLargeError as exc:
+    except (MetadataTooLargeError, UnreadableArchiveError) as exc:
         raise DistributionNotFoundError(filename + ".metadata", exc.reason) from exc
     if metadata is None:
         raise DistributionNotFoundError(filename + ".metadata", "wheel has no METADATA")

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,22 @@ async def test_a_refused_range_falls_back_to_the_download(plain: Mirror, dists: 
     assert resp.status == 200
     assert await resp.read() == dists.bulky.metadata
     assert ("GET", None) in file_requests(plain, dists.bulky)  # read out of the whole wheel
+
+
+async def test_a_hostile_directory_size_is_not_read_into_memory(
+    plain: Mirror, tmp_path: Path
+) -> None:
+    """A zip whose end record claims a 17 MB central directory: not one 17 MB range read, but
+    the download to disk (which then finds it no wheel)."""
+    path = tmp_path / "hostile-1.0-py3-none-any.whl"
+    size = 18 * 1024 * 1024
+    directory = 17 * 1024 * 1024
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, directory, size - 22 - directory, 0)
+    path.write_bytes(b"\0" * (size - len(end)) + end)
+    data = path.read_bytes()
+    built = Built(path, "hostile", "1.0", hashlib.sha256(data).hexdigest(), len(data), None, b"x")
+    plain.fake.add(built)
+    resp = await plain.client.get(file_url(built) + ".metadata")
+    assert resp.status in (404, 502)
+    ranged = [rng for _, rng in file_requests(plain, built) if rng is not None]
+    assert ranged == ["bytes=-65536"]  # the tail only; the claimed directory was not asked for
