@@ -86,6 +86,16 @@ def _serial(headers: Mapping[str, str]) -> int | None:
         return None
 
 
+def _page_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    """A page request's headers: what we accept, and the validators of a cached answer."""
+    headers = {"Accept": PAGE_ACCEPT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
+
+
 def new_session(policy: AddressPolicy, user_agent: str) -> aiohttp.ClientSession:
     """A session whose every connection, redirects included, honours the address policy."""
     connector = aiohttp.TCPConnector(
@@ -187,16 +197,22 @@ class UpstreamClient:
         index: str,
         ticket: Ticket,
     ) -> PageResponse:
-        headers = {"Accept": PAGE_ACCEPT}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
+        headers = _page_headers(etag, last_modified)
+        session = self._session(index)
+        return await self._retrying_page(
+            url, ticket, lambda: self._fetch_page_once(session, url, headers)
+        )
+
+    async def _retrying_page(self, url: str, ticket: Ticket, once: Callable[[], Awaitable[T]]) -> T:
+        """`once()` with the page retry policy; the ticket's health learns every outcome."""
         for attempt in range(self.cfg.retries + 1):
             try:
-                page = await self._fetch_page_once(self._session(index), url, headers)
+                result = await once()
                 self.health.succeeded(ticket)
-                return page
+                return result
+            except _ConsumerError as wrapped:  # the upstream answered; its body was the problem
+                self.health.succeeded(ticket)
+                raise wrapped.error from wrapped.error.__cause__
             except UpstreamError as exc:
                 self._failed("page", ticket, exc)
                 retryable = not isinstance(exc, UpstreamStatusError) or (
@@ -345,29 +361,10 @@ class UpstreamClient:
         index: str,
         ticket: Ticket,
     ) -> tuple[PageHead, T | None]:
-        headers = {"Accept": PAGE_ACCEPT}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
-        for attempt in range(self.cfg.retries + 1):
-            try:
-                result = await self._stream_page_once(url, headers, index, consume)
-                self.health.succeeded(ticket)
-                return result
-            except _ConsumerError as wrapped:  # the upstream answered; its body was the problem
-                self.health.succeeded(ticket)
-                raise wrapped.error from wrapped.error.__cause__
-            except UpstreamError as exc:
-                self._failed("page", ticket, exc)
-                retryable = not isinstance(exc, UpstreamStatusError) or (
-                    exc.status in _RETRY_STATUSES
-                )
-                if attempt >= self.cfg.retries or not retryable or not self.health.usable(ticket):
-                    raise
-                log.warning("retrying %s after: %s", mask_url(url), exc)
-                await self._backoff(attempt)
-        raise AssertionError("unreachable")
+        headers = _page_headers(etag, last_modified)
+        return await self._retrying_page(
+            url, ticket, lambda: self._stream_page_once(url, headers, index, consume)
+        )
 
     async def _stream_page_once(
         self,
