@@ -96,7 +96,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.SEARCH] = SearchIndex(db)
     await app[keys.SEARCH].start()  # its table exists before the first change is derived
     db.add_deriver(search.derive)
-    app[keys.AUTH] = Auth(db, cfg.auth, app[keys.METRICS])
+    app[keys.AUTH] = Auth(
+        db, cfg.auth, app[keys.METRICS], password_file=cfg.storage.data_dir / "root-password"
+    )
     await app[keys.AUTH].bootstrap()
     app[keys.UPLOADS] = Uploads(
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size

@@ -84,6 +84,10 @@ def setup(cfg: LoggingConfig) -> None:
     root.setLevel(cfg.level.upper())
 
 
+#: logged at DEBUG: health and readiness probes, Prometheus scrapes
+QUIET_PATHS = frozenset({"/+health", "/+ready", "/+metrics"})
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request with request id, status, bytes and duration."""
 
@@ -94,7 +98,10 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         request_id = request.get(REQUEST_ID, "-")
-        self.logger.info(
+        # probes and scrapes come every few seconds: at INFO they would bury the requests
+        level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+        self.logger.log(
+            level,
             "%s %s %s %d %d %.1fms id=%s",
             request.get(CLIENT_ADDRESS) or request.remote,
             request.method,

@@ -23,6 +23,7 @@ from proxy.errors import ConfigError
 from proxy.model import mask_url
 from proxy.storage import eviction as cache
 from proxy.storage.blobs import LocalBlobStore
+from proxy.storage.datadir import DataDirError, DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,20 @@ WATCHDOG_MARGIN = 3.0
 
 def serve(cfg: Config) -> int:
     logs.setup(cfg.logging)
+    os.umask(0o077)  # the database holds password and token hashes: files are the daemon's own
+    lock = DataDirLock(cfg.storage.data_dir)
+    try:
+        lock.acquire()
+    except DataDirError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        return _serve(cfg)
+    finally:
+        lock.release()
+
+
+def _serve(cfg: Config) -> int:
     app = create_app(cfg)
     scheme = "https" if TLS in app else "http"
     log.info(

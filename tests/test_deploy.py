@@ -295,6 +295,14 @@ def test_unit_exec_start_parses_with_the_cli() -> None:
     assert unit_value(service, "WorkingDirectory") == str(state_dir)
 
 
+def test_unit_reload_sends_sighup() -> None:
+    """`systemctl reload wheelwell` (the README's way to reload the TLS certificate) works."""
+    (reload,) = unit_values(unit(), "ExecReload")
+    program, *argv = shlex.split(reload)
+    assert Path(program).name == "kill"
+    assert argv == ["-HUP", "$MAINPID"]
+
+
 def test_unit_is_hardened() -> None:
     service = unit()
     assert {key: unit_value(service, key) for key in UNIT_SETTINGS} == UNIT_SETTINGS

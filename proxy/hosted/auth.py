@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from proxy.config import AuthConfig
 from proxy.errors import (
@@ -165,9 +167,12 @@ class Auth:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        password_file: Path | None = None,
     ) -> None:
         self.db = db
         self.cfg = cfg
+        #: where a generated root password is written (0600), never to the log
+        self.password_file = password_file
         self.metrics = metrics or Metrics()
         #: recently verified (user, sha256(password)) → time, so pip/twine calls skip scrypt
         self._verified: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -199,8 +204,23 @@ class Auth:
             return
         if not password:
             password = secrets.token_urlsafe(12)
-            log.warning("generated root password (shown once, stored hashed): %s", password)
+            self._hand_over(password)
         await self.create_user(ROOT, password)
+
+    def _hand_over(self, password: str) -> None:
+        """A generated root password goes to a file only its owner can read, not to the log
+        (journals and pod logs are read by many)."""
+        if self.password_file is None:
+            log.warning("root has a generated password; set one with WHEELWELL_ROOT_PASSWORD")
+            return
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        log.warning(
+            "root's generated password is in %s (readable by this user only): read it, then "
+            "delete the file, or set WHEELWELL_ROOT_PASSWORD",
+            self.password_file,
+        )
 
     async def _check(self, password: str, stored: str) -> bool:
         return await self.hashing.run(check_password, password, stored)
