@@ -151,14 +151,14 @@ def test_ui_shows_the_public_https_urls(front: Front) -> None:
 
 
 def test_access_log_names_the_client_not_the_proxy_nor_a_spoofed_address(front: Front) -> None:
-    response = front.get("/+health?from=front", {"X-Forwarded-For": SPOOFED})
+    response = front.get("/+status?from=front", {"X-Forwarded-For": SPOOFED})
     assert response.status == 200
     line = wait_until(
         lambda: next((x for x in front.daemon.log().splitlines() if "from=front" in x), ""),
         timeout=10,
         message="the access log line",
     )
-    assert f"{CLIENT_ADDRESS} GET /+health?from=front 200" in line
+    assert f"{CLIENT_ADDRESS} GET /+status?from=front 200" in line
     assert SPOOFED not in line
 
 
