@@ -518,14 +518,33 @@ def ci_wait_program(ci: dict[str, Any]) -> str:
     return match.group(1)
 
 
+def probe_reaches(container: dict[str, Any], kind: str, host: str) -> str:
+    """The path a probe asks for, checked to reach a server bound to `host`.
+
+    kubelet sends an httpGet probe to the pod's IP, which a loopback-bound server never
+    answers; an exec probe runs inside the container and may use loopback.
+    """
+    probe = container[kind]
+    if "httpGet" in probe:
+        assert host in ("0.0.0.0", "::"), f"{kind}: httpGet to the pod IP, server on {host}"
+        path, port = probe_target(container, kind)
+        assert port == PORT
+        return str(path)
+    program = probe["exec"]["command"][-1]
+    match = re.search(r"http://([^:/]+):(\d+)(/[^'\"]+)", program)
+    assert match, program
+    assert (match[1], int(match[2])) == (host, PORT), kind
+    return match[3]
+
+
 def test_sidecar_job_runs_wheelwell_as_a_native_sidecar() -> None:
     sidecar, ci = sidecar_job()
     assert sidecar["restartPolicy"] == "Always"
-    assert probe_target(sidecar, "startupProbe") == ("/+ready", PORT)
-    assert probe_target(sidecar, "livenessProbe") == ("/+health", PORT)
-    assert probe_target(sidecar, "readinessProbe") == ("/+ready", PORT)
     args = parse_serve(["serve", *sidecar["args"]])
-    assert args.host == "127.0.0.1"
+    assert args.host == "127.0.0.1"  # nothing outside the pod reaches the sidecar
+    assert probe_reaches(sidecar, "startupProbe", args.host) == "/+ready"
+    assert probe_reaches(sidecar, "livenessProbe", args.host) == "/+health"
+    assert probe_reaches(sidecar, "readinessProbe", args.host) == "/+ready"
     assert args.data_dir == Path("/data")
     # The upstream is the cluster's wheelwell, by its ClusterIP Service's name.
     services = {doc["metadata"]["name"]: doc["spec"] for doc in load_docs(K8S / "service.yaml")}
@@ -535,6 +554,14 @@ def test_sidecar_job_runs_wheelwell_as_a_native_sidecar() -> None:
     assert f"http://127.0.0.1:{PORT}/+ready" in ci_wait_program(ci)
     assert f"pip install --index-url http://127.0.0.1:{PORT}/root/pypi/+simple/" in script
     assert script.index("/+ready") < script.index("pip install")
+
+
+def test_sidecar_job_is_bounded() -> None:
+    """A job that never finishes (a sidecar never ready, a hung install) ends, within limits."""
+    job = k8s_doc("sidecar-ci-job.yaml", "Job")
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 6 * 3600
+    for container in sidecar_job():
+        assert container["resources"]["limits"]["memory"]
 
 
 # ---- prometheus --------------------------------------------------------------------------------
