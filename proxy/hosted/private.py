@@ -179,9 +179,6 @@ class PrivateIndex:
     async def page(self, project: NormalizedName) -> ProjectPage | None:
         return await self.own_page(project)
 
-    async def project_names(self) -> tuple[str, ...]:
-        return await self.own_projects()
-
     async def shown_names(self) -> tuple[str, ...]:
         return await self.own_projects()
 

@@ -362,7 +362,7 @@ class MirrorIndex:
             log.warning(
                 "serving stale page %s/%s: %s",
                 self.name,
-                project or "+simple",
+                project,
                 exc,
                 extra={"project": project, "index": self.name},
             )
@@ -374,7 +374,7 @@ class MirrorIndex:
             else:
                 self.pages.store(key, entry.cached, entry.page)
         self._remember(project, entry)
-        if self.on_page is not None and project and entry.served is not None:
+        if self.on_page is not None and entry.served is not None:
             self.on_page(project, entry.served)
         return entry
 
@@ -724,10 +724,6 @@ class MirrorIndex:
             return await self.served_page(project)
         except ProjectNotFoundError:
             return None
-
-    async def project_names(self) -> tuple[str, ...]:
-        """Every name in memory: for tests; the server reads `name_list` instead."""
-        return (await self.project_list()).names
 
     async def shown_names(self) -> tuple[str, ...]:
         """The pages in memory, most recently used first: the upstream's list is too long."""

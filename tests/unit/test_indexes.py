@@ -64,9 +64,6 @@ class FakeIndex:
             raise self.error
         return self.pages.get(project)
 
-    async def project_names(self) -> tuple[str, ...]:
-        return tuple(self.pages)
-
     async def name_list(self) -> NameList:
         return NameList(names=tuple(self.pages))
 
