@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv browser nginx run test test-fast e2e lint fmt cov bench check clean
+.PHONY: venv browser nginx deploy-tools run test test-fast test-deploy e2e lint fmt cov bench check clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,20 @@ nginx:
 
 test: venv browser nginx
 	$(BIN)/python -m pytest -q
+
+# make test-deploy: the deploy files run by real engines (tests/deploy; minutes, needs root).
+# Debian packages: podman with runc, debootstrap for the base image, systemd-nspawn, promtool and
+# Prometheus. A step whose engine cannot run here skips with one line saying why.
+DEPLOY_PACKAGES := podman runc uidmap slirp4netns fuse-overlayfs debootstrap systemd-container prometheus
+deploy-tools:
+	@missing=$$(for p in $(DEPLOY_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing for make test-deploy:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+test-deploy: venv deploy-tools
+	$(BIN)/python -m pip install --quiet -e '.[deploy]'
+	WHEELWELL_TEST_DEPLOY=1 $(BIN)/python -m pytest -q tests/deploy
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests/unit tests/integration tests/test_layers.py

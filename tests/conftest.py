@@ -21,6 +21,9 @@ from tests.fakes.dists import Built, build_sdist, build_wheel
 from tests.fakes.index import FakeIndex, ThreadedServer
 from tests.polling import wait_until
 
+#: `make test-deploy` runs tests/deploy (real engines, minutes); `make test` leaves it out
+collect_ignore = [] if os.environ.get("WHEELWELL_TEST_DEPLOY") == "1" else ["deploy"]
+
 ROOT_PASSWORD = "root-e2e-secret"
 HEALTH_TIMEOUT = 20.0
 CLIENT_TIMEOUT = 180.0
