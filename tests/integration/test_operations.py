@@ -109,7 +109,10 @@ async def test_keep_free_evicts_mirror_files_when_the_disk_runs_short(
     assert (await mirror.client.post("/root/public/", data=form, headers=auth)).status == 200
     await mirror.client.close()
     # 50 MB more than the disk has free: this test's own files cannot make up for it
-    short = await mirror_factory(keep_free=shutil.disk_usage(tmp_path).free + 50 * 1024**2)
+    keep_free = shutil.disk_usage(tmp_path).free + 50 * 1024**2
+    short = await mirror_factory(keep_free=keep_free)
+    status = await (await short.client.get("/+status")).json()
+    assert status["cache"]["keep_free"] == keep_free
     for built in (dists.beta1, dists.bulky):
         resp = await short.client.get(file_url(built.filename, built.sha256))
         assert hashlib.sha256(await resp.read()).hexdigest() == built.sha256  # served all the same
