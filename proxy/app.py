@@ -12,11 +12,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from proxy import __version__, logs
-from proxy.config import Config, IndexConfig, IndexKind, load
+from proxy.cluster.files import PrimaryFiles, ReplicaBlobs
+from proxy.cluster.follower import Follower
+from proxy.cluster.primary import ReplicaBook
+from proxy.cluster.protocol import SERIAL_HEADER
+from proxy.config import Config, IndexConfig, IndexKind, MirrorSource, Role, load
 from proxy.errors import ConfigError, WheelwellError
 from proxy.hosted import search
 from proxy.hosted.auth import Auth
@@ -24,8 +29,9 @@ from proxy.hosted.descriptions import DescriptionRenderer
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.search import SearchIndex
 from proxy.hosted.uploads import Uploads
-from proxy.hosted.wheelhouse import Wheelhouse
+from proxy.hosted.wheelhouse import Wheelhouse, publish_rows
 from proxy.indexes.registry import Index, IndexRegistry
+from proxy.indexes.replayed import follow_replayed
 from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
 from proxy.mirror.addresses import AddressPolicy, check_mirror_url
@@ -39,7 +45,7 @@ from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
 from proxy.storage.scrubber import Scrubber
-from proxy.web import api, files, keys, ops, simple, ui, upload
+from proxy.web import api, files, keys, ops, replication, simple, ui, upload
 from proxy.web import search as search_web
 from proxy.web.authz import authz_middleware
 from proxy.web.forwarded import forwarded_middleware
@@ -51,7 +57,10 @@ log = logging.getLogger(__name__)
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     """The database first and closed last: every other service may read or write it."""
-    db = Database(app[keys.CONFIG].storage.data_dir / "wheelwell.sqlite3")
+    cfg = app[keys.CONFIG]
+    db = Database(cfg.storage.data_dir / "wheelwell.sqlite3")
+    if cfg.replication.role is Role.REPLICA:
+        db.replica_of = mask_url(cfg.replication.primary_url)
     await db.start()
     app[keys.DB] = db
     yield
@@ -99,7 +108,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.AUTH] = Auth(
         db, cfg.auth, app[keys.METRICS], password_file=cfg.storage.data_dir / "root-password"
     )
-    await app[keys.AUTH].bootstrap()
+    if cfg.replication.role is not Role.REPLICA:  # a replica's users come from its primary
+        await app[keys.AUTH].bootstrap()
     app[keys.UPLOADS] = Uploads(
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
@@ -137,13 +147,19 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
 
     def build(index_cfg: IndexConfig) -> Index:
         name = IndexName(index_cfg.name)
+        replica = cfg.replication.role is Role.REPLICA
         if index_cfg.kind is IndexKind.PRIVATE:
             return PrivateIndex(
-                name, index_cfg, app[keys.DB], app[keys.BLOBS], max_pages=cfg.limits.private_pages
+                name,
+                index_cfg,
+                app[keys.DB],
+                app[_REPLICA_BLOBS] if replica else app[keys.BLOBS],
+                max_pages=cfg.limits.private_pages,
+                local_wheelhouse=not replica,
             )
         mirror = MirrorIndex(
             name,
-            cfg.upstream_url(index_cfg),
+            _mirror_upstream(cfg, index_cfg),
             client=app[keys.UPSTREAM],
             pages=app[_PAGES],
             blobs=app[keys.BLOBS],
@@ -161,11 +177,43 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
     return build
 
 
+def _mirror_upstream(cfg: Config, index: IndexConfig) -> str:
+    """Where a mirror index fetches: its upstream, or on a replica the primary's same index."""
+    rep = cfg.replication
+    if rep.role is Role.REPLICA and rep.mirror_from is MirrorSource.PRIMARY:
+        return f"{rep.primary_url.rstrip('/')}/{index.name}/+simple/"
+    return cfg.upstream_url(index)
+
+
+async def _replication(app: web.Application) -> AsyncIterator[None]:
+    """A primary's book of replicas; a replica's follower and its copies of private files."""
+    cfg = app[keys.CONFIG]
+    role = cfg.replication.role
+    if role is Role.PRIMARY:
+        app[keys.REPLICAS] = ReplicaBook(app[keys.DB], app[keys.METRICS])
+    if role is not Role.REPLICA:
+        yield
+        return
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": f"wheelwell/{__version__} (replica)"}, trust_env=False
+    )
+    files = PrimaryFiles(app[keys.BLOBS], app[keys.DB], session, cfg.replication, app[keys.METRICS])
+    app[keys.REPLICA_FILES] = files
+    app[_REPLICA_BLOBS] = ReplicaBlobs(app[keys.BLOBS], files)
+    app[keys.FOLLOWER] = Follower(app[keys.DB], session, cfg.replication, app[keys.METRICS])
+    await files.start()
+    yield
+    await app[keys.FOLLOWER].close()
+    await files.close()
+    await session.close()
+
+
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     registry = IndexRegistry((), _index_builder(app), lists=cfg.storage.data_dir / "lists")
     store = IndexStore(app[keys.DB], registry, functools.partial(check_mirror_url, cfg.upstream))
-    await store.load(cfg.indexes)
+    replica = cfg.replication.role is Role.REPLICA
+    await store.load(() if replica else cfg.indexes)  # a replica's indexes are its primary's
     app[keys.INDEXES] = registry
     app[keys.INDEX_STORE] = store
     for index_cfg in registry.configs.values():
@@ -176,8 +224,13 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
         )
         log.info("index %s (%s)%s", index_cfg.name, index_cfg.kind.value, upstream)
     wheelhouses = []
+    if replica:
+        for index in registry.privates():
+            await publish_rows(index, app[keys.DB])
+        follow_replayed(registry, app[keys.DB])
+        app[keys.FOLLOWER].start()
     for index in registry.privates():
-        if index.cfg.wheelhouse:
+        if index.cfg.wheelhouse and not replica:
             wheelhouse = Wheelhouse(
                 index,
                 app[keys.DB],
@@ -193,7 +246,7 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
     def on_hangup() -> None:
         if TLS in app:
             reload_tls(app[TLS], cfg)
-        if cfg.source == "<defaults>":
+        if cfg.source == "<defaults>" or replica:  # a replica's indexes are its primary's
             return
         task = asyncio.create_task(_reload_indexes(app), name="reload on SIGHUP")
         reloads.add(task)
@@ -230,13 +283,15 @@ async def _reload_indexes(app: web.Application) -> None:
 class ShutdownClock:
     """When SIGTERM came: cleanup spends what is left of `shutdown_timeout`, not all of it again."""
 
-    __slots__ = ("deadline",)
+    __slots__ = ("deadline", "stopping")
 
     def __init__(self) -> None:
         self.deadline: float | None = None
+        self.stopping = asyncio.Event()  #: endless responses (the changelog stream) end on it
 
     def start(self, timeout: float) -> float:
         self.deadline = time.monotonic() + timeout
+        self.stopping.set()
         return self.deadline
 
     def remaining(self, default: float) -> float:
@@ -278,7 +333,14 @@ def reload_tls(context: ssl.SSLContext, cfg: Config) -> None:
     log.info("TLS certificate reloaded from %s", cfg.server.tls_cert)
 
 
+async def _serial_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer says which serial the state it came from is at (read-your-writes, devpi)."""
+    if keys.DB in request.app:
+        response.headers[SERIAL_HEADER] = str(request.app[keys.DB].serial)
+
+
 _PAGES = web.AppKey("wheelwell.pages", PageCache)
+_REPLICA_BLOBS = web.AppKey("wheelwell.replica_blobs", ReplicaBlobs)
 _RANGES = web.AppKey("wheelwell.ranges", RangeCache)  #: bytes of upstream files read so far
 SHUTDOWN = web.AppKey("wheelwell.shutdown", ShutdownClock)
 TLS = web.AppKey("wheelwell.tls", ssl.SSLContext)
@@ -292,12 +354,14 @@ def create_app(config: Config) -> web.Application:
     logs.quiet_malformed_requests()  # a client's broken request is one line, not a traceback
     app[keys.CONFIG] = config
     app[SHUTDOWN] = ShutdownClock()
+    app[keys.STOPPING] = app[SHUTDOWN].stopping
     if config.server.tls_cert:
         app[TLS] = tls_context(config)
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(_serial_header)
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_database, _storage, _services, _upstream, _indexes])
+    app.cleanup_ctx.extend([_database, _storage, _services, _upstream, _replication, _indexes])
     ui.add_routes(app)
     ops.add_routes(app)
     simple.add_routes(app)
@@ -305,5 +369,6 @@ def create_app(config: Config) -> web.Application:
     upload.add_routes(app)
     search_web.add_routes(app)
     api.add_routes(app)
+    replication.add_routes(app)
     ui.setup(app)
     return app

@@ -24,6 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default from config: 3141)")
     serve.add_argument("--data-dir", type=Path, help="where files and state are stored")
     serve.add_argument("--upstream", help="the index to mirror (overrides upstream.url)")
+    serve.add_argument(
+        "--role",
+        choices=["standalone", "primary", "replica"],
+        help="in a cluster (overrides replication.role)",
+    )
+    serve.add_argument(
+        "--primary-url", help="follow this primary as a read replica (replication.primary_url)"
+    )
     config = commands.add_parser("config", help="check or show the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     _config_arg(config_commands.add_parser("check", help="validate and report every problem"))

@@ -33,6 +33,21 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class Role(StrEnum):
+    """What this server is in a cluster."""
+
+    STANDALONE = "standalone"
+    PRIMARY = "primary"  #: replicas may follow its changelog
+    REPLICA = "replica"  #: follows replication.primary_url; relays writes to it
+
+
+class MirrorSource(StrEnum):
+    """Where a replica's mirror indexes fetch from."""
+
+    PRIMARY = "primary"  #: the primary's mirror index of the same name (tiered caching)
+    UPSTREAM = "upstream"  #: the upstream itself, as the primary does
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -184,6 +199,30 @@ class LimitsConfig:
     negative_pages: int = 10_000
 
 
+#: the shortest replication secret accepted (a shared secret, not a password people type)
+MIN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    role: Role = Role.STANDALONE
+    #: the primary's URL (e.g. http://wheelwell-0.wheelwell-headless:3141); setting it (or
+    #: `serve --primary-url`) makes this server a replica of it
+    primary_url: str = ""
+    #: the shared secret of the replication endpoints: WHEELWELL_REPLICATION_SECRET, else the
+    #: contents of secret_file; keep it out of YAML files
+    secret: str = ""
+    secret_file: str = ""
+    replica_id: str = ""  #: this replica's name in the primary's status (default: host name)
+    outside_url: str = ""  #: where clients reach this replica, shown in the primary's status
+    #: an idle changelog stream carries a heartbeat this often; three missed: the link is dead
+    heartbeat: Seconds = 5.0
+    #: a write relayed to the primary waits this long for its change to arrive here (then 503)
+    write_wait: Seconds = 30.0
+    mirror_from: MirrorSource = MirrorSource.PRIMARY
+    file_copies: int = 4  #: private files copied from the primary at once, in the background
+
+
 def _default_indexes() -> tuple[IndexConfig, ...]:
     return (
         IndexConfig(name="root/pypi", kind=IndexKind.MIRROR),
@@ -200,6 +239,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     source: str = "<defaults>"  #: where this config came from, for messages
 
     def index(self, name: str) -> IndexConfig | None:
@@ -355,10 +395,56 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
             report(f"auth.{key}", f"must be {least} or more")
     if cfg.auth.login_window <= 0:
         report("auth.login_window", "must be more than 0 s")
+    _check_replication(cfg.replication, report)
     for key in ("login_throttled_delay", "login_failure_delay"):
         if not 0 <= getattr(cfg.auth, key) <= MAX_LOGIN_DELAY:
             report(f"auth.{key}", f"must be 0 to {MAX_LOGIN_DELAY:g} s")
     return problems
+
+
+def _check_replication(rep: ReplicationConfig, report: Callable[[str, str], None]) -> None:
+    if rep.primary_url and urlsplit(rep.primary_url).scheme not in {"http", "https"}:
+        report("replication.primary_url", f"'{rep.primary_url}' is not an http(s) URL")
+    if rep.role is Role.REPLICA and not rep.primary_url:
+        report("replication.role", "a replica needs replication.primary_url (or --primary-url)")
+    if rep.primary_url and rep.role is Role.PRIMARY:
+        report("replication.primary_url", "a primary follows no other server")
+    if rep.heartbeat <= 0:
+        report("replication.heartbeat", "must be more than 0 s")
+    if rep.write_wait <= 0:
+        report("replication.write_wait", "must be more than 0 s")
+    if rep.file_copies < 1:
+        report("replication.file_copies", "must be 1 or more")
+
+
+def settle_replication(cfg: Config) -> Config:
+    """Settle the role (a primary URL means replica) and the secret; ConfigError naming the key.
+
+    Run by `serve` after the command line's --role/--primary-url, which may change both.
+    """
+    rep = cfg.replication
+    if rep.primary_url and rep.role is Role.STANDALONE:
+        rep = dataclasses.replace(rep, role=Role.REPLICA)
+    problems: list[str] = []
+    _check_replication(rep, lambda key, message: problems.append(f"{cfg.source}: {key}: {message}"))
+    secret = rep.secret
+    if not secret and rep.secret_file:
+        try:
+            secret = Path(rep.secret_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(
+                f"{cfg.source}: replication.secret_file: cannot read '{rep.secret_file}': "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            )
+    if rep.role is not Role.STANDALONE and not problems and len(secret) < MIN_SECRET_LENGTH:
+        problems.append(
+            f"{cfg.source}: replication.secret: a {rep.role.value} needs a shared secret of "
+            f"{MIN_SECRET_LENGTH} characters or more (WHEELWELL_REPLICATION_SECRET or "
+            "replication.secret_file)"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(cfg, replication=dataclasses.replace(rep, secret=secret))
 
 
 def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> None:

@@ -208,3 +208,11 @@ class TooManyRequestsError(WheelwellError):
     def retry_seconds(self) -> int:
         """Whole seconds for Retry-After, never 0 (that would invite an immediate retry)."""
         return max(1, math.ceil(self.retry_after))
+
+
+class ReplicaWriteError(WheelwellError):
+    """A write reached a read replica that cannot relay it (the primary is gone, or too slow)."""
+
+    def __init__(self, primary: str, why: str) -> None:
+        self.primary = primary
+        super().__init__(f"this is a read replica of {primary}: {why}")

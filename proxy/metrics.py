@@ -179,6 +179,40 @@ class Metrics:
             registry=r,
         )
 
+        # replication: on a primary
+        self.replicas_connected = Gauge(
+            "wheelwell_replicas_connected",
+            "Replicas streaming this primary's changelog",
+            registry=r,
+        )
+        self.replica_lag = Gauge(
+            "wheelwell_replica_lag_serials",
+            "Per replica: changelog entries not sent to it yet",
+            ["replica"],
+            registry=r,
+        )
+        # replication: on a replica
+        self.replication_lag_serials = Gauge(
+            "wheelwell_replication_lag_serials",
+            "Changelog entries of the primary not applied here yet",
+            registry=r,
+        )
+        self.replication_lag_seconds = Gauge(
+            "wheelwell_replication_lag_seconds",
+            "Seconds since this replica was last caught up with its primary (0: caught up)",
+            registry=r,
+        )
+        self.replication_last_contact = Gauge(
+            "wheelwell_replication_last_contact_seconds",
+            "Seconds since the primary was last heard from (an entry or a heartbeat)",
+            registry=r,
+        )
+        self.replication_files_pending = Gauge(
+            "wheelwell_replication_files_pending",
+            "Private files of the primary not copied here yet",
+            registry=r,
+        )
+
     def watch_storage(self, data_dir: Path, max_size: int) -> None:
         """The storage gauges; free space is read at scrape time (other writers share the disk)."""
         self.storage_max_size.set(max_size)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from proxy import __version__, logs
 from proxy.app import SHUTDOWN, TLS, create_app
-from proxy.config import Config, load, parse_size
+from proxy.config import Config, Role, load, parse_size, settle_replication
 from proxy.errors import ConfigError
 from proxy.healthcheck import local_url
 from proxy.model import mask_url
@@ -45,14 +45,19 @@ def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         cfg = dataclasses.replace(
             cfg, upstream=dataclasses.replace(cfg.upstream, url=args.upstream)
         )
-    return cfg
+    replication = cfg.replication
+    if args.role:
+        replication = dataclasses.replace(replication, role=Role(args.role))
+    if args.primary_url:
+        replication = dataclasses.replace(replication, primary_url=args.primary_url)
+    return settle_replication(dataclasses.replace(cfg, replication=replication))
 
 
 def _jsonable(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: "***"
-            if "password" in f.name and getattr(value, f.name)
+            if ("password" in f.name or f.name == "secret") and getattr(value, f.name)
             else _jsonable(getattr(value, f.name))
             for f in dataclasses.fields(value)
         }

@@ -33,6 +33,7 @@ class Operation(StrEnum):
     CHANGELOG = "changelog"
     LOGIN = "login"
     OPS_READ = "ops-read"  #: health, status, metrics, home, search, user pages: filtered lists
+    REPLICATE = "replicate"  #: a replica reads the primary's changelog stream and files
 
 
 class Credential(StrEnum):
@@ -40,6 +41,8 @@ class Credential(StrEnum):
     SCOPED_TOKEN = "scoped-token"  # noqa: S105 - a kind of credential, not a secret
     TOKEN = "token"  # noqa: S105
     PASSWORD = "password"  # noqa: S105
+    #: replication.secret in the X-Wheelwell-Replication-Secret header; never a user's credential
+    REPLICATION_SECRET = "replication-secret"  # noqa: S105
 
 
 class Role(StrEnum):
@@ -50,6 +53,7 @@ class Role(StrEnum):
     SELF = "self"  #: the user the operation is about (a password, one's own tokens)
     ROOT = "root"
     OWNER_IF_USER_MIRRORS = "owner if auth.user_mirrors"
+    REPLICA = "replica"  #: the holder of the primary's replication secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,10 @@ class Rule:
     scope: Scope | None = None
 
 
-_ALL = frozenset(Credential)
+#: a user's credentials (and none); the replication secret is no user's
+_ALL = frozenset(
+    {Credential.ANONYMOUS, Credential.SCOPED_TOKEN, Credential.TOKEN, Credential.PASSWORD}
+)
 _ACCOUNT = frozenset({Credential.TOKEN, Credential.PASSWORD})
 _INDEX_WRITE = frozenset({Credential.SCOPED_TOKEN, Credential.TOKEN, Credential.PASSWORD})
 
@@ -89,6 +96,7 @@ PERMISSIONS: dict[Operation, Rule] = {
     Operation.CHANGELOG: _rule(_ACCOUNT, Role.ROOT),
     Operation.LOGIN: _rule(_ALL, Role.ANYONE),
     Operation.OPS_READ: _rule(_ALL, Role.ANYONE),
+    Operation.REPLICATE: _rule(frozenset({Credential.REPLICATION_SECRET}), Role.REPLICA),
 }
 
 

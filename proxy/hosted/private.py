@@ -91,8 +91,11 @@ class PrivateIndex:
         blobs: BlobStore,
         *,
         max_pages: int = 10_000,
+        local_wheelhouse: bool = True,
     ) -> None:
         self.name = name
+        #: False on a replica: wheelhouse rows name the primary's paths, so serve them by sha256
+        self.local_wheelhouse = local_wheelhouse
         self.cfg = cfg
         self.db = db
         self.blobs = blobs
@@ -198,7 +201,7 @@ class PrivateIndex:
     ) -> BlobLocation:
         """An upload from the blob store, a wheelhouse file where it lies; `probe` is moot."""
         hosted = await self.find_file(key, filename)
-        if hosted.path is not None:
+        if hosted.path is not None and self.local_wheelhouse:
             return LocalFile(Path(hosted.path), hosted.size)
         stored = await self.blobs.locate(hosted.sha256)
         if stored is None:

@@ -210,3 +210,13 @@ class Wheelhouse:
         for seen in self._seen.values():
             by_project.setdefault(seen.file.project, {})[seen.file.filename] = seen.file
         self.index.set_wheelhouse(by_project, changed)
+
+
+async def publish_rows(index: PrivateIndex, db: Database) -> None:
+    """A replica's view of a wheelhouse: the rows the primary's scans replicated, no scanning."""
+    rows = await db.read(lambda c: c.execute(_LOAD, (index.name,)).fetchall())
+    by_project: dict[str, dict[str, HostedFile]] = {}
+    for row in rows:
+        hosted = HostedFile.from_row(row)
+        by_project.setdefault(hosted.project, {})[hosted.filename] = hosted
+    index.set_wheelhouse(by_project, set(by_project) | set(index.wheelhouse))

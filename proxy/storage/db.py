@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.errors import StorageError, StorageFullError
+from proxy.errors import ReplicaWriteError, StorageError, StorageFullError
 from proxy.storage.changes import (
     FORMAT,
     Change,
@@ -134,6 +134,9 @@ class Database:
         self.serial = 0  #: the latest changelog serial
         self._derivers: list[Deriver] = []
         self._listeners: list[Listener] = []
+        #: set on a read replica (the primary's URL): only `replay` may change hosted state
+        self.replica_of: str | None = None
+        self._changed: asyncio.Event | None = None  #: set, then replaced, at every commit
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +206,8 @@ class Database:
 
     async def commit(self, change: Change, *, at: float | None = None) -> int:
         """Apply a change and append it to the changelog in one transaction; returns its serial."""
+        if self.replica_of is not None:
+            raise ReplicaWriteError(self.replica_of, "its state changes only by replication")
         return await self._store(change, time.time() if at is None else at, None)
 
     async def replay(self, entry: ChangelogEntry) -> int:
@@ -216,7 +221,26 @@ class Database:
         self.serial = serial
         for listener in self._listeners:
             listener(serial, change)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
         return serial
+
+    async def wait_beyond(self, serial: int, timeout: float) -> bool:  # noqa: ASYNC109 - False, not an exception, on timeout
+        """Wait until the latest serial is past `serial`; False after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.serial <= serial:
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
 
     async def changes_since(self, since: int, limit: int = 1000) -> list[ChangelogEntry]:
         def query(conn: sqlite3.Connection) -> list[ChangelogEntry]:

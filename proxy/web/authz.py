@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.cluster.protocol import SECRET_HEADER, secret_matches
 from proxy.config import IndexConfig
-from proxy.errors import IndexNotFoundError, UnauthorizedError
+from proxy.config import Role as ServerRole
+from proxy.errors import ForbiddenError, IndexNotFoundError, ReplicaWriteError, UnauthorizedError
 from proxy.hosted.auth import Identity
 from proxy.hosted.permissions import PERMISSIONS, Credential, Operation, Role, authorize, may
-from proxy.model import parse_index_name
+from proxy.model import mask_url, parse_index_name
 from proxy.web import keys
 from proxy.web.common import identify
 
@@ -68,6 +70,9 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "project": Op.READ,
     "release": Op.YANK,
     "release-delete": Op.DELETE_FILES,
+    # replication (a primary's; the shared secret, never a user's credentials)
+    "replication-changes": Op.REPLICATE,
+    "replication-file": Op.REPLICATE,
 }
 del Op
 
@@ -78,6 +83,10 @@ _ANYONE = frozenset(
     for op, rule in PERMISSIONS.items()
     if Role.ANYONE in rule.roles and rule.credentials == frozenset(Credential)
 )
+
+
+#: what a read replica answers itself; everything else changes state, which only its primary does
+_READS = frozenset({Operation.READ, Operation.OPS_READ})
 
 
 def operation_of(request: web.Request) -> Operation:
@@ -165,12 +174,32 @@ def readable_configs(request: web.Request) -> list[IndexConfig]:
     return [c for c in request.app[keys.INDEXES].configs.values() if readable(request, c)]
 
 
+def _check_replication_secret(request: web.Request) -> None:
+    """Only a primary answers, and only to its secret; Authorization is never looked at."""
+    rep = request.app[keys.CONFIG].replication
+    given = request.headers.get(SECRET_HEADER)
+    if not given:  # a user's credentials are not this kind: 401 for them too
+        raise UnauthorizedError(f"the replication secret is required ({SECRET_HEADER})")
+    if rep.role is not ServerRole.PRIMARY:
+        raise ForbiddenError("this server is not a replication primary (replication.role)")
+    if not secret_matches(given, rep.secret):
+        raise ForbiddenError("wrong replication secret")
+
+
 @web.middleware
 async def authz_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Identify (when credentials are sent) and authorize, before the handler runs."""
     if request.match_info.http_exception is not None:
         return await handler(request)  # no route: 404/405 as aiohttp decides
     op = operation_of(request)
+    if op is Operation.REPLICATE:
+        _check_replication_secret(request)
+        return await handler(request)
+    rep = request.app[keys.CONFIG].replication
+    if rep.role is ServerRole.REPLICA and op not in _READS:
+        raise ReplicaWriteError(
+            mask_url(rep.primary_url), "it does not relay writes yet: send them to the primary"
+        )
     who: Identity | None = None
     if op is not Operation.LOGIN and request.headers.get("Authorization"):
         who = await identify(request)

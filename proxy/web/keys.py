@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import jinja2
 from aiohttp import web
 
+from proxy.cluster.files import PrimaryFiles
+from proxy.cluster.follower import Follower
+from proxy.cluster.primary import ReplicaBook
 from proxy.config import Config
 from proxy.hosted.auth import Auth, Identity
 from proxy.hosted.descriptions import DescriptionRenderer
@@ -34,6 +39,11 @@ CACHE = web.AppKey("wheelwell.cache", CacheManager)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)
 TEMPLATES = web.AppKey("wheelwell.templates", jinja2.Environment)
 DESCRIPTIONS = web.AppKey("wheelwell.descriptions", DescriptionRenderer)
+#: set when SIGTERM starts the shutdown: endless responses (the changelog stream) end at once
+STOPPING = web.AppKey("wheelwell.stopping", asyncio.Event)
+REPLICAS = web.AppKey("wheelwell.replicas", ReplicaBook)  #: on a primary
+FOLLOWER = web.AppKey("wheelwell.follower", Follower)  #: on a replica
+REPLICA_FILES = web.AppKey("wheelwell.replica_files", PrimaryFiles)  #: on a replica
 
 REQUEST_ID = web.RequestKey("wheelwell.request_id", str)
 CACHE_OUTCOME = web.RequestKey("wheelwell.cache_outcome", str)

@@ -18,6 +18,7 @@ from proxy.errors import (
     InvalidInputError,
     NotAcceptableError,
     NotFoundError,
+    ReplicaWriteError,
     StorageFullError,
     TooManyRequestsError,
     UnauthorizedError,
@@ -60,6 +61,7 @@ STATUS_FOR: dict[type[BaseException], int] = {
     UpstreamOfflineError: 503,
     UpstreamError: 502,
     StorageFullError: 507,
+    ReplicaWriteError: 503,
     WheelwellError: 500,
 }
 

@@ -10,6 +10,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy import __version__
+from proxy.cluster.files import PrimaryFiles
+from proxy.cluster.follower import Follower
 from proxy.indexes.store import to_api
 from proxy.model import mask_url
 from proxy.web import authz, keys, ui
@@ -29,7 +31,9 @@ async def ready(request: web.Request) -> web.Response:
     min_free = request.app[keys.CONFIG].storage.min_free_space
     free = shutil.disk_usage(blobs.root).free
     space = min_free == 0 or free >= min_free
-    is_ready = writable and space and (upstream or cache_usable)
+    follower = request.app.get(keys.FOLLOWER)
+    caught_up = follower is None or follower.caught_up.is_set()
+    is_ready = writable and space and (upstream or cache_usable) and caught_up
     body: dict[str, object] = {
         "ready": is_ready,
         "data_dir_writable": writable,
@@ -38,8 +42,14 @@ async def ready(request: web.Request) -> web.Response:
         "free_bytes": free,
         "min_free_bytes": min_free,
     }
+    if follower is not None:
+        body["replication_caught_up"] = caught_up
     if not is_ready:
-        body["reason"] = _not_ready_reason(writable, space, free, min_free)
+        body["reason"] = (
+            _not_ready_reason(writable, space, free, min_free)
+            if caught_up
+            else "first catch-up with the primary not done yet"
+        )
     return web.json_response(body, status=200 if is_ready else 503)
 
 
@@ -62,7 +72,7 @@ async def status(request: web.Request) -> web.Response:
     data = {
         "version": __version__,
         "uptime_seconds": round(time.time() - app[keys.STARTED_AT], 1),
-        "role": "primary",
+        "role": app[keys.CONFIG].replication.role.value,
         "serial": app[keys.DB].serial,
         "indexes": _indexes(request),
         "downloads_in_flight": app[keys.FETCHER].in_flight(),
@@ -81,9 +91,32 @@ async def status(request: web.Request) -> web.Response:
             "keep_free": app[keys.CONFIG].storage.keep_free,
         },
     }
+    if keys.REPLICAS in app:
+        data["replicas"] = app[keys.REPLICAS].report()
+    if keys.FOLLOWER in app:
+        data["primary"] = _primary(app[keys.FOLLOWER], app[keys.REPLICA_FILES])
     if ui.wants_html(request):
         return ui.render_status(request, data)
     return web.json_response(data)
+
+
+def _primary(follower: Follower, files: PrimaryFiles) -> dict[str, object]:
+    """A replica's view of its primary (the URL without credentials)."""
+    state = follower.state
+    contact = state.last_contact
+    return {
+        "url": mask_url(state.url),
+        "serial": state.serial,
+        "lag_serials": follower.lag_serials,
+        "lag_seconds": round(follower.lag_seconds, 1),
+        "last_contact": contact,
+        "seconds_since_contact": None if contact is None else round(time.time() - contact, 1),
+        "streaming": state.streaming,
+        "caught_up_once": follower.caught_up.is_set(),
+        "files_pending": files.pending,
+        "last_error": state.last_error,
+        "last_error_at": state.last_error_at,
+    }
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -134,6 +134,7 @@ EXPECTED: dict[Operation, set[str]] = {
     Operation.CHANGELOG: {"root"},
     Operation.LOGIN: EVERYONE,
     Operation.OPS_READ: EVERYONE,
+    Operation.REPLICATE: set(),  #: the replication secret only (tests/e2e/test_replication.py)
 }
 
 #: one request for operation and principal number n; `prepare` makes its target (as root)
@@ -233,6 +234,10 @@ async def ops_read(w: World, n: int, h: dict[str, str]) -> int:
     return await _status(await w.c.get("/+status", headers=h))
 
 
+async def replicate(w: World, n: int, h: dict[str, str]) -> int:
+    return await _status(await w.c.get("/+replication/changes?since=0", headers=h))
+
+
 ATTEMPTS: dict[Operation, Attempt] = {
     Operation.READ: read,
     Operation.UPLOAD: upload,
@@ -251,6 +256,7 @@ ATTEMPTS: dict[Operation, Attempt] = {
     Operation.CHANGELOG: changelog,
     Operation.LOGIN: login,
     Operation.OPS_READ: ops_read,
+    Operation.REPLICATE: replicate,
 }
 
 
@@ -266,6 +272,8 @@ async def test_permission_table(op: Operation, mirror: Mirror, tmp_path: Path) -
     for n, principal in enumerate(PRINCIPALS):
         got[principal] = await ATTEMPTS[op](world, n, world.headers[principal])
     want = {p: "2xx" if p in EXPECTED[op] else (401 if p == "anon" else 403) for p in PRINCIPALS}
+    if op is Operation.REPLICATE:  # no user's credential is the replication secret
+        want = dict.fromkeys(PRINCIPALS, 401)
     seen = {p: "2xx" if 200 <= s < 300 else s for p, s in got.items()}
     assert seen == want
 

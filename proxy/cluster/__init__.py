@@ -1,0 +1,1 @@
+"""A primary and read replicas: the changelog streamed, replayed, and the files copied after it."""

@@ -1,0 +1,73 @@
+"""The replication wire format: one NDJSON line per changelog entry, heartbeats in between.
+
+`GET /+replication/changes?since=N` answers a stream that never ends while the primary runs:
+every entry after N, in serial order, then new ones as they commit. An idle stream carries a
+heartbeat line every `replication.heartbeat`, so a replica tells an idle link from a dead
+primary (three missed heartbeats) without TCP keepalive. Only the shared secret admits a caller.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.errors import InvalidInputError
+from proxy.storage.db import ChangelogEntry
+
+SECRET_HEADER = "X-Wheelwell-Replication-Secret"  # noqa: S105 - a header name
+REPLICA_ID_HEADER = "X-Wheelwell-Replica-Id"
+REPLICA_URL_HEADER = "X-Wheelwell-Replica-Url"
+#: every response of a primary or standalone server: the serial its state is at
+SERIAL_HEADER = "X-Wheelwell-Serial"
+CONTENT_TYPE = "application/x-ndjson"
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The primary is alive, at `serial`, at wall-clock `at`."""
+
+    serial: int
+    at: float
+
+
+def secret_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison; no secret configured admits nobody."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def encode_entry(entry: ChangelogEntry) -> bytes:
+    line = {
+        "serial": entry.serial,
+        "at": entry.at,
+        "kind": entry.kind,
+        "index": entry.index,
+        "format": entry.format,
+        "data": entry.body,
+    }
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_heartbeat(beat: Heartbeat) -> bytes:
+    return json.dumps({"heartbeat": beat.serial, "at": beat.at}).encode() + b"\n"
+
+
+def decode_line(line: bytes) -> ChangelogEntry | Heartbeat:
+    """One line of the stream; InvalidInputError for anything else (a broken primary or link)."""
+    try:
+        item: dict[str, Any] = json.loads(line)
+        if "heartbeat" in item:
+            return Heartbeat(int(item["heartbeat"]), float(item["at"]))
+        return ChangelogEntry(
+            serial=int(item["serial"]),
+            at=float(item["at"]),
+            kind=str(item["kind"]),
+            index=item["index"] if item["index"] is None else str(item["index"]),
+            body=str(item["data"]),
+            format=int(item["format"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"unreadable replication line: {exc}") from exc

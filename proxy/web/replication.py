@@ -1,0 +1,77 @@
+"""The primary's replication endpoints; the authz middleware admits only the shared secret."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiohttp import web
+
+from proxy.cluster.primary import stream_changes
+from proxy.cluster.protocol import (
+    CONTENT_TYPE,
+    REPLICA_ID_HEADER,
+    REPLICA_URL_HEADER,
+    SERIAL_HEADER,
+)
+from proxy.errors import DistributionNotFoundError, InvalidInputError
+from proxy.model import is_sha256
+from proxy.web import keys
+
+
+async def changes(request: web.Request) -> web.StreamResponse:
+    """`?since=N`: every changelog entry after N, then new ones as they commit (NDJSON)."""
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        raise InvalidInputError("since must be a serial number") from None
+    if since < 0:
+        raise InvalidInputError("since must be a serial number")
+    app = request.app
+    replica_id = request.headers.get(REPLICA_ID_HEADER, "")[:200] or (request.remote or "?")
+    state = app[keys.REPLICAS].connected(
+        replica_id,
+        request.headers.get(REPLICA_URL_HEADER, "")[:500],
+        request.remote or "",
+        since,
+    )
+    db = app[keys.DB]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": CONTENT_TYPE,
+            "Cache-Control": "no-store",
+            SERIAL_HEADER: str(db.serial),
+        }
+    )
+    await response.prepare(request)
+    heartbeat = app[keys.CONFIG].replication.heartbeat
+    stream = stream_changes(db, state, heartbeat, app[keys.STOPPING])
+    with contextlib.suppress(ConnectionResetError):
+        async with contextlib.aclosing(stream) as lines:
+            async for line in lines:
+                await response.write(line)
+        await response.write_eof()
+    return response
+
+
+async def file(request: web.Request) -> web.StreamResponse:
+    """A hosted file's bytes by sha256: an upload's blob, or a wheelhouse file where it lies."""
+    sha = request.match_info["sha256"]
+    if not is_sha256(sha):
+        raise InvalidInputError("not a sha256")
+    app = request.app
+    stored = await app[keys.BLOBS].locate(sha)
+    if stored is not None:
+        return web.FileResponse(stored.path)
+    row = await app[keys.DB].read(
+        lambda c: c.execute(
+            "SELECT path FROM wheelhouse WHERE sha256 = ? LIMIT 1", (sha,)
+        ).fetchone()
+    )
+    if row is None:
+        raise DistributionNotFoundError(sha, "this primary")
+    return web.FileResponse(row[0])
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/+replication/changes", changes, name="replication-changes")
+    app.router.add_get("/+replication/files/{sha256}", file, name="replication-file")
