@@ -14,8 +14,11 @@ import fcntl
 import hashlib
 import os
 import re
+import resource
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +37,23 @@ FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
 #: podman's global flags on this kind of machine (no systemd cgroup manager, runc not crun)
 PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager=cgroupfs")
-#: `podman run`/`create` limits: the defaults inherited here are too low for podman to start
-RUN_LIMITS = ("--ulimit", "nofile=65536:65536", "--ulimit", "nproc=4096:4096")
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "deploy" / "container" / "Dockerfile"
+IGNOREFILE = REPO / "deploy" / "container" / "Dockerfile.dockerignore"
+BUILD_TIMEOUT = 1200.0
+
+
+def _limit(kind: int, wanted: int) -> int:
+    """`wanted`, capped at this process's hard limit: runc cannot raise a limit above it."""
+    hard = resource.getrlimit(kind)[1]
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+
+
+_NOFILE = _limit(resource.RLIMIT_NOFILE, 65536)
+_NPROC = _limit(resource.RLIMIT_NPROC, 4096)
+#: `podman run`/`create` limits: podman's defaults (nofile 1048576) exceed this machine's hard
+#: limits, and runc then refuses to start the container
+RUN_LIMITS = ("--ulimit", f"nofile={_NOFILE}:{_NOFILE}", "--ulimit", f"nproc={_NPROC}:{_NPROC}")
 
 DEBOOTSTRAP_TIMEOUT = 1800.0
 IMPORT_TIMEOUT = 600.0
@@ -151,12 +169,26 @@ def _tarball(rootfs: Path) -> Path:
     return tar
 
 
+def _containers_conf() -> Path:
+    """A containers.conf with RUN_LIMITS as defaults: a pod's infra container takes no --ulimit."""
+    path = cache_dir() / f"containers-{_NOFILE}-{_NPROC}.conf"
+    if not path.is_file():
+        partial = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        partial.write_text(
+            "[containers]\n"
+            f'default_ulimits = ["nofile={_NOFILE}:{_NOFILE}", "nproc={_NPROC}:{_NPROC}"]\n'
+        )
+        partial.rename(path)
+    return path
+
+
 def podman(
     *args: str, timeout: float = 120.0, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run podman with this machine's global flags, capturing text output."""
+    env = {**os.environ, "CONTAINERS_CONF": str(_containers_conf())}
     result = subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -201,3 +233,49 @@ def debian_base_image() -> str:
 def debian_base() -> str:
     """The shared Debian base image's name (localhost/wheelwell-debian-base:bookworm)."""
     return debian_base_image()
+
+
+def pip_settings() -> dict[str, str]:
+    """The host pip's http(s) index and CA bundle, for a build that must use what the host uses.
+
+    Read at run time (env, then `pip config`), never written down: file:// indexes do not exist
+    inside a build container and are left out.
+    """
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    config: dict[str, str] = {}
+    for line in listed.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            config[key.rpartition(".")[2]] = value.strip().strip("'\"")
+    found: dict[str, str] = {}
+    index = os.environ.get("PIP_INDEX_URL") or config.get("index-url", "")
+    if index.startswith(("http://", "https://")):
+        found["PIP_INDEX_URL"] = index
+    cert = os.environ.get("PIP_CERT") or config.get("cert", "")
+    if cert and Path(cert).is_file():
+        found["PIP_CERT"] = cert
+    return found
+
+
+def build_wheelwell_image(name: str, base: str) -> float:
+    """`podman build` the shipped Dockerfile on `base` as `name`; returns the seconds it took.
+
+    --format docker keeps the HEALTHCHECK; podman's layer cache makes a rebuild quick.
+    """
+    args = ["build", "--format", "docker", "--network", "host", "--build-arg", f"BASE={base}"]
+    args += ["--ignorefile", str(IGNOREFILE), "-f", str(DOCKERFILE), "-t", name]
+    settings = pip_settings()
+    if "PIP_INDEX_URL" in settings:
+        args += ["--build-arg", f"PIP_INDEX_URL={settings['PIP_INDEX_URL']}"]
+    if "PIP_CERT" in settings:  # e.g. a TLS-inspecting proxy's CA, as the host's pip trusts it
+        args += ["-v", f"{settings['PIP_CERT']}:/tmp/pip-ca.crt:ro"]
+        args += ["--build-arg", "PIP_CERT=/tmp/pip-ca.crt"]
+    started = time.monotonic()
+    podman(*args, str(REPO), timeout=BUILD_TIMEOUT)
+    return time.monotonic() - started
