@@ -49,7 +49,7 @@ def need_validator() -> None:
 def need_helm() -> str:
     helm = shutil.which("helm")
     if helm is None:
-        pytest.skip("helm is not installed (no Debian package or package-index wheel ships it)")
+        pytest.skip("helm is not on PATH (no Debian package or well-known PyPI wheel ships it)")
     return helm
 
 
