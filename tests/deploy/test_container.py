@@ -492,7 +492,7 @@ def test_sidecar_job_pod_probes_pass_inside_and_its_ci_script_installs(
     image: str, tmp_path: Path
 ) -> None:
     """The sidecar binds loopback: exec probes pass in it, the pod IP gets no answer."""
-    job = k8s_doc("sidecar-ci-job.yaml", "Job")["spec"]["template"]["spec"]
+    job = k8s_doc("examples/sidecar-ci-job.yaml", "Job")["spec"]["template"]["spec"]
     sidecar = named(job["initContainers"], "wheelwell")
     ci = named(job["containers"], "ci")
     args = list(sidecar.get("args", []))
