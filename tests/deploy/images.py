@@ -113,8 +113,9 @@ def debian_rootfs(packages: tuple[str, ...] = BASE_PACKAGES) -> Path:
     with _locked(name):
         if done.is_dir():
             return done
+        for stale in cache_dir().glob(f"{name}.tmp-*"):  # an interrupted build's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
         work = cache_dir() / f"{name}.tmp-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
         command = [
             "debootstrap",
             f"--variant={VARIANT}",
@@ -147,6 +148,8 @@ def _tarball(rootfs: Path) -> Path:
     with _locked(tar.name):
         if tar.is_file():
             return tar
+        for stale in tar.parent.glob(f"{tar.name}.tmp-*"):
+            stale.unlink()
         partial = tar.with_name(f"{tar.name}.tmp-{os.getpid()}")
         subprocess.run(
             [
