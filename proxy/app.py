@@ -104,6 +104,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
     cache = CacheManager(app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size)
+    app[keys.METRICS].watch_storage(cfg.storage.data_dir, cfg.storage.max_size)
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache

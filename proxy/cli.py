@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-dir", type=Path, help="the daemon's data directory")
         if name == "prune":
             sub.add_argument("--max-size", help="target size, e.g. 20GB (default from config)")
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if the daemon on this data dir answers (HEALTHCHECK, probes)"
+    )
+    _config_arg(health)
+    health.add_argument("--data-dir", type=Path, help="the daemon's data directory")
+    health.add_argument("--ready", action="store_true", help="ask /+ready instead of /+health")
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
     add_client_commands(commands)
     return parser
 
@@ -55,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = run_client_command(args)  # the client side: use, login, upload, index, …
     if code is not None:
         return code
+    if args.command == "healthcheck":  # standard library only: it runs every few seconds
+        from proxy import healthcheck
+
+        return healthcheck.run(args)
     from proxy import servercli  # deferred on purpose: see the module docstring
 
     return servercli.run(args)

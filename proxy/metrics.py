@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import time
+from pathlib import Path
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -12,13 +16,29 @@ from prometheus_client import (
 )
 
 
+class _ProcessCollector(ProcessCollector):
+    """prometheus_client's, exporting even where /proc/stat is hidden (systemd's ProcSubset=pid).
+
+    It reads the boot time from /proc/stat and exports nothing without it; the kernel's
+    CLOCK_BOOTTIME gives the same number.
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            btime = super()._boot_time()  # type: ignore[no-untyped-call]
+        except OSError:
+            btime = None
+        return float(btime) if btime else time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Metrics:
     """The metric objects; services receive this so lower layers count without the web layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, proc: str = "/proc") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
+        # process_resident_memory_bytes, open fds, CPU seconds
+        _ProcessCollector(proc=proc, registry=r)
         PlatformCollector(registry=r)
         self.requests = Counter(
             "wheelwell_http_requests_total",
@@ -143,3 +163,33 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.storage_max_size = Gauge(
+            "wheelwell_storage_max_size_bytes",
+            "storage.max_size: the mirror cache's bound (0: unbounded)",
+            registry=r,
+        )
+        self.data_dir_free = Gauge(
+            "wheelwell_data_dir_free_bytes",
+            "Bytes free for the daemon on the filesystem holding the data dir",
+            registry=r,
+        )
+        self.data_dir_capacity = Gauge(
+            "wheelwell_data_dir_capacity_bytes",
+            "Size of the filesystem holding the data dir",
+            registry=r,
+        )
+
+    def watch_storage(self, data_dir: Path, max_size: int) -> None:
+        """The storage gauges; free space is read at scrape time (other writers share the disk)."""
+        self.storage_max_size.set(max_size)
+        self.data_dir_free.set_function(lambda: _disk_usage(data_dir)[0])
+        self.data_dir_capacity.set_function(lambda: _disk_usage(data_dir)[1])
+
+
+def _disk_usage(path: Path) -> tuple[int, int]:
+    """(free, total) bytes of the filesystem holding `path`; zeros if it is gone."""
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return 0, 0
+    return usage.free, usage.total

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from proxy import __version__, logs
 from proxy.app import SHUTDOWN, TLS, create_app
 from proxy.config import Config, load, parse_size
 from proxy.errors import ConfigError
+from proxy.healthcheck import local_url
 from proxy.model import mask_url
 from proxy.storage import eviction as cache
 from proxy.storage.blobs import LocalBlobStore
@@ -80,12 +82,12 @@ def serve(cfg: Config) -> int:
         log.error("%s", exc)
         return 1
     try:
-        return _serve(cfg)
+        return _serve(cfg, lock)
     finally:
         lock.release()
 
 
-def _serve(cfg: Config) -> int:
+def _serve(cfg: Config, lock: DataDirLock) -> int:
     app = create_app(cfg)
     scheme = "https" if TLS in app else "http"
     log.info(
@@ -101,14 +103,14 @@ def _serve(cfg: Config) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_run(app, cfg))
+        loop.run_until_complete(_run(app, cfg, lock))
     finally:
         _cancel_leftovers(loop)
         loop.close()
     return 0
 
 
-async def _run(app: web.Application, cfg: Config) -> None:
+async def _run(app: web.Application, cfg: Config, lock: DataDirLock) -> None:
     """Serve until SIGTERM/SIGINT, then stop within `server.shutdown_timeout`."""
     runner = web.AppRunner(
         app, handle_signals=False, access_log_class=logs.AccessLogger, shutdown_timeout=0.1
@@ -119,6 +121,8 @@ async def _run(app: web.Application, cfg: Config) -> None:
             runner, cfg.server.host, cfg.server.port, ssl_context=app.get(TLS), shutdown_timeout=0
         )
         await site.start()
+        address: tuple[Any, ...] = runner.addresses[0]  # (host, port) or IPv6's 4-tuple
+        lock.announce(local_url("https" if TLS in app else "http", address[0], address[1]))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

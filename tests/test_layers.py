@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "proxy.logs": 6,
     "proxy.cli": 6,
     "proxy.servercli": 6,
+    "proxy.healthcheck": 6,
     "proxy.__main__": 6,
     "proxy.client": 6,
     "proxy.client.*": 6,

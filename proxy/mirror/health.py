@@ -54,10 +54,6 @@ class Health:
     def resting(self, now: float) -> bool:
         return now < self.resting_until
 
-    def down(self, now: float, threshold: int) -> bool:
-        """Resting, or failed `threshold` times with no success since (for the gauges)."""
-        return self.resting(now) or self.failures >= threshold
-
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
@@ -77,13 +73,19 @@ class HealthBook:
         self.metrics = metrics
         self.clock = clock
         self._entries: OrderedDict[tuple[str, str], Health] = OrderedDict()
-        metrics.upstream_offline.set(1 if cfg.offline else 0)
+        # read at scrape time: a rest that ends while nothing asks shows as over all the same
+        metrics.upstream_offline.set_function(
+            lambda: 1 if cfg.offline or self.any_resting("root") else 0
+        )
 
     def entry(self, url: str, scope: str) -> Health:
         key = (scope, origin_of(url))
         health = self._entries.get(key)
         if health is None:
             health = self._entries[key] = Health(key[1], scope)
+            self.metrics.upstream_available.labels(_label(health.origin), scope).set_function(
+                lambda: 0 if health.resting(self.clock()) else 1
+            )
             while len(self._entries) > MAX_ORIGINS:
                 _, old = self._entries.popitem(last=False)
                 self._gauge_remove(old)
@@ -96,10 +98,6 @@ class HealthBook:
     def any_resting(self, scope: str) -> bool:
         now = self.clock()
         return any(h.resting(now) for h in self._entries.values() if h.scope == scope)
-
-    def _any_down(self, scope: str) -> bool:
-        now, threshold = self.clock(), self.cfg.failure_threshold
-        return any(h.down(now, threshold) for h in self._entries.values() if h.scope == scope)
 
     def admit(self, url: str, scope: str, *, may_probe: bool) -> Ticket:
         """A ticket to ask `url`, or UpstreamOfflineError (offline mode, or resting)."""
@@ -134,7 +132,6 @@ class HealthBook:
             log.warning("upstream %s answers again; its rest is over", health.origin)
         health.failures = 0
         health.resting_until = 0.0
-        self._gauge(health)
 
     def failed(self, ticket: Ticket, exc: UpstreamError) -> None:
         health = ticket.health
@@ -156,14 +153,6 @@ class HealthBook:
                     self.cfg.offline_retry,
                     exc,
                 )
-        self._gauge(health)
-
-    def _gauge(self, health: Health) -> None:
-        down = health.down(self.clock(), self.cfg.failure_threshold)
-        self.metrics.upstream_available.labels(_label(health.origin), health.scope).set(
-            0 if down else 1
-        )
-        self.metrics.upstream_offline.set(1 if self.cfg.offline or self._any_down("root") else 0)
 
     def _gauge_remove(self, health: Health) -> None:
         with contextlib.suppress(KeyError):

@@ -52,6 +52,12 @@ class DataDirLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def announce(self, url: str) -> None:
+        """Record where the daemon listens, after the pid (read by `wheelwell healthcheck`)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n{url}\n".encode(), 0)
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -62,7 +68,16 @@ class DataDirLock:
 
 def _read_pid(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 32, 0).decode().strip()
+        text = os.pread(fd, 32, 0).decode().partition("\n")[0].strip()
         return int(text) if text.isdigit() else None
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def announced_url(data_dir: Path) -> str | None:
+    """The URL the daemon holding `data_dir` recorded, or None (not running, or not listening)."""
+    try:
+        lines = (data_dir / LOCK_NAME).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return lines[1].strip() if len(lines) > 1 and "://" in lines[1] else None

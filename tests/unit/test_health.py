@@ -103,3 +103,17 @@ def test_users_last_errors_stay_out_of_the_report() -> None:
     rows = {row["scope"]: row for row in health.report()}
     assert "last_error" not in rows["user"]
     assert rows["root"]["last_error"] is not None
+
+
+def test_gauges_follow_the_clock_on_an_idle_instance() -> None:
+    """A rest that ends with no request after it: the gauges say so at the next scrape."""
+    clock = Clock()
+    health = book(clock)
+    fail(health, DEAD)
+    fail(health, DEAD)
+    offline = health.metrics.registry.get_sample_value
+    assert offline("wheelwell_upstream_offline") == 1
+    assert available(health, DEAD, "root") == 0
+    clock.now += 31.0  # offline_retry is over; nothing asked the upstream since
+    assert offline("wheelwell_upstream_offline") == 0
+    assert available(health, DEAD, "root") == 1

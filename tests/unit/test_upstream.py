@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -142,13 +143,15 @@ async def test_repeated_failures_rest_the_upstream(upstream: Upstream) -> None:
 
 async def test_a_success_after_the_rest_leaves_offline_mode(upstream: Upstream) -> None:
     upstream.fake.fail_status = 502
-    client = upstream.client(failure_threshold=1, offline_retry=0.0)
+    client = upstream.client(failure_threshold=1, offline_retry=60.0)
     url = upstream.base + "simple/alpha/"
     with pytest.raises(UpstreamStatusError):
         await client.fetch_page(url)
     assert _offline_gauge(client) == 1
     upstream.fake.fail_status = None
-    assert (await client.fetch_page(url)).status == 200  # the rest is over at once
+    client.health.clock = lambda: time.monotonic() + 61  # the rest is over
+    assert _offline_gauge(client) == 0  # at the next scrape, with nothing asked
+    assert (await client.fetch_page(url)).status == 200
     assert _offline_gauge(client) == 0
     assert [h.failures for h in client.health.entries()] == [0]
 
