@@ -32,6 +32,10 @@ BOOT_TIMEOUT = 90.0
 MACHINE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+class NoMirrorError(Exception):
+    """This host's apt has no Debian source for SUITE: nothing to debootstrap from."""
+
+
 def cache_dir() -> Path:
     """Where slow artefacts live between runs: $WHEELWELL_DEPLOY_CACHE or ~/.cache."""
     default = Path.home() / ".cache" / "wheelwell-deploy"
@@ -58,7 +62,7 @@ def debian_mirror() -> str:
             match = re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", line + " ")
             if match:
                 return match.group(1)
-    raise RuntimeError(f"no apt source for Debian {SUITE} on this host to debootstrap from")
+    raise NoMirrorError(f"no apt source for Debian {SUITE} on this host to debootstrap from")
 
 
 def systemd_tree() -> Path:
