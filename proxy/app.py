@@ -103,7 +103,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.UPLOADS] = Uploads(
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
-    cache = CacheManager(app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size)
+    cache = CacheManager(
+        app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size, cfg.storage.keep_free
+    )
     app[keys.METRICS].watch_storage(cfg.storage.data_dir, cfg.storage.max_size)
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()

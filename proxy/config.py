@@ -57,6 +57,9 @@ class StorageConfig:
     scrub: bool = True  #: re-hash stored files in the background and quarantine corrupt ones
     scrub_rate: ByteSize = 20 * 1000**2  #: bytes per second the scrubber reads; 0 disables it
     scrub_interval: Seconds = 86400.0  #: pause between two full scrub passes
+    #: least recently used mirror files are evicted while the data dir's file system has less
+    #: free space than this, so the cache never fills the disk, bound or no bound; 0 disables
+    keep_free: ByteSize = 1024**3
 
 
 #: loopback, "this network", link-local, private, CGNAT, unique-local; IPv4-mapped forms of the

@@ -34,6 +34,9 @@ UNIT = DEPLOY / "systemd" / "wheelwell.service"
 DOCKERFILE = DEPLOY / "container" / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "container" / "Dockerfile.dockerignore"
 K8S = DEPLOY / "kubernetes"
+K8S_EXAMPLES = K8S / "examples"
+#: Helm templates are YAML only once rendered (tests/test_deploy_kubernetes.py checks them)
+HELM_TEMPLATES = DEPLOY / "helm" / "wheelwell" / "templates"
 SCRAPE = DEPLOY / "prometheus" / "scrape.yaml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 PORT = 3141
@@ -165,10 +168,13 @@ def parse_serve(argv: list[str]) -> argparse.Namespace:
 
 
 def k8s_kinds() -> dict[str, list[str]]:
-    return {path.name: [doc["kind"] for doc in load_docs(path)] for path in K8S.glob("*.yaml")}
+    """Kinds by file, for every file `kubectl apply -f` reads in deploy/kubernetes and examples/."""
+    paths = [p for d in (K8S, K8S_EXAMPLES) for p in d.glob("*") if p.suffix in (".yaml", ".yml")]
+    return {str(p.relative_to(K8S)): [doc["kind"] for doc in load_docs(p)] for p in paths}
 
 
 def k8s_doc(name: str, kind: str) -> dict[str, Any]:
+    """`name` relative to deploy/kubernetes (examples/… for the examples)."""
     (doc,) = [d for d in load_docs(K8S / name) if d["kind"] == kind]
     assert isinstance(doc, dict)
     return doc
@@ -237,7 +243,9 @@ def open_daemon(
 
 
 @pytest.mark.parametrize(
-    "path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(DEPLOY))
+    "path",
+    sorted(p for p in DEPLOY.rglob("*.yaml") if HELM_TEMPLATES not in p.parents),
+    ids=lambda p: str(p.relative_to(DEPLOY)),
 )
 def test_every_yaml_parses_into_mappings(path: Path) -> None:
     docs = load_docs(path)
@@ -250,14 +258,19 @@ def test_kubernetes_files_hold_the_expected_kinds() -> None:
         "statefulset.yaml": ["StatefulSet"],
         "service.yaml": ["Service", "Service"],
         "configmap.yaml": ["ConfigMap"],
-        "secret.example.yaml": ["Secret"],
-        "sidecar-ci-job.yaml": ["Job"],
+        "networkpolicy.yaml": ["NetworkPolicy"],
+        "examples/sidecar-ci-job.yaml": ["Job"],
+        "examples/sidecar-ci-networkpolicy.yaml": ["NetworkPolicy"],
     }
-    api_versions = {"StatefulSet": "apps/v1", "Job": "batch/v1"}
-    for path in K8S.glob("*.yaml"):
-        for doc in load_docs(path):
-            assert doc["apiVersion"] == api_versions.get(doc["kind"], "v1"), path.name
-            assert doc["metadata"]["name"], path.name
+    api_versions = {
+        "StatefulSet": "apps/v1",
+        "Job": "batch/v1",
+        "NetworkPolicy": "networking.k8s.io/v1",
+    }
+    for name in k8s_kinds():
+        for doc in load_docs(K8S / name):
+            assert doc["apiVersion"] == api_versions.get(doc["kind"], "v1"), name
+            assert doc["metadata"]["name"], name
 
 
 @pytest.mark.parametrize("name", sorted(example_configs()))
@@ -482,9 +495,8 @@ def test_statefulset_security_volumes_and_secret() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["WHEELWELL_CONFIG"]["value"] == "/etc/wheelwell/wheelwell.yaml"
     ref = env["WHEELWELL_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    secret = k8s_doc("secret.example.yaml", "Secret")
-    assert ref["name"] == secret["metadata"]["name"]
-    assert ref["key"] in secret["stringData"]
+    # No Secret is shipped (tests/test_deploy_kubernetes.py): the operator creates this one.
+    assert (ref["name"], ref["key"], ref["optional"]) == ("wheelwell-root", "password", True)
     cfg = parse_config(configmap_text(), "configmap")
     assert cfg.storage.data_dir == Path("/data")
     assert pod["terminationGracePeriodSeconds"] > cfg.server.shutdown_timeout
@@ -503,7 +515,7 @@ def test_services_select_the_statefulset() -> None:
 
 def sidecar_job() -> tuple[dict[str, Any], dict[str, Any]]:
     """(wheelwell sidecar, CI container) of the sidecar Job."""
-    pod = k8s_doc("sidecar-ci-job.yaml", "Job")["spec"]["template"]["spec"]
+    pod = k8s_doc("examples/sidecar-ci-job.yaml", "Job")["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     return container_named(pod["initContainers"], "wheelwell"), container_named(
         pod["containers"], "ci"
@@ -558,7 +570,7 @@ def test_sidecar_job_runs_wheelwell_as_a_native_sidecar() -> None:
 
 def test_sidecar_job_is_bounded() -> None:
     """A job that never finishes (a sidecar never ready, a hung install) ends, within limits."""
-    job = k8s_doc("sidecar-ci-job.yaml", "Job")
+    job = k8s_doc("examples/sidecar-ci-job.yaml", "Job")
     assert 0 < job["spec"]["activeDeadlineSeconds"] <= 6 * 3600
     for container in sidecar_job():
         assert container["resources"]["limits"]["memory"]

@@ -1,5 +1,8 @@
 """The mirror cache's size: least-recently-used mirror files are evicted; hosted files never are.
 
+Two bounds: `storage.max_size` (the store's bytes) and `storage.keep_free` (free space on the
+data dir's file system, whatever else fills it).
+
 Accounting lives in LocalBlobStore (sizes and last access per blob, seeded from the files' mtimes at
 start); this module decides what may go. A blob referenced by an uploaded file or its metadata is
 protected, whatever its age.
@@ -10,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +25,9 @@ from proxy.storage.blobs import LocalBlobStore
 log = logging.getLogger(__name__)
 
 _LOW_WATER = 0.9  #: evict down to this share of max_size, so eviction does not run per file
+#: past keep_free, free this much more (of keep_free, at most _FREE_SLACK_MAX), for the same reason
+_FREE_SLACK = 0.05
+_FREE_SLACK_MAX = 256 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,29 @@ def stats(blobs: LocalBlobStore, protected: set[str], max_size: int) -> CacheSta
     )
 
 
-def prune(blobs: LocalBlobStore, protected: set[str], max_size: int) -> tuple[int, int]:
+def free_space(path: Path) -> int:
+    """Bytes free for the daemon on the file system holding `path`."""
+    return shutil.disk_usage(path).free
+
+
+def target_bytes(total: int, max_size: int, keep_free: int = 0, free: int = 0) -> int | None:
+    """The store size to evict down to, or None when neither bound is crossed."""
+    targets = []
+    if max_size > 0 and total > max_size:
+        targets.append(int(max_size * _LOW_WATER))
+    if keep_free > 0 and free < keep_free:
+        slack = min(int(keep_free * _FREE_SLACK), _FREE_SLACK_MAX)
+        targets.append(total - (keep_free - free) - slack)
+    return max(0, min(targets)) if targets else None
+
+
+def prune(
+    blobs: LocalBlobStore, protected: set[str], max_size: int, keep_free: int = 0, free: int = 0
+) -> tuple[int, int]:
     """Remove least-recently-used unprotected blobs until under the low-water mark (blocking)."""
-    if max_size <= 0 or blobs.total_bytes <= max_size:
+    target = target_bytes(blobs.total_bytes, max_size, keep_free, free)
+    if target is None:
         return 0, 0
-    target = int(max_size * _LOW_WATER)
     candidates = sorted(
         (entry.last_access, sha) for sha, entry in blobs.entries.items() if sha not in protected
     )
@@ -104,13 +130,22 @@ class CacheManager:
     """Runs eviction in the background whenever a commit takes the store over `max_size`."""
 
     def __init__(
-        self, blobs: LocalBlobStore, db_path: Path, metrics: Metrics, max_size: int
+        self,
+        blobs: LocalBlobStore,
+        db_path: Path,
+        metrics: Metrics,
+        max_size: int,
+        keep_free: int = 0,
+        free: Callable[[], int] | None = None,
     ) -> None:
         self.blobs = blobs
         self.db_path = db_path
         self.metrics = metrics
         self.max_size = max_size
+        self.keep_free = keep_free
+        self._free = free or (lambda: free_space(db_path.parent))
         self._task: asyncio.Task[None] | None = None
+        self._short_logged = False  #: the "cannot free enough" warning, once per shortage
 
     def update_gauges(self) -> None:
         self.metrics.blob_bytes.set(self.blobs.total_bytes)
@@ -119,21 +154,52 @@ class CacheManager:
     def committed(self) -> None:
         """Called after every commit; starts an eviction pass when over the limit."""
         self.update_gauges()
-        over = self.max_size > 0 and self.blobs.total_bytes > self.max_size
-        if over and (self._task is None or self._task.done()):
+        if self._task is not None and not self._task.done():
+            return
+        free = self._free_now()
+        if target_bytes(self.blobs.total_bytes, self.max_size, self.keep_free, free) is not None:
             self._task = asyncio.create_task(self._evict(), name="cache eviction")
+        else:
+            self._short_logged = False
+
+    def _free_now(self) -> int:
+        if self.keep_free <= 0:
+            return 0
+        try:
+            return self._free()
+        except OSError:
+            return self.keep_free  # unknown: the free-space bound cannot decide anything
 
     async def _evict(self) -> None:
         loop = asyncio.get_running_loop()
         protected = await loop.run_in_executor(None, protected_blobs, self.db_path)
+        free = await loop.run_in_executor(None, self._free_now)
         removed, freed = await loop.run_in_executor(
-            None, prune, self.blobs, protected, self.max_size
+            None, prune, self.blobs, protected, self.max_size, self.keep_free, free
         )
         self.metrics.evictions.inc(removed)
         self.update_gauges()
-        log.info(
-            "evicted %d mirror files (%d bytes) to stay under %d", removed, freed, self.max_size
+        if removed:
+            log.info(
+                "evicted %d mirror files (%d bytes): storage.max_size %d, storage.keep_free %d "
+                "(%d bytes were free)",
+                removed,
+                freed,
+                self.max_size,
+                self.keep_free,
+                free,
+            )
+        still = target_bytes(
+            self.blobs.total_bytes, self.max_size, self.keep_free, self._free_now()
         )
+        if still is not None and not self._short_logged:
+            self._short_logged = True
+            log.warning(
+                "the mirror cache cannot get under its bounds: what is left is uploaded files "
+                "or other data on the disk (storage.max_size %d, storage.keep_free %d)",
+                self.max_size,
+                self.keep_free,
+            )
 
     async def close(self) -> None:
         if self._task is not None:

@@ -78,6 +78,7 @@ async def status(request: web.Request) -> web.Response:
             "files": len(app[keys.BLOBS].entries),
             "bytes": app[keys.BLOBS].total_bytes,
             "max_size": app[keys.CONFIG].storage.max_size,
+            "keep_free": app[keys.CONFIG].storage.keep_free,
         },
     }
     if ui.wants_html(request):

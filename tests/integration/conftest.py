@@ -85,14 +85,19 @@ def mirror_factory(
     """Start the fake upstream once, then as many apps over the same data dir as a test wants."""
     servers: list[tuple[TestServer, str]] = []
 
-    async def factory(max_size: int = 0, **upstream_overrides: Any) -> Mirror:
+    async def factory(
+        max_size: int = 0, keep_free: int | None = None, **upstream_overrides: Any
+    ) -> Mirror:
         if not servers:
             server = await aiohttp_server(fake_index.app)
             servers.append((server, str(server.make_url("/simple/"))))
         server, url = servers[0]
         data_dir = tmp_path / "data"
         cfg = make_config(url, data_dir, **upstream_overrides)
-        cfg = dataclasses.replace(cfg, storage=StorageConfig(data_dir=data_dir, max_size=max_size))
+        storage = StorageConfig(data_dir=data_dir, max_size=max_size)
+        if keep_free is not None:
+            storage = dataclasses.replace(storage, keep_free=keep_free)
+        cfg = dataclasses.replace(cfg, storage=storage)
         client = await aiohttp_client(create_app(cfg))
         return Mirror(client, fake_index, server, data_dir)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Dists
@@ -92,6 +94,45 @@ async def test_max_size_evicts_least_recently_used_mirror_files(
     assert "process_resident_memory_bytes" in families
     again = await small.client.get(file_url(dists.beta1.filename, dists.beta1.sha256))
     assert hashlib.sha256(await again.read()).hexdigest() == dists.beta1.sha256  # re-fetched
+
+
+async def test_keep_free_evicts_mirror_files_when_the_disk_runs_short(
+    mirror_factory: MirrorFactory, dists: Dists, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No max_size: the disk's free space alone bounds the cache; uploaded files stay."""
+    mirror = await mirror_factory()
+    ours = build_wheel(tmp_path, "hosted", "1.0", payload_size=300_000)
+    form = aiohttp.FormData()
+    form.add_field("sha256_digest", ours.sha256)
+    form.add_field("content", ours.path.read_bytes(), filename=ours.filename)
+    auth = {"Authorization": aiohttp.encode_basic_auth("root", ROOT_PASSWORD)}
+    assert (await mirror.client.post("/root/public/", data=form, headers=auth)).status == 200
+    await mirror.client.close()
+    # 50 MB more than the disk has free: this test's own files cannot make up for it
+    keep_free = shutil.disk_usage(tmp_path).free + 50 * 1024**2
+    short = await mirror_factory(keep_free=keep_free)
+    status = await (await short.client.get("/+status")).json()
+    assert status["cache"]["keep_free"] == keep_free
+    for built in (dists.beta1, dists.bulky):
+        resp = await short.client.get(file_url(built.filename, built.sha256))
+        assert hashlib.sha256(await resp.read()).hexdigest() == built.sha256  # served all the same
+    blobs = short.data_dir / "blobs"
+
+    async def evictions() -> float:
+        metrics = await (await short.client.get("/+metrics")).text()
+        samples = {
+            s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+        }
+        return samples["wheelwell_cache_evictions_total"]
+
+    async def evicted() -> bool:  # both files, once stored (a commit follows the last byte)
+        return await evictions() >= 2
+
+    await eventually(evicted, timeout=5, message=f"mirror files evicted from {blobs}")
+    for built in (dists.beta1, dists.bulky):
+        assert not (blobs / built.sha256[:2] / built.sha256).exists()
+    assert (blobs / ours.sha256[:2] / ours.sha256).exists()  # hosted files are never evicted
+    assert "cannot get under its bounds" in caplog.text  # once: the rest is not the cache's
 
 
 def test_cache_cli_verify_quarantines_corrupt_files(tmp_path: Path) -> None:
