@@ -147,6 +147,11 @@ class Follower:
                 else:
                     await self._apply(item)
 
+    def expect(self, serial: int) -> None:
+        """A relayed write told us the primary is at `serial` (before its stream did)."""
+        self.state.serial = max(self.state.serial, serial)
+        self._check_caught_up()
+
     def _contact(self, primary_serial: int) -> None:
         state = self.state
         state.last_contact = time.time()

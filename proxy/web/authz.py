@@ -15,12 +15,13 @@ from aiohttp import web
 from proxy.cluster.protocol import SECRET_HEADER, secret_matches
 from proxy.config import IndexConfig
 from proxy.config import Role as ServerRole
-from proxy.errors import ForbiddenError, IndexNotFoundError, ReplicaWriteError, UnauthorizedError
+from proxy.errors import ForbiddenError, IndexNotFoundError, UnauthorizedError
 from proxy.hosted.auth import Identity
 from proxy.hosted.permissions import PERMISSIONS, Credential, Operation, Role, authorize, may
-from proxy.model import mask_url, parse_index_name
+from proxy.model import parse_index_name
 from proxy.web import keys
 from proxy.web.common import identify
+from proxy.web.relay import relay
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _XML_TYPES = ("text/xml", "application/xml")
@@ -195,11 +196,8 @@ async def authz_middleware(request: web.Request, handler: Handler) -> web.Stream
     if op is Operation.REPLICATE:
         _check_replication_secret(request)
         return await handler(request)
-    rep = request.app[keys.CONFIG].replication
-    if rep.role is ServerRole.REPLICA and op not in _READS:
-        raise ReplicaWriteError(
-            mask_url(rep.primary_url), "it does not relay writes yet: send them to the primary"
-        )
+    if op not in _READS and request.app[keys.CONFIG].replication.role is ServerRole.REPLICA:
+        return await relay(request)  # the primary authorizes it, as it does everything else
     who: Identity | None = None
     if op is not Operation.LOGIN and request.headers.get("Authorization"):
         who = await identify(request)

@@ -42,6 +42,7 @@ async def changes(request: web.Request) -> web.StreamResponse:
             SERIAL_HEADER: str(db.serial),
         }
     )
+    response.force_close()  # one stream per connection: a stopping primary drains at once
     await response.prepare(request)
     heartbeat = app[keys.CONFIG].replication.heartbeat
     stream = stream_changes(db, state, heartbeat, app[keys.STOPPING])

@@ -155,7 +155,37 @@ def test_replica_follows_the_primary_and_serves_its_private_uploads(
     assert 'wheelwell_replica_lag_serials{replica="replica-1"} 0.0' in primary_metrics
 
 
-def test_a_replica_refuses_writes_and_names_its_primary(
+def test_writes_through_a_replica_are_relayed_and_read_back_at_once(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    """Read-your-writes: an upload through the replica installs from the same replica at once."""
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file)
+    _wait_caught_up(replica, primary)
+    ours = build_wheel(tmp_path / "dists", "relayed", "1.0")
+    twine_upload(clients, f"{replica.url}/root/public/", ROOT, ours.path)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "relayed")  # no wait, no retry
+    assert installed_versions(clients, target, "relayed") == ["1.0"]
+    assert call(primary, "GET", "/root/public/relayed").status == 200  # it is the primary's
+
+    made = call(replica, "PUT", "/alice", {"password": "alice-secret-1234"}, auth=ROOT)
+    assert made.status == 201, made.body
+    login = call(replica, "POST", "/+login", {"user": "alice", "password": "alice-secret-1234"})
+    assert login.status == 200, login.body
+    token = decoded(login)["token"]
+    as_alice = ("__token__", token)
+    assert call(replica, "GET", "/+tokens", auth=as_alice).status == 200  # known here at once
+    refused = call(replica, "PUT", "/bob", {"password": "bob-secret-12345"}, auth=as_alice)
+    assert refused.status == 403  # the primary authorizes what a replica relays
+    assert _dump(replica) == _dump(primary)
+
+
+def test_a_replica_without_its_primary_refuses_writes_naming_it(
     daemon_factory: DaemonFactory,
     fake_index_server: ThreadedServer,
     secret_file: Path,
@@ -163,10 +193,12 @@ def test_a_replica_refuses_writes_and_names_its_primary(
     primary = _primary(daemon_factory, fake_index_server.url, secret_file)
     replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file)
     _wait_caught_up(replica, primary)
+    primary.stop()
     got = call(replica, "PUT", "/alice", {"password": "alice-secret-1234"}, auth=ROOT)
     assert got.status == 503, got.body
-    assert primary.url in decoded(got)["error"]
-    assert call(primary, "GET", "/alice").status == 404  # nothing reached the primary either
+    error = decoded(got)["error"]
+    assert primary.url in error and "cannot be reached" in error
+    assert call(replica, "GET", "/alice").status == 404
 
 
 @pytest.mark.parametrize(
