@@ -152,7 +152,8 @@ async def _drain(runner: web.AppRunner, graceful_until: float) -> None:
         return
     server.pre_shutdown()  # idle keep-alive connections close now
     # aiohttp has no event for "the last connection closed": look every 50 ms
-    while server.connections and time.monotonic() < graceful_until:  # noqa: ASYNC110
+    while server.connections and time.monotonic() < graceful_until:
+        _close_finished(server)
         await asyncio.sleep(0.05)
     if not server.connections:
         return
@@ -162,6 +163,19 @@ async def _drain(runner: web.AppRunner, graceful_until: float) -> None:
         if connection.transport is not None:
             connection.transport.abort()
     await asyncio.sleep(0)  # connection_lost runs: the handlers see their cancellation
+
+
+def _close_finished(server: web.Server) -> None:
+    """Close connections whose handler loop has ended: kept-alive ones that served a request.
+
+    aiohttp's pre_shutdown ends their loop by cancelling its keep-alive wait, which skips the
+    loop's own transport close; such a connection would then hold the drain until its end
+    (seen with pip's kept-alive connections). close() still sends what is buffered.
+    """
+    for connection in list(server.connections):
+        task = getattr(connection, "_task_handler", None)  # aiohttp has no public "idle"
+        if task is not None and task.done() and connection.transport is not None:
+            connection.transport.close()
 
 
 def _start_watchdog(after: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import signal
 import socket
 import threading
@@ -138,3 +139,24 @@ def test_in_flight_download_completes_when_it_can(
     _, _, payload = bytes(body).partition(b"\r\n\r\n")
     assert hashlib.sha256(payload).hexdigest() == dists.bulky.sha256, len(payload)
     assert elapsed < TIMEOUT + MARGIN, daemon.log()
+
+
+def test_sigterm_with_kept_alive_connections_that_served_requests_exits_at_once(
+    daemon: Daemon, dists: Dists
+) -> None:
+    """pip and uv keep connections open between requests: they must not hold the drain."""
+    bulky = file_url(daemon, "bulky", dists.bulky.filename)
+    kept = []
+    for url in (daemon.url + "/+health", bulky):
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        conn.request("GET", parts.path)
+        conn.getresponse().read()  # served; the connection stays open for the next request
+        kept.append(conn)
+    try:
+        elapsed = _sigterm_and_time(daemon)
+    finally:
+        for conn in kept:
+            conn.close()
+    print(f"exit after SIGTERM with kept-alive connections: {elapsed:.2f} s")  # noqa: T201
+    assert "cutting off" not in daemon.log()  # nothing was busy: nothing is cut off
