@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import terminate
 from tests.polling import wait_until
 
 SUITE = "bookworm"
@@ -173,13 +174,7 @@ class Machine:
 
     def poweroff(self, timeout: float = 60.0) -> None:
         """SIGTERM to nspawn: it asks systemd for a clean poweroff; SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
 
 
 def _leader(nspawn: int) -> int:

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Dists
-from tests.fakes.dists import build_wheel
+from tests.fakes.dists import Built, build_wheel
 from tests.integration.conftest import ROOT_PASSWORD, MirrorFactory
 from tests.polling import eventually
 
@@ -64,9 +64,8 @@ async def test_repeated_failures_stop_asking_the_upstream(mirror_factory: Mirror
     assert "503" in status["upstream"]["last_error"]
 
 
-async def test_max_size_evicts_least_recently_used_mirror_files(
-    mirror_factory: MirrorFactory, dists: Dists, tmp_path: Path
-) -> None:
+async def _upload_hosted(mirror_factory: MirrorFactory, tmp_path: Path) -> Built:
+    """A 300 kB upload to root/public by a first app over the data dir (then closed)."""
     mirror = await mirror_factory()
     ours = build_wheel(tmp_path, "hosted", "1.0", payload_size=300_000)
     form = aiohttp.FormData()
@@ -75,6 +74,13 @@ async def test_max_size_evicts_least_recently_used_mirror_files(
     auth = {"Authorization": aiohttp.encode_basic_auth("root", ROOT_PASSWORD)}
     assert (await mirror.client.post("/root/public/", data=form, headers=auth)).status == 200
     await mirror.client.close()
+    return ours
+
+
+async def test_max_size_evicts_least_recently_used_mirror_files(
+    mirror_factory: MirrorFactory, dists: Dists, tmp_path: Path
+) -> None:
+    ours = await _upload_hosted(mirror_factory, tmp_path)
     small = await mirror_factory(max_size=1_000_000)  # the same data dir, now with a limit
     for built in (dists.beta1, dists.beta2, dists.bulky):
         resp = await small.client.get(file_url(built.filename, built.sha256))
@@ -100,14 +106,7 @@ async def test_keep_free_evicts_mirror_files_when_the_disk_runs_short(
     mirror_factory: MirrorFactory, dists: Dists, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No max_size: the disk's free space alone bounds the cache; uploaded files stay."""
-    mirror = await mirror_factory()
-    ours = build_wheel(tmp_path, "hosted", "1.0", payload_size=300_000)
-    form = aiohttp.FormData()
-    form.add_field("sha256_digest", ours.sha256)
-    form.add_field("content", ours.path.read_bytes(), filename=ours.filename)
-    auth = {"Authorization": aiohttp.encode_basic_auth("root", ROOT_PASSWORD)}
-    assert (await mirror.client.post("/root/public/", data=form, headers=auth)).status == 200
-    await mirror.client.close()
+    ours = await _upload_hosted(mirror_factory, tmp_path)
     # 50 MB more than the disk has free: this test's own files cannot make up for it
     keep_free = shutil.disk_usage(tmp_path).free + 50 * 1024**2
     short = await mirror_factory(keep_free=keep_free)
