@@ -221,6 +221,11 @@ class ReplicationConfig:
     write_wait: Seconds = 30.0
     mirror_from: MirrorSource = MirrorSource.PRIMARY
     file_copies: int = 4  #: private files copied from the primary at once, in the background
+    #: primary: a snapshot of the whole state this often (when anything changed), for new
+    #: replicas and ones away too long; the changelog is compacted behind the oldest one kept
+    snapshot_interval: Seconds = 3600.0
+    snapshots_keep: int = 2
+    compact: bool = True  #: drop changelog entries the oldest snapshot kept already holds
 
 
 def _default_indexes() -> tuple[IndexConfig, ...]:
@@ -415,6 +420,10 @@ def _check_replication(rep: ReplicationConfig, report: Callable[[str, str], None
         report("replication.write_wait", "must be more than 0 s")
     if rep.file_copies < 1:
         report("replication.file_copies", "must be 1 or more")
+    if rep.snapshot_interval <= 0:
+        report("replication.snapshot_interval", "must be more than 0 s")
+    if rep.snapshots_keep < 1:
+        report("replication.snapshots_keep", "must be 1 or more")
 
 
 def settle_replication(cfg: Config) -> Config:

@@ -68,8 +68,9 @@ class PrimaryFiles:
         return len(self._queued)
 
     async def start(self) -> None:
-        self.want(await self.db.read(_hosted_blobs))
+        await self.rescan()
         self.db.add_listener(self._changed)
+        self.db.add_reset_listener(self.rescan)
         self._workers = [
             asyncio.create_task(self._work(), name=f"file copier {n}")
             for n in range(self.cfg.file_copies)
@@ -80,6 +81,10 @@ class PrimaryFiles:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         await self._flights.close()
+
+    async def rescan(self) -> None:
+        """Want each blob the hosted rows name that is not here (at start, after a snapshot)."""
+        self.want(await self.db.read(_hosted_blobs))
 
     def _changed(self, serial: int, change: Change) -> None:
         if isinstance(change, FileUploaded):

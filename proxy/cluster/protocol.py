@@ -22,6 +22,9 @@ REPLICA_URL_HEADER = "X-Wheelwell-Replica-Url"
 #: every response of a primary or standalone server: the serial its state is at
 SERIAL_HEADER = "X-Wheelwell-Serial"
 CONTENT_TYPE = "application/x-ndjson"
+#: on GET /+replication/snapshot: the serial the snapshot is at, and its sha256
+SNAPSHOT_SERIAL_HEADER = "X-Wheelwell-Snapshot-Serial"
+SNAPSHOT_SHA256_HEADER = "X-Wheelwell-Snapshot-Sha256"
 
 
 @dataclass(frozen=True, slots=True)

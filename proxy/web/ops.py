@@ -93,6 +93,7 @@ async def status(request: web.Request) -> web.Response:
     }
     if keys.REPLICAS in app:
         data["replicas"] = app[keys.REPLICAS].report()
+        data["snapshots"] = app[keys.SNAPSHOTS].report()
     if keys.FOLLOWER in app:
         data["primary"] = _primary(app[keys.FOLLOWER], app[keys.REPLICA_FILES])
     if ui.wants_html(request):

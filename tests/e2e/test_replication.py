@@ -41,11 +41,11 @@ def secret_file(tmp_path: Path) -> Path:
     return path
 
 
-def _primary(factory: DaemonFactory, upstream: str, secret_file: Path) -> Daemon:
-    return factory(
-        upstream,
-        {"replication": {"role": "primary", "secret_file": str(secret_file), "heartbeat": "1s"}},
-    )
+def _primary(
+    factory: DaemonFactory, upstream: str, secret_file: Path, **replication: Any
+) -> Daemon:
+    settings = {"role": "primary", "secret_file": str(secret_file), "heartbeat": "1s"}
+    return factory(upstream, {"replication": {**settings, **replication}})
 
 
 def _replica(factory: DaemonFactory, upstream: str, primary: Daemon, secret_file: Path) -> Daemon:
@@ -289,3 +289,88 @@ def test_a_replica_killed_during_a_burst_restarts_consistent(
         daemon_factory.started.append(replica)
         _wait_caught_up(replica, primary)
         assert _dump(replica) == _dump(primary)
+
+
+def _compacted(primary: Daemon) -> bool:
+    """A snapshot at the primary's serial, and the changelog compacted behind it."""
+    status = _status(primary)
+    kept = status["snapshots"]["kept"]
+    return (
+        bool(kept)
+        and kept[0]["serial"] == status["serial"] == status["snapshots"]["compacted_upto"]
+    )
+
+
+def _wait_compacted(primary: Daemon) -> None:
+    wait_until(
+        lambda: _compacted(primary),
+        timeout=30,
+        interval=0.2,
+        message=lambda: f"a snapshot and compaction:\n{primary.log()}",
+    )
+
+
+def test_a_new_replica_starts_from_a_snapshot_after_compaction(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    primary = _primary(
+        daemon_factory, fake_index_server.url, secret_file, snapshot_interval="1s", snapshots_keep=1
+    )
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    assert (
+        call(primary, "PUT", "/alice", {"password": "alice-secret-1234"}, auth=ROOT).status == 201
+    )
+    _wait_compacted(primary)
+    gone = http_get(
+        primary.url + "/+replication/changes?since=0", {"X-Wheelwell-Replication-Secret": SECRET}
+    )
+    assert gone.status == 410, gone.body  # the entries are gone: only a snapshot has them
+    history = decoded(call(primary, "GET", "/+changelog?since=0", auth=ROOT))
+    assert history["entries"] == []  # compacted: devpi's changelog never shrinks
+
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file)
+    _wait_caught_up(replica, primary)
+    assert "started from the primary's snapshot" in replica.log()
+    assert _dump(replica) == _dump(primary)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["1.0"]
+
+    later = build_wheel(tmp_path / "dists", "ours", "2.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, later.path)  # then the stream
+    _wait_caught_up(replica, primary)
+    assert _dump(replica) == _dump(primary)
+
+
+def test_a_replica_away_past_compaction_starts_again_from_a_snapshot(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    primary = _primary(
+        daemon_factory, fake_index_server.url, secret_file, snapshot_interval="1s", snapshots_keep=1
+    )
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file)
+    _wait_caught_up(replica, primary)
+    replica.stop()
+    made = call(primary, "PUT", "/root/team", {"type": "private", "bases": []}, auth=ROOT)
+    assert made.status in (200, 201), made.body
+    ours = build_wheel(tmp_path / "dists", "teamthing", "1.0")
+    twine_upload(clients, f"{primary.url}/root/team/", ROOT, ours.path)
+    _wait_compacted(primary)
+
+    replica = _restart(replica)
+    daemon_factory.started.append(replica)
+    _wait_caught_up(replica, primary)
+    assert "started from the primary's snapshot" in replica.log()
+    assert _dump(replica) == _dump(primary)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/team", target, "teamthing")  # an index it learnt anew
+    assert installed_versions(clients, target, "teamthing") == ["1.0"]
