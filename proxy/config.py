@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import socket
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -453,7 +454,9 @@ def settle_replication(cfg: Config) -> Config:
         )
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(cfg, replication=dataclasses.replace(rep, secret=secret))
+    replica_id = rep.replica_id or (socket.gethostname() if rep.role is Role.REPLICA else "")
+    rep = dataclasses.replace(rep, secret=secret, replica_id=replica_id)
+    return dataclasses.replace(cfg, replication=rep)
 
 
 def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> None:
