@@ -147,6 +147,13 @@ def test_replica_follows_the_primary_and_serves_its_private_uploads(
     assert [r["id"] for r in replicas] == ["replica-1"]
     assert replicas[0]["streaming"] is True
     assert replicas[0]["url"] == "http://replica.example.internal:3141"
+    assert _status(replica)["primary"]["health"] == "ok"
+    assert replicas[0]["health"] == "ok"
+    browser = {"Accept": "text/html"}
+    page = http_get(primary.url + "/+status", browser).body.decode()
+    assert 'id="replicas"' in page and "replica-1" in page and 'class="health ok"' in page
+    page = http_get(replica.url + "/+status", browser).body.decode()
+    assert 'id="primary"' in page and primary.url in page
     metrics = http_get(replica.url + "/+metrics").body.decode()
     assert "wheelwell_replication_lag_serials 0.0" in metrics
     assert "wheelwell_replication_files_pending 0.0" in metrics
