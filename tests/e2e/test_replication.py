@@ -48,13 +48,16 @@ def _primary(
     return factory(upstream, {"replication": {**settings, **replication}})
 
 
-def _replica(factory: DaemonFactory, upstream: str, primary: Daemon, secret_file: Path) -> Daemon:
-    rep = {
+def _replica(
+    factory: DaemonFactory, upstream: str, primary: Daemon, secret_file: Path, **replication: Any
+) -> Daemon:
+    rep: dict[str, Any] = {
         "primary_url": primary.url,
         "secret_file": str(secret_file),
         "heartbeat": "1s",
         "replica_id": f"replica-{len(factory.started)}",
         "outside_url": "http://replica.example.internal:3141",
+        **replication,
     }
     return factory(upstream, {"replication": rep})
 
@@ -381,3 +384,24 @@ def test_a_replica_away_past_compaction_starts_again_from_a_snapshot(
     target = tmp_path / "target"
     pip_install(clients, replica, "root/team", target, "teamthing")  # an index it learnt anew
     assert installed_versions(clients, target, "teamthing") == ["1.0"]
+
+
+@pytest.mark.parametrize("mirror_from", ["primary", "upstream"])
+def test_a_replicas_mirror_fetches_where_configured(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+    mirror_from: str,
+) -> None:
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    replica = _replica(
+        daemon_factory, fake_index_server.url, primary, secret_file, mirror_from=mirror_from
+    )
+    _wait_caught_up(replica, primary)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/pypi", target, "beta==1.0")
+    assert installed_versions(clients, target, "beta") == ["1.0"]
+    through_primary = "GET /root/pypi/+simple/beta/" in primary.log()
+    assert through_primary is (mirror_from == "primary")
