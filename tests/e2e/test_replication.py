@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import sqlite3
@@ -405,3 +406,49 @@ def test_a_replicas_mirror_fetches_where_configured(
     assert installed_versions(clients, target, "beta") == ["1.0"]
     through_primary = "GET /root/pypi/+simple/beta/" in primary.log()
     assert through_primary is (mirror_from == "primary")
+
+
+def test_a_file_not_copied_yet_streams_from_the_primary_and_stays(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    """file_copies: 0 copies nothing in the background: the first install streams it through."""
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0", payload_size=3_000_000)
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file, file_copies=0)
+    _wait_caught_up(replica, primary)
+    stored = replica.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
+    assert not stored.exists()
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["1.0"]
+    assert stored.read_bytes() == ours.path.read_bytes()  # kept: the next one is sendfile
+
+
+def test_a_damaged_file_on_the_primary_never_becomes_the_replicas(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0", payload_size=200_000)
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    on_primary = primary.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
+    body = bytearray(on_primary.read_bytes())
+    body[len(body) // 2] ^= 0xFF  # same size: the primary's own size check does not see it
+    on_primary.chmod(0o600)
+    on_primary.write_bytes(bytes(body))
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file, file_copies=0)
+    _wait_caught_up(replica, primary)
+    url = replica.url + f"/root/public/+f/{ours.sha256}/{ours.filename}"
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        http_get(url)
+    assert len(cut.value.partial) < len(body)  # cut before the last chunk: never a wrong file
+    assert not (replica.data_dir / "blobs" / ours.sha256[:2] / ours.sha256).exists()
+    assert "sha256 mismatch" in replica.log()
