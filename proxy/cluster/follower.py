@@ -155,8 +155,12 @@ class Follower:
     async def _bootstrap(self) -> None:
         """Replace the local state by the primary's newest snapshot, then follow from there."""
         before = self.db.serial
+        directory = self.db.path.parent / "snapshots"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for stale in directory.glob("*.part"):  # a download a crash interrupted
+            stale.unlink(missing_ok=True)
         path, serial = await fetch_snapshot(
-            self.session, self.state.url, self.cfg.secret, self.db.path.parent
+            self.session, self.state.url, self.cfg.secret, directory
         )
         if serial < before:
             path.unlink(missing_ok=True)
