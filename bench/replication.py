@@ -72,7 +72,9 @@ class Burst:
     uploads: int
     seconds: float
     primary_cpu: float  #: the primary's CPU seconds (user + system) during the burst
-    replica_cpu: float  #: the replica's, 0 with no replica
+    #: the replica's, until it had applied the burst and copied its files; 0 with no replica
+    replica_cpu: float
+    watched: bool  #: the watcher polled the replica during it (the lag bursts)
     lags_ms: tuple[float, ...]  #: per upload, with a replica; empty without
     watch_requests: int  #: HEADs the watcher made during the burst
 
@@ -124,23 +126,32 @@ class ReplicationResult:
         lags = [
             lag
             for b in self.bursts
-            if b.replicas and (clients is None or b.clients == clients)
+            if b.watched and (clients is None or b.clients == clients)
             for lag in b.lags_ms
         ]
         return lag_stats(lags)
 
     def rate(self, replicas: int, clients: int) -> float:
         """Median uploads/s over the runs' bursts of this kind."""
-        rates = [b.rate for b in self.bursts if b.replicas == replicas and b.clients == clients]
+        rates = [b.rate for b in self._unwatched(replicas, clients)]
         return statistics.median(rates) if rates else 0.0
+
+    def _unwatched(self, replicas: int, clients: int) -> list[Burst]:
+        """The throughput bursts: no watcher's load on the shared cores."""
+        return [
+            b
+            for b in self.bursts
+            if b.replicas == replicas and b.clients == clients and not b.watched
+        ]
+
+    def replica_cpu_ms(self, clients: int) -> float:
+        """The replica's median CPU ms per upload it followed (unwatched bursts)."""
+        per = [b.replica_cpu * 1000 / b.uploads for b in self._unwatched(1, clients)]
+        return statistics.median(per) if per else 0.0
 
     def cpu_ms(self, replicas: int, clients: int) -> float:
         """The primary's median CPU ms per upload over the runs' bursts of this kind."""
-        per = [
-            b.primary_cpu * 1000 / b.uploads
-            for b in self.bursts
-            if b.replicas == replicas and b.clients == clients
-        ]
+        per = [b.primary_cpu * 1000 / b.uploads for b in self._unwatched(replicas, clients)]
         return statistics.median(per) if per else 0.0
 
 
@@ -478,9 +489,11 @@ def _burst(
     replica: Daemon | None,
     bodies: Sequence[tuple[bytes, str]],
     clients: int,
+    watched: bool = False,
 ) -> Burst:
+    """Upload `bodies`; with a replica, until it has them all (watched: noting each serial)."""
     uploader = Uploader(primary.base)
-    watch = SerialWatch(replica.base) if replica is not None else None
+    watch = SerialWatch(replica.base) if replica is not None and watched else None
     with watch if watch is not None else contextlib.nullcontext():
         replica_cpu = _cpu(replica.pid) if replica is not None else 0.0
         primary_cpu = _cpu(primary.pid)
@@ -488,8 +501,11 @@ def _burst(
         done = uploader.send(bodies, clients)
         seconds = time.monotonic() - started
         primary_cpu = _cpu(primary.pid) - primary_cpu
-        if watch is not None and replica is not None:
-            watch.wait_for(max(u.serial for u in done))
+        last = max(u.serial for u in done)
+        if watch is not None:
+            watch.wait_for(last)
+        if replica is not None:
+            _wait_caught_up(replica, last)
             replica_cpu = _cpu(replica.pid) - replica_cpu
     lags_ms: tuple[float, ...] = ()
     requests = 0
@@ -499,14 +515,23 @@ def _burst(
             raise BenchError("the replica was never seen at some uploads' serials")
         lags_ms = tuple(lag for lag in found if lag is not None)
         requests = watch.requests
-    replicas = 0 if replica is None else 1
-    return Burst(replicas, clients, len(done), seconds, primary_cpu, replica_cpu, lags_ms, requests)
+    return Burst(
+        replicas=0 if replica is None else 1,
+        clients=clients,
+        uploads=len(done),
+        seconds=seconds,
+        primary_cpu=primary_cpu,
+        replica_cpu=replica_cpu,
+        watched=watch is not None,
+        lags_ms=lags_ms,
+        watch_requests=requests,
+    )
 
 
 def measure_replication(
     runs: int = 3, say: Callable[[str], None] = lambda _: None
 ) -> ReplicationResult:
-    """Fill, fresh catch-up, then `runs` x (0 replicas, 1 replica) x (1 client, CLIENTS)."""
+    """Fill, fresh catch-up, then `runs` x (0 replicas, 1 replica, 1 watched) x MODES bursts."""
     work = WORK / "servers" / "replication"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -514,7 +539,7 @@ def measure_replication(
     secret_file.write_text(SECRET + "\n")
     secret_file.chmod(0o600)
     started = time.perf_counter()
-    wheels = _wheels(work / "wheels", 0, RELEASES + runs * 2 * len(MODES) * BURST)
+    wheels = _wheels(work / "wheels", 0, RELEASES + runs * 3 * len(MODES) * BURST)
     bodies = [encode_upload(w) for w in wheels]
     build_seconds = time.perf_counter() - started
     common = {"secret_file": str(secret_file), "heartbeat": "1s"}
@@ -546,8 +571,9 @@ def measure_replication(
             replica.wait_healthy()
             status = primary.status() or {}
             _wait_caught_up(replica, _serial(status))
-            for clients in MODES:
-                bursts.append(_burst(primary, replica, next(rest), clients))
+            for watched in (False, True):
+                for clients in MODES:
+                    bursts.append(_burst(primary, replica, next(rest), clients, watched))
     return ReplicationResult(catch_up, fill_seconds, tuple(bursts), runs, build_seconds)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
+import time
 from pathlib import Path
 
 from bench import replication
@@ -44,10 +44,12 @@ def _cpu_model() -> str:
 
 
 def _machine() -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return (
-        f"Machine: {_cpu_model()} x {os.cpu_count()}, Python {platform.python_version()}, "
-        f"kernel {platform.release()}. The primary, the replica, the uploading clients and the "
-        "watcher all share these cores (and one disk), so the replica's work competes with the "
+        f"Machine ({when}): {_cpu_model()} x {os.cpu_count()}, Python "
+        f"{platform.python_version()}, kernel {platform.release()}. The primary, the replica, "
+        "the uploading clients and the watcher all share these cores (and one disk), so the "
+        "replica's work competes with the "
         "primary's for CPU here, which it would not on a machine of its own; the primary's "
         "CPU per upload is the figure that isolates what following costs the primary itself.\n"
     )
@@ -58,7 +60,7 @@ def _lag_table(result: ReplicationResult) -> str:
     for clients in (*MODES, None):
         lag = result.lag(clients)
         bursts = [
-            b for b in result.bursts if b.replicas and (clients is None or b.clients == clients)
+            b for b in result.bursts if b.watched and (clients is None or b.clients == clients)
         ]
         polls = sum(b.watch_requests for b in bursts)
         seconds = sum(b.seconds for b in bursts)
@@ -69,10 +71,12 @@ def _lag_table(result: ReplicationResult) -> str:
                 f"{lag.p50_ms:.1f}",
                 f"{lag.p99_ms:.1f}",
                 f"{lag.max_ms:.1f}",
+                f"{lag.uploads / max(seconds, 1e-9):.1f}",
                 f"{polls / max(seconds, 1e-9):,.0f}",
             ]
         )
-    header = ["uploads by", "uploads", "lag p50 ms", "lag p99 ms", "lag max ms", "watcher HEAD/s"]
+    header = ["uploads by", "uploads", "lag p50 ms", "lag p99 ms", "lag max ms", "uploads/s"]
+    header.append("watcher HEAD/s")
     return table(header, rows)
 
 
@@ -80,11 +84,6 @@ def _throughput_table(result: ReplicationResult) -> str:
     rows = []
     for clients in MODES:
         alone, following = result.rate(0, clients), result.rate(1, clients)
-        replica_cpu = [
-            b.replica_cpu * 1000 / b.uploads
-            for b in result.bursts
-            if b.replicas and b.clients == clients
-        ]
         rows.append(
             [
                 _clients(clients),
@@ -93,11 +92,11 @@ def _throughput_table(result: ReplicationResult) -> str:
                 f"{following / max(alone, 1e-9):.2f}x",
                 f"{result.cpu_ms(0, clients):.1f}",
                 f"{result.cpu_ms(1, clients):.1f}",
-                f"{statistics.median(replica_cpu):.1f}" if replica_cpu else "—",
+                f"{result.replica_cpu_ms(clients):.1f}",
             ]
         )
-    header = ["uploads by", "0 replicas /s", "1 replica /s", "ratio", "primary CPU ms/upload"]
-    header += ["with 1 replica", "replica CPU ms/upload"]
+    header = ["uploads by", "0 replicas /s", "1 replica /s", "ratio"]
+    header += ["primary CPU ms/upload, 0 replicas", "1 replica", "replica CPU ms/upload"]
     return table(header, rows)
 
 
@@ -136,19 +135,21 @@ def replication_section(result: ReplicationResult | None, errors: list[str]) -> 
         "Python's start is left out. "
         f"(b) Then, {result.runs if result else '?'} time(s), bursts of {replication.BURST} "
         f"uploads (one client, and {CLIENTS} clients at once, each on a keep-alive connection) "
-        "go to the primary with the replica stopped (0 replicas) and then with it streaming "
-        "(restarted, caught up and its files copied before the bursts). During the streaming "
-        "bursts a thread of its own keeps one keep-alive connection to the replica issuing "
-        f"`HEAD /+health` with a {replication.POLL * 1000:.0f} ms pause between answers and notes "
-        "when each `X-Wheelwell-Serial` value (every response carries the serial the replica "
-        "has applied) is first seen. An upload's lag is from the moment the primary's 200 "
-        "(which carries the primary's serial once it committed) is read until the replica is "
-        "first seen at that serial or later; with concurrent uploads that serial may already "
+        "go to the primary three ways: with the replica stopped (0 replicas); with it "
+        "streaming (restarted, caught up and its files copied first); and streaming and "
+        "watched, for the lag. Each burst with a replica ends when the replica has applied it "
+        "and copied its files. During the watched bursts a thread of its own keeps one "
+        "keep-alive connection to the replica issuing `HEAD /+health` with a "
+        f"{replication.POLL * 1000:.0f} ms pause between answers and notes when each "
+        "`X-Wheelwell-Serial` value (every response carries the serial the replica has "
+        "applied) is first seen. An upload's lag is from the moment the primary's 200 (which "
+        "carries the primary's serial once it committed) is read until the replica is first "
+        "seen at that serial or later; with concurrent uploads that serial may already "
         "include a neighbour's upload, so the figure errs long; the watcher's own period "
         f"(a {replication.POLL * 1000:.0f} ms pause plus a round trip) is included too. "
-        "Uploads/s and the primary's CPU (user + system from `/proc/<pid>/stat`, all "
-        "threads) are the median over the runs; lag percentiles are over every upload of every "
-        "streaming burst (nearest rank).\n"
+        "Uploads/s and CPU (user + system from `/proc/<pid>/stat`, all threads) are from the "
+        "unwatched bursts, the median over the runs; lag percentiles are over every upload of "
+        "every watched burst (nearest rank).\n"
     )
     parts = [HEADING + "\n", intro, _machine()]
     own = [e for e in errors if e.startswith("replication")]

@@ -72,8 +72,9 @@ def test_the_upload_form_is_what_twine_posts(tmp_path: Path) -> None:
 def _result(lags_ms: tuple[float, ...]) -> ReplicationResult:
     catch_up = CatchUp(1003, 1000, 2000, 1.0, 0, 3.0, 5.0)
     bursts = (
-        Burst(0, 1, 100, 1.0, 0.7, 0.0, (), 0),
-        Burst(1, 1, 100, 2.0, 0.9, 0.5, lags_ms, 400),
+        Burst(0, 1, 100, 1.0, 0.7, 0.0, False, (), 0),
+        Burst(1, 1, 100, 2.0, 0.9, 0.5, False, (), 0),
+        Burst(1, 1, 100, 4.0, 1.0, 0.6, True, lags_ms, 400),
     )
     return ReplicationResult(catch_up, 10.0, bursts, 1, 1.0)
 
@@ -81,7 +82,9 @@ def _result(lags_ms: tuple[float, ...]) -> ReplicationResult:
 def test_the_figures_of_a_result() -> None:
     result = _result(tuple(float(n) for n in range(100)))
     assert result.rate(0, 1) == 100.0 and result.rate(1, 1) == 50.0
-    assert result.cpu_ms(0, 1) == pytest.approx(7.0)
+    assert result.cpu_ms(0, 1) == pytest.approx(7.0)  # the watched burst is left out
+    assert result.cpu_ms(1, 1) == pytest.approx(9.0)
+    assert result.replica_cpu_ms(1) == pytest.approx(5.0)
     assert result.catch_up.entries_per_s == pytest.approx(501.5)
     assert result.catch_up.files_per_s == pytest.approx(500.0)
     assert result.lag().p99_ms == 98.0
