@@ -17,7 +17,11 @@ What is measured, and why:
    connection, no PEP 658 metadata, a 700,000-name root list): cold and warm `uv pip compile`
    and `pip install` with upstream requests/bytes/HEADs/Ranges vs direct, and the root list's
    peak RSS, a warm 1-file page's p99 during its cold fetch, and its warm time, because real
-   upstreams are far away and many offer no metadata (run alone: `--only realistic`).
+   upstreams are far away and many offer no metadata (run alone: `--only realistic`);
+10. a primary and a read replica: replication lag p50/p99/max during bursts of 100 uploads,
+   the primary's uploads/s (and CPU per upload) with 0 vs 1 replica streaming, and a fresh
+   replica's catch-up over 1,000 releases (entries/s, files/s), because replicas must follow
+   within a second and must not slow the primary down (run alone: `--only replication`).
 The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
 generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
 """
@@ -40,17 +44,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["wheelhouse", "security", "realistic"],
+        choices=["wheelhouse", "security", "realistic", "replication"],
         help="run one scenario alone and update only its parts of BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.scenarios import Settings
     from bench.servers import PROXIES
-    from bench.suite import run_realistic_only, run_security_only, run_suite, run_wheelhouse_only
+    from bench.suite import (
+        run_realistic_only,
+        run_replication_only,
+        run_security_only,
+        run_suite,
+        run_wheelhouse_only,
+    )
 
     if args.only == "security":
         return run_security_only()
+    if args.only == "replication":
+        return run_replication_only(Settings(runs=args.runs, duration=args.duration))
     if args.only == "wheelhouse":
         return run_wheelhouse_only(Settings(runs=args.runs, duration=args.duration))
     proxies = [p for p in args.proxies.split(",") if p]

@@ -14,6 +14,8 @@ from bench import (
     provision,
     realistic,
     realistic_report,
+    replication,
+    replication_report,
     report,
     scenarios,
     security,
@@ -196,6 +198,37 @@ def run_realistic_only(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     return 0 if all(c.passed for c in checks) and not errors else 1
 
 
+def _measure_replication(
+    cfg: scenarios.Settings, errors: list[str]
+) -> replication.ReplicationResult | None:
+    """Scenario 10; its own primary and replica, with nothing else running."""
+    _say(f"replication: {replication.RELEASES:,} releases, then {cfg.runs} run(s) of bursts")
+    started = time.perf_counter()
+    try:
+        result = replication.measure_replication(cfg.runs, _say)
+    except (BenchError, OSError) as exc:
+        _say(f"replication: FAILED: {exc}")
+        errors.append(f"replication: {exc}")
+        return None
+    _say(f"replication: done in {time.perf_counter() - started:.1f}s")
+    return result
+
+
+def run_replication_only(cfg: scenarios.Settings) -> int:
+    """`run.py --only replication`: scenario 10 alone; only its row and section are replaced."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    errors: list[str] = []
+    result = _measure_replication(cfg, errors)
+    path = REPO / "BENCHMARKS.md"
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(replication_report.splice_replication(existing, result, errors))
+    print(replication_report.replication_section(result, errors))
+    checks = replication_report.replication_checks(result)
+    for check in checks:
+        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
+    return 0 if all(c.passed for c in checks) and not errors else 1
+
+
 def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     """Set up, measure, stop everything, write BENCHMARKS.md; exit status 1 on any FAIL or error."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -213,15 +246,18 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         upstream.start()
         results = _measure(targets, upstream, ds, cfg)
     real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
+    cluster = _measure_replication(cfg, results.errors)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
         *report.build_checks(results, rss.get("wheelwell", 0)),
         *security_report.security_checks(results),
         *realistic_report.realistic_checks(real),
+        *replication_report.replication_checks(cluster),
     ]
     sections = [
         security_report.security_section(results),
         realistic_report.realistic_section(real, results.errors),
+        replication_report.replication_section(cluster, results.errors),
     ]
     text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)
