@@ -21,6 +21,7 @@ from proxy.cluster.files import PrimaryFiles, ReplicaBlobs
 from proxy.cluster.follower import Follower
 from proxy.cluster.primary import ReplicaBook
 from proxy.cluster.protocol import SERIAL_HEADER
+from proxy.cluster.snapshots import Snapshots
 from proxy.config import Config, IndexConfig, IndexKind, MirrorSource, Role, load
 from proxy.errors import ConfigError, WheelwellError
 from proxy.hosted import search
@@ -110,6 +111,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     if cfg.replication.role is not Role.REPLICA:  # a replica's users come from its primary
         await app[keys.AUTH].bootstrap()
+    else:
+        db.add_reset_listener(app[keys.AUTH].forget_verified)
     app[keys.UPLOADS] = Uploads(
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
@@ -189,8 +192,21 @@ async def _replication(app: web.Application) -> AsyncIterator[None]:
     """A primary's book of replicas; a replica's follower and its copies of private files."""
     cfg = app[keys.CONFIG]
     role = cfg.replication.role
+    rep = cfg.replication
     if role is Role.PRIMARY:
         app[keys.REPLICAS] = ReplicaBook(app[keys.DB], app[keys.METRICS])
+        snapshots = Snapshots(
+            app[keys.DB],
+            cfg.storage.data_dir / "snapshots",
+            keep=rep.snapshots_keep,
+            interval=rep.snapshot_interval,
+            compact=rep.compact,
+        )
+        await snapshots.start()
+        app[keys.SNAPSHOTS] = snapshots
+        yield
+        await snapshots.close()
+        return
     if role is not Role.REPLICA:
         yield
         return

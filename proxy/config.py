@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import socket
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,7 +221,14 @@ class ReplicationConfig:
     #: a write relayed to the primary waits this long for its change to arrive here (then 503)
     write_wait: Seconds = 30.0
     mirror_from: MirrorSource = MirrorSource.PRIMARY
-    file_copies: int = 4  #: private files copied from the primary at once, in the background
+    #: private files copied from the primary at once, in the background; 0: none, a file is
+    #: copied when first asked for (a replica that keeps only what its clients use)
+    file_copies: int = 4
+    #: primary: a snapshot of the whole state this often (when anything changed), for new
+    #: replicas and ones away too long; the changelog is compacted behind the oldest one kept
+    snapshot_interval: Seconds = 3600.0
+    snapshots_keep: int = 2
+    compact: bool = True  #: drop changelog entries the oldest snapshot kept already holds
 
 
 def _default_indexes() -> tuple[IndexConfig, ...]:
@@ -413,8 +421,12 @@ def _check_replication(rep: ReplicationConfig, report: Callable[[str, str], None
         report("replication.heartbeat", "must be more than 0 s")
     if rep.write_wait <= 0:
         report("replication.write_wait", "must be more than 0 s")
-    if rep.file_copies < 1:
-        report("replication.file_copies", "must be 1 or more")
+    if rep.file_copies < 0:
+        report("replication.file_copies", "must be 0 or more")
+    if rep.snapshot_interval <= 0:
+        report("replication.snapshot_interval", "must be more than 0 s")
+    if rep.snapshots_keep < 1:
+        report("replication.snapshots_keep", "must be 1 or more")
 
 
 def settle_replication(cfg: Config) -> Config:
@@ -444,7 +456,9 @@ def settle_replication(cfg: Config) -> Config:
         )
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(cfg, replication=dataclasses.replace(rep, secret=secret))
+    replica_id = rep.replica_id or (socket.gethostname() if rep.role is Role.REPLICA else "")
+    rep = dataclasses.replace(rep, secret=secret, replica_id=replica_id)
+    return dataclasses.replace(cfg, replication=rep)
 
 
 def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> None:

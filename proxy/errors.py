@@ -216,3 +216,7 @@ class ReplicaWriteError(WheelwellError):
     def __init__(self, primary: str, why: str) -> None:
         self.primary = primary
         super().__init__(f"this is a read replica of {primary}: {why}")
+
+
+class ChangelogCompactedError(WheelwellError):
+    """The changelog entries asked for were compacted away: start from a snapshot (410)."""

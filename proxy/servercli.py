@@ -240,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = load(args.config)
         if args.command == "serve":
             return serve(_apply_overrides(cfg, args))
+        if args.command == "config":
+            cfg = settle_replication(cfg)  # a primary without its secret fails the check too
     except ConfigError as exc:
         print(f"wheelwell: configuration error:\n{exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any
 
 import aiohttp
 
@@ -68,8 +69,9 @@ class PrimaryFiles:
         return len(self._queued)
 
     async def start(self) -> None:
-        self.want(await self.db.read(_hosted_blobs))
+        await self.rescan()
         self.db.add_listener(self._changed)
+        self.db.add_reset_listener(self.rescan)
         self._workers = [
             asyncio.create_task(self._work(), name=f"file copier {n}")
             for n in range(self.cfg.file_copies)
@@ -80,6 +82,10 @@ class PrimaryFiles:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         await self._flights.close()
+
+    async def rescan(self) -> None:
+        """Want each blob the hosted rows name that is not here (at start, after a snapshot)."""
+        self.want(await self.db.read(_hosted_blobs))
 
     def _changed(self, serial: int, change: Change) -> None:
         if isinstance(change, FileUploaded):
@@ -112,6 +118,52 @@ class PrimaryFiles:
                 continue
             self._queued.discard(sha)
 
+    def _get(self, sha: str, method: str = "GET") -> Any:
+        url = f"{self.primary}/+replication/files/{sha}"
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+        return self.session.request(
+            method, url, headers={SECRET_HEADER: self.cfg.secret}, timeout=timeout
+        )
+
+    async def size_on_primary(self, sha: str) -> int:
+        """The size of a blob the primary has (HEAD); UpstreamUnavailableError if it cannot say."""
+        url = mask_url(f"{self.primary}/+replication/files/{sha}")
+        try:
+            async with self._get(sha, "HEAD") as resp:
+                if resp.status != 200 or resp.content_length is None:
+                    raise UpstreamUnavailableError(url, f"answered {resp.status}")
+                return int(resp.content_length)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnavailableError(url, str(exc) or type(exc).__name__) from exc
+
+    async def stream(self, sha: str) -> AsyncGenerator[bytes, None]:
+        """The blob from the primary as it arrives, stored on the way (the last chunk held back
+        until its sha256 matched, so a client never gets a complete body that fails it)."""
+        url = mask_url(f"{self.primary}/+replication/files/{sha}")
+        temp = self.local.create_temp()
+        try:
+            held = b""
+            try:
+                async with self._get(sha) as resp:
+                    if resp.status != 200:
+                        raise UpstreamUnavailableError(url, f"answered {resp.status}")
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        await temp.write(chunk)
+                        if held:
+                            yield held
+                        held = chunk
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamUnavailableError(url, str(exc) or type(exc).__name__) from exc
+            if temp.hexdigest() != sha:
+                raise HashMismatchError(url, sha, sha, temp.hexdigest())
+            await self.local.commit(temp)
+            self._queued.discard(sha)
+        except BaseException:
+            temp.unlink()
+            raise
+        if held:
+            yield held
+
     async def fetch(self, sha: str) -> BlobLocation:
         """The blob, copied from the primary now if it is not here yet (one copy per sha)."""
         stored = await self.local.locate(sha)
@@ -123,10 +175,8 @@ class PrimaryFiles:
         url = f"{self.primary}/+replication/files/{sha}"
         temp = self.local.create_temp()
         try:
-            timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
-            headers = {SECRET_HEADER: self.cfg.secret}
             try:
-                async with self.session.get(url, headers=headers, timeout=timeout) as resp:
+                async with self._get(sha) as resp:
                     if resp.status != 200:
                         raise UpstreamUnavailableError(mask_url(url), f"answered {resp.status}")
                     async for chunk in resp.content.iter_chunked(CHUNK):
@@ -146,7 +196,12 @@ class PrimaryFiles:
 
 
 class ReplicaBlobs:
-    """The blob store of a replica's private indexes: the local store, filled from the primary."""
+    """The blob store of a replica's private indexes: the local store, filled from the primary.
+
+    A blob not copied yet is a `RemoteObject`: its bytes stream from the primary to the client
+    as they arrive, into a temp file at the same time, the last chunk held back until the
+    sha256 matched; then it is stored, and the next request gets it with sendfile.
+    """
 
     def __init__(self, local: LocalBlobStore, files: PrimaryFiles) -> None:
         self.local = local
@@ -165,7 +220,7 @@ class ReplicaBlobs:
         stored = await self.local.locate(key)
         if stored is not None or not is_sha256(key):
             return stored
-        return await self.files.fetch(key)
+        return RemoteObject(key, await self.files.size_on_primary(key))
 
     def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
-        return self.local.open_stream(blob)
+        return self.files.stream(blob.key)

@@ -22,6 +22,7 @@ from proxy.cluster.protocol import (
     Heartbeat,
     decode_line,
 )
+from proxy.cluster.snapshots import fetch_snapshot
 from proxy.config import ReplicationConfig
 from proxy.errors import WheelwellError
 from proxy.metrics import Metrics
@@ -127,6 +128,10 @@ class Follower:
         )
         params = {"since": str(self.db.serial)}
         async with self.session.get(url, params=params, headers=headers, timeout=timeout) as resp:
+            if resp.status == 410:  # what it needs was compacted: start from a snapshot
+                await resp.read()
+                await self._bootstrap()
+                return
             if resp.status != 200:
                 text = (await resp.content.read(300)).decode(errors="replace").strip()
                 raise WheelwellError(f"primary answered {resp.status}: {text}")
@@ -146,6 +151,23 @@ class Follower:
                     self._contact(item.serial)
                 else:
                     await self._apply(item)
+
+    async def _bootstrap(self) -> None:
+        """Replace the local state by the primary's newest snapshot, then follow from there."""
+        before = self.db.serial
+        path, serial = await fetch_snapshot(
+            self.session, self.state.url, self.cfg.secret, self.db.path.parent
+        )
+        if serial < before:
+            path.unlink(missing_ok=True)
+            raise WheelwellError(f"the primary's snapshot (serial {serial}) is older than {before}")
+        await self.db.restore(path)
+        log.info(
+            "replication: started from the primary's snapshot at serial %d (was at %d)",
+            serial,
+            before,
+        )
+        self._contact(serial)
 
     def expect(self, serial: int) -> None:
         """A relayed write told us the primary is at `serial` (before its stream did)."""

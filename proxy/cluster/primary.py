@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from proxy.cluster.protocol import Heartbeat, encode_entry, encode_heartbeat
+from proxy.cluster.protocol import Heartbeat, encode_entry, encode_heartbeat, health_mark
 from proxy.metrics import Metrics
 from proxy.storage.db import Database
 
@@ -74,6 +74,8 @@ class ReplicaBook:
                 "last_seen": r.last_seen,
                 "seconds_since_seen": round(now - r.last_seen, 1),
                 "streaming": r.streaming,
+                # a streaming replica hears from the primary (heartbeats): it counts as in contact
+                "health": health_mark(0.0 if r.streaming else now - r.last_seen, 0.0),
             }
             for r in sorted(self._replicas.values(), key=lambda r: r.id)
         ]

@@ -22,6 +22,25 @@ REPLICA_URL_HEADER = "X-Wheelwell-Replica-Url"
 #: every response of a primary or standalone server: the serial its state is at
 SERIAL_HEADER = "X-Wheelwell-Serial"
 CONTENT_TYPE = "application/x-ndjson"
+#: on GET /+replication/snapshot: the serial the snapshot is at, and its sha256
+SNAPSHOT_SERIAL_HEADER = "X-Wheelwell-Snapshot-Serial"
+SNAPSHOT_SHA256_HEADER = "X-Wheelwell-Snapshot-Sha256"
+
+
+#: devpi-web's marks for a replica: no contact for 1/5 minutes, behind for 5/60 minutes
+SILENT_WARN, SILENT_FATAL = 60.0, 300.0
+BEHIND_WARN, BEHIND_FATAL = 300.0, 3600.0
+
+
+def health_mark(silent_seconds: float | None, behind_seconds: float) -> str:
+    """ok, warn or fatal for a replica (`silent_seconds` None: it never made contact)."""
+    if silent_seconds is None:
+        return "fatal" if behind_seconds > BEHIND_FATAL else "warn"
+    if silent_seconds > SILENT_FATAL or behind_seconds > BEHIND_FATAL:
+        return "fatal"
+    if silent_seconds > SILENT_WARN or behind_seconds > BEHIND_WARN:
+        return "warn"
+    return "ok"
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,6 +289,10 @@ class Auth:
             self._verified.popitem(last=False)
         return Identity(user)
 
+    async def forget_verified(self) -> None:
+        """Drop remembered password checks (a replica's state was replaced by a snapshot)."""
+        self._verified.clear()
+
     async def _authenticate_token(self, token: str) -> Identity:
         digest = _token_hash(token)
         row = await self.db.read(

@@ -6,8 +6,10 @@ mirror page costs; uploads, yanks and deletes call `invalidate`.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +18,7 @@ from proxy.config import IndexConfig, IndexKind
 from proxy.errors import DistributionNotFoundError
 from proxy.httpranges import ByteRange
 from proxy.model import Distribution, IndexName, NameList, NormalizedName, ProjectPage
-from proxy.storage.blobs import BlobLocation, BlobStore, LocalFile
+from proxy.storage.blobs import BlobLocation, BlobStore, LocalFile, RemoteObject
 from proxy.storage.db import Database
 
 
@@ -206,8 +208,8 @@ class PrivateIndex:
         stored = await self.blobs.locate(hosted.sha256)
         if stored is None:
             raise DistributionNotFoundError(filename, self.name)
-        if isinstance(stored, LocalFile):  # the upload's own record is the size serving checks
-            return LocalFile(stored.path, hosted.size)
+        if isinstance(stored, LocalFile | RemoteObject):  # the upload's record is the size
+            return dataclasses.replace(stored, size=hosted.size)
         return stored
 
     async def locate_metadata(
@@ -220,6 +222,9 @@ class PrivateIndex:
         if stored is None:
             raise DistributionNotFoundError(filename + ".metadata", self.name)
         return stored
+
+    def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
+        return self.blobs.open_stream(blob)
 
     async def close(self) -> None:
         """Nothing runs in the background here; the wheelhouse watcher has its own close."""

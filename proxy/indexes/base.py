@@ -6,12 +6,14 @@ and mirror/ sit below indexes/ and never import each other), and tests can pass 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from proxy.config import IndexKind
 from proxy.httpranges import ByteRange
 from proxy.mirror.sources import FileSource
 from proxy.model import IndexName, NameList, NormalizedName, ProjectPage
+from proxy.storage.blobs import RemoteObject
 from proxy.storage.locations import MetadataSource
 
 
@@ -53,6 +55,10 @@ class Index(Protocol):
         self, project: NormalizedName, key: str, filename: str
     ) -> MetadataSource:
         """Where the file's core metadata (PEP 658) is; DistributionNotFoundError when nowhere."""
+        ...
+
+    def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
+        """The bytes of a `RemoteObject` this index located (its blob store streams them)."""
         ...
 
     async def close(self) -> None:

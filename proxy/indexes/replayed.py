@@ -8,6 +8,7 @@ does both, and rebuilds a wheelhouse view from the replicated rows.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.wheelhouse import publish_rows
@@ -38,4 +39,16 @@ def follow_replayed(registry: IndexRegistry, db: Database) -> None:
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
+    async def reset() -> None:  # the whole state was replaced by a snapshot
+        rows = await db.read(lambda c: c.execute("SELECT config FROM indexes").fetchall())
+        configs = {cfg.name: cfg for cfg in (from_record(json.loads(r[0])) for r in rows)}
+        for name in [n for n in registry.configs if n not in configs]:
+            registry.remove(name)
+        for cfg in configs.values():
+            registry.put(cfg)
+        for index in registry.privates():
+            index.invalidate()
+            await publish_rows(index, db)
+
     db.add_listener(replayed)
+    db.add_reset_listener(reset)

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +58,7 @@ from proxy.model import (
     mask_url,
 )
 from proxy.simple_api import parse_html, parse_json
-from proxy.storage.blobs import BlobStore, LocalFile
+from proxy.storage.blobs import BlobStore, LocalFile, RemoteObject
 from proxy.storage.locations import InMemory, MetadataSource
 from proxy.storage.pagecache import CachedPage, PageCache
 from proxy.tasks import Background, SingleFlight, WriteBehind
@@ -706,6 +706,9 @@ class MirrorIndex:
         return await loop.run_in_executor(
             None, read_wheel_metadata, stored.path, dist.filename, self.metadata_limit
         )
+
+    def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
+        return self.blobs.open_stream(blob)
 
     async def close(self) -> None:
         """Cancel page refreshes and metadata fetches; let queued metadata writes finish."""

@@ -14,7 +14,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,6 +95,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _latest_serial(conn: sqlite3.Connection) -> int:
+    """The newest serial, also once compaction removed the entries (AUTOINCREMENT remembers)."""
+    row = conn.execute("SELECT COALESCE(MAX(serial), 0) FROM changelog").fetchone()
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changelog'").fetchone()
+    return max(int(row[0]), int(seq[0]) if seq else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ChangelogEntry:
     """One stored change with its serial; `format` 0 marks entries older than the change model."""
@@ -137,6 +144,7 @@ class Database:
         #: set on a read replica (the primary's URL): only `replay` may change hosted state
         self.replica_of: str | None = None
         self._changed: asyncio.Event | None = None  #: set, then replaced, at every commit
+        self._resets: list[Callable[[], Awaitable[None]]] = []
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,8 +155,7 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
         _migrate(conn)
-        row = conn.execute("SELECT COALESCE(MAX(serial), 0) FROM changelog").fetchone()
-        self.serial = int(row[0])
+        self.serial = _latest_serial(conn)
         self._conn = conn
 
     async def start(self) -> None:
@@ -252,6 +259,58 @@ class Database:
             return [ChangelogEntry(*row) for row in rows]
 
         return await self.read(query)
+
+    async def oldest_serial(self) -> int | None:
+        """The oldest changelog entry still kept (None: none is)."""
+        row = await self.read(lambda c: c.execute("SELECT MIN(serial) FROM changelog").fetchone())
+        return None if row[0] is None else int(row[0])
+
+    async def snapshot_to(self, path: Path) -> int:
+        """A consistent copy of the whole database at one serial (SQLite's online backup)."""
+
+        def backup(conn: sqlite3.Connection) -> int:
+            serial = _latest_serial(conn)  # the db thread: no commit can come between
+            target = sqlite3.connect(path)
+            try:
+                conn.backup(target)
+            finally:
+                target.close()
+            return serial
+
+        return await self._submit(backup, self.conn)
+
+    async def compact(self, upto: int) -> int:
+        """Drop changelog entries up to `upto` (a snapshot holds their result); returns how many."""
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM changelog WHERE serial <= ?", (upto,)).rowcount
+
+        return await self._submit(delete, self.conn)
+
+    async def restore(self, snapshot: Path) -> int:
+        """Replace this database by a snapshot file (a replica far behind); returns its serial.
+
+        The snapshot is moved in place of the database file while the connection is closed,
+        then reopened; reset listeners rebuild what they derived from the old state.
+        """
+
+        def swap() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            snapshot.replace(self.path)
+            self._open()
+
+        await self._submit(swap)
+        for reset in self._resets:
+            await reset()
+        return self.serial
+
+    def add_reset_listener(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Told after `restore` replaced the whole state."""
+        self._resets.append(listener)
 
     async def dump_hosted(self) -> dict[str, list[dict[str, Any]]]:
         """Every hosted row, canonically ordered (replay and export checks compare these)."""

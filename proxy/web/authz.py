@@ -74,6 +74,7 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     # replication (a primary's; the shared secret, never a user's credentials)
     "replication-changes": Op.REPLICATE,
     "replication-file": Op.REPLICATE,
+    "replication-snapshot": Op.REPLICATE,
 }
 del Op
 

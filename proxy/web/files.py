@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -65,7 +66,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         case Passthrough():
             return await _passthrough(request, source)
         case LocalFile() | RemoteObject() | Redirect():
-            return await _blob(request, source)
+            return await _blob(request, source, index.open_stream)
         case KnownSize():
             return await _head(request, source.size)
         case CachedRange():
@@ -101,7 +102,9 @@ def _damaged(request: web.Request, index: Index, blob: LocalFile) -> bool:
     raise StorageError(f"file {filename} of index {index.name} is damaged")
 
 
-async def _blob(request: web.Request, blob: BlobLocation) -> web.StreamResponse:
+async def _blob(
+    request: web.Request, blob: BlobLocation, stream: Callable[[RemoteObject], AsyncIterator[bytes]]
+) -> web.StreamResponse:
     """A stored blob: sendfile when local, a stream from the store, or a redirect to it."""
     match blob:
         case LocalFile():
@@ -113,8 +116,14 @@ async def _blob(request: web.Request, blob: BlobLocation) -> web.StreamResponse:
             response.content_length = blob.size
             await response.prepare(request)
             if request.method != "HEAD":
-                async for chunk in request.app[keys.BLOBS].open_stream(blob):
-                    await response.write(chunk)
+                chunks = stream(blob)
+                try:
+                    async for chunk in chunks:
+                        await response.write(chunk)
+                finally:  # a client gone mid-way: the stream's own cleanup runs now
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
             await response.write_eof()
             return response
 

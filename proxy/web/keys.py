@@ -10,6 +10,7 @@ from aiohttp import web
 from proxy.cluster.files import PrimaryFiles
 from proxy.cluster.follower import Follower
 from proxy.cluster.primary import ReplicaBook
+from proxy.cluster.snapshots import Snapshots
 from proxy.config import Config
 from proxy.hosted.auth import Auth, Identity
 from proxy.hosted.descriptions import DescriptionRenderer
@@ -42,6 +43,7 @@ DESCRIPTIONS = web.AppKey("wheelwell.descriptions", DescriptionRenderer)
 #: set when SIGTERM starts the shutdown: endless responses (the changelog stream) end at once
 STOPPING = web.AppKey("wheelwell.stopping", asyncio.Event)
 REPLICAS = web.AppKey("wheelwell.replicas", ReplicaBook)  #: on a primary
+SNAPSHOTS = web.AppKey("wheelwell.snapshots", Snapshots)  #: on a primary
 FOLLOWER = web.AppKey("wheelwell.follower", Follower)  #: on a replica
 REPLICA_FILES = web.AppKey("wheelwell.replica_files", PrimaryFiles)  #: on a replica
 

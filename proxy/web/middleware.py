@@ -13,6 +13,7 @@ from aiohttp import web
 from proxy.accept import choose
 from proxy.errors import (
     AuthError,
+    ChangelogCompactedError,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
@@ -62,6 +63,7 @@ STATUS_FOR: dict[type[BaseException], int] = {
     UpstreamError: 502,
     StorageFullError: 507,
     ReplicaWriteError: 503,
+    ChangelogCompactedError: 410,
     WheelwellError: 500,
 }
 

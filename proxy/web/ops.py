@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy import __version__
 from proxy.cluster.files import PrimaryFiles
 from proxy.cluster.follower import Follower
+from proxy.cluster.protocol import health_mark
 from proxy.indexes.store import to_api
 from proxy.model import mask_url
 from proxy.web import authz, keys, ui
@@ -93,6 +94,7 @@ async def status(request: web.Request) -> web.Response:
     }
     if keys.REPLICAS in app:
         data["replicas"] = app[keys.REPLICAS].report()
+        data["snapshots"] = app[keys.SNAPSHOTS].report()
     if keys.FOLLOWER in app:
         data["primary"] = _primary(app[keys.FOLLOWER], app[keys.REPLICA_FILES])
     if ui.wants_html(request):
@@ -104,7 +106,9 @@ def _primary(follower: Follower, files: PrimaryFiles) -> dict[str, object]:
     """A replica's view of its primary (the URL without credentials)."""
     state = follower.state
     contact = state.last_contact
+    silent = None if contact is None else max(0.0, time.time() - contact)
     return {
+        "health": health_mark(silent, follower.lag_seconds),
         "url": mask_url(state.url),
         "serial": state.serial,
         "lag_serials": follower.lag_serials,

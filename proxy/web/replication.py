@@ -12,8 +12,10 @@ from proxy.cluster.protocol import (
     REPLICA_ID_HEADER,
     REPLICA_URL_HEADER,
     SERIAL_HEADER,
+    SNAPSHOT_SERIAL_HEADER,
+    SNAPSHOT_SHA256_HEADER,
 )
-from proxy.errors import DistributionNotFoundError, InvalidInputError
+from proxy.errors import ChangelogCompactedError, DistributionNotFoundError, InvalidInputError
 from proxy.model import is_sha256
 from proxy.web import keys
 
@@ -27,6 +29,13 @@ async def changes(request: web.Request) -> web.StreamResponse:
     if since < 0:
         raise InvalidInputError("since must be a serial number")
     app = request.app
+    db = app[keys.DB]
+    oldest = await db.oldest_serial()
+    if since < db.serial and (oldest is None or oldest > since + 1):
+        raise ChangelogCompactedError(
+            f"the changelog after serial {since} was compacted (oldest kept: "
+            f"{oldest if oldest is not None else 'none'}); start from GET /+replication/snapshot"
+        )
     replica_id = request.headers.get(REPLICA_ID_HEADER, "")[:200] or (request.remote or "?")
     state = app[keys.REPLICAS].connected(
         replica_id,
@@ -34,7 +43,6 @@ async def changes(request: web.Request) -> web.StreamResponse:
         request.remote or "",
         since,
     )
-    db = app[keys.DB]
     response = web.StreamResponse(
         headers={
             "Content-Type": CONTENT_TYPE,
@@ -73,6 +81,23 @@ async def file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(row[0])
 
 
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    """The newest snapshot of the whole state, with its serial and sha256 in the headers."""
+    snapshots = request.app[keys.SNAPSHOTS]
+    newest = snapshots.newest()
+    if newest is None:  # nothing compacted yet either: take one now
+        newest = await snapshots.take()
+    return web.FileResponse(
+        newest.path,
+        headers={
+            SNAPSHOT_SERIAL_HEADER: str(newest.serial),
+            SNAPSHOT_SHA256_HEADER: newest.sha256,
+            "Content-Type": "application/vnd.sqlite3",
+        },
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/+replication/changes", changes, name="replication-changes")
     app.router.add_get("/+replication/files/{sha256}", file, name="replication-file")
+    app.router.add_get("/+replication/snapshot", snapshot, name="replication-snapshot")

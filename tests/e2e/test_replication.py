@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import sqlite3
@@ -41,20 +42,23 @@ def secret_file(tmp_path: Path) -> Path:
     return path
 
 
-def _primary(factory: DaemonFactory, upstream: str, secret_file: Path) -> Daemon:
-    return factory(
-        upstream,
-        {"replication": {"role": "primary", "secret_file": str(secret_file), "heartbeat": "1s"}},
-    )
+def _primary(
+    factory: DaemonFactory, upstream: str, secret_file: Path, **replication: Any
+) -> Daemon:
+    settings = {"role": "primary", "secret_file": str(secret_file), "heartbeat": "1s"}
+    return factory(upstream, {"replication": {**settings, **replication}})
 
 
-def _replica(factory: DaemonFactory, upstream: str, primary: Daemon, secret_file: Path) -> Daemon:
-    rep = {
+def _replica(
+    factory: DaemonFactory, upstream: str, primary: Daemon, secret_file: Path, **replication: Any
+) -> Daemon:
+    rep: dict[str, Any] = {
         "primary_url": primary.url,
         "secret_file": str(secret_file),
         "heartbeat": "1s",
         "replica_id": f"replica-{len(factory.started)}",
         "outside_url": "http://replica.example.internal:3141",
+        **replication,
     }
     return factory(upstream, {"replication": rep})
 
@@ -147,6 +151,13 @@ def test_replica_follows_the_primary_and_serves_its_private_uploads(
     assert [r["id"] for r in replicas] == ["replica-1"]
     assert replicas[0]["streaming"] is True
     assert replicas[0]["url"] == "http://replica.example.internal:3141"
+    assert _status(replica)["primary"]["health"] == "ok"
+    assert replicas[0]["health"] == "ok"
+    browser = {"Accept": "text/html"}
+    page = http_get(primary.url + "/+status", browser).body.decode()
+    assert 'id="replicas"' in page and "replica-1" in page and 'class="health ok"' in page
+    page = http_get(replica.url + "/+status", browser).body.decode()
+    assert 'id="primary"' in page and primary.url in page
     metrics = http_get(replica.url + "/+metrics").body.decode()
     assert "wheelwell_replication_lag_serials 0.0" in metrics
     assert "wheelwell_replication_files_pending 0.0" in metrics
@@ -289,3 +300,155 @@ def test_a_replica_killed_during_a_burst_restarts_consistent(
         daemon_factory.started.append(replica)
         _wait_caught_up(replica, primary)
         assert _dump(replica) == _dump(primary)
+
+
+def _compacted(primary: Daemon) -> bool:
+    """A snapshot at the primary's serial, and the changelog compacted behind it."""
+    status = _status(primary)
+    kept = status["snapshots"]["kept"]
+    return (
+        bool(kept)
+        and kept[0]["serial"] == status["serial"] == status["snapshots"]["compacted_upto"]
+    )
+
+
+def _wait_compacted(primary: Daemon) -> None:
+    wait_until(
+        lambda: _compacted(primary),
+        timeout=30,
+        interval=0.2,
+        message=lambda: f"a snapshot and compaction:\n{primary.log()}",
+    )
+
+
+def test_a_new_replica_starts_from_a_snapshot_after_compaction(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    primary = _primary(
+        daemon_factory, fake_index_server.url, secret_file, snapshot_interval="1s", snapshots_keep=1
+    )
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    assert (
+        call(primary, "PUT", "/alice", {"password": "alice-secret-1234"}, auth=ROOT).status == 201
+    )
+    _wait_compacted(primary)
+    gone = http_get(
+        primary.url + "/+replication/changes?since=0", {"X-Wheelwell-Replication-Secret": SECRET}
+    )
+    assert gone.status == 410, gone.body  # the entries are gone: only a snapshot has them
+    history = decoded(call(primary, "GET", "/+changelog?since=0", auth=ROOT))
+    assert history["entries"] == []  # compacted: devpi's changelog never shrinks
+
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file)
+    _wait_caught_up(replica, primary)
+    assert "started from the primary's snapshot" in replica.log()
+    assert _dump(replica) == _dump(primary)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["1.0"]
+
+    later = build_wheel(tmp_path / "dists", "ours", "2.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, later.path)  # then the stream
+    _wait_caught_up(replica, primary)
+    assert _dump(replica) == _dump(primary)
+
+
+def test_a_replica_away_past_compaction_starts_again_from_a_snapshot(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    primary = _primary(
+        daemon_factory, fake_index_server.url, secret_file, snapshot_interval="1s", snapshots_keep=1
+    )
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file)
+    _wait_caught_up(replica, primary)
+    replica.stop()
+    made = call(primary, "PUT", "/root/team", {"type": "private", "bases": []}, auth=ROOT)
+    assert made.status in (200, 201), made.body
+    ours = build_wheel(tmp_path / "dists", "teamthing", "1.0")
+    twine_upload(clients, f"{primary.url}/root/team/", ROOT, ours.path)
+    _wait_compacted(primary)
+
+    replica = _restart(replica)
+    daemon_factory.started.append(replica)
+    _wait_caught_up(replica, primary)
+    assert "started from the primary's snapshot" in replica.log()
+    assert _dump(replica) == _dump(primary)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/team", target, "teamthing")  # an index it learnt anew
+    assert installed_versions(clients, target, "teamthing") == ["1.0"]
+
+
+@pytest.mark.parametrize("mirror_from", ["primary", "upstream"])
+def test_a_replicas_mirror_fetches_where_configured(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+    mirror_from: str,
+) -> None:
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    replica = _replica(
+        daemon_factory, fake_index_server.url, primary, secret_file, mirror_from=mirror_from
+    )
+    _wait_caught_up(replica, primary)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/pypi", target, "beta==1.0")
+    assert installed_versions(clients, target, "beta") == ["1.0"]
+    through_primary = "GET /root/pypi/+simple/beta/" in primary.log()
+    assert through_primary is (mirror_from == "primary")
+
+
+def test_a_file_not_copied_yet_streams_from_the_primary_and_stays(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    """file_copies: 0 copies nothing in the background: the first install streams it through."""
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0", payload_size=3_000_000)
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file, file_copies=0)
+    _wait_caught_up(replica, primary)
+    stored = replica.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
+    assert not stored.exists()
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["1.0"]
+    assert stored.read_bytes() == ours.path.read_bytes()  # kept: the next one is sendfile
+
+
+def test_a_damaged_file_on_the_primary_never_becomes_the_replicas(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0", payload_size=200_000)
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    on_primary = primary.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
+    body = bytearray(on_primary.read_bytes())
+    body[len(body) // 2] ^= 0xFF  # same size: the primary's own size check does not see it
+    on_primary.chmod(0o600)
+    on_primary.write_bytes(bytes(body))
+    replica = _replica(daemon_factory, fake_index_server.url, primary, secret_file, file_copies=0)
+    _wait_caught_up(replica, primary)
+    url = replica.url + f"/root/public/+f/{ours.sha256}/{ours.filename}"
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        http_get(url)
+    assert len(cut.value.partial) < len(body)  # cut before the last chunk: never a wrong file
+    assert not (replica.data_dir / "blobs" / ours.sha256[:2] / ours.sha256).exists()
+    assert "sha256 mismatch" in replica.log()

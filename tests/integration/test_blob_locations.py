@@ -26,7 +26,7 @@ class ObjectStore(LocalBlobStore):
 
 def app_for(tmp_path: Path, location: BlobLocation) -> web.Application:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await files._blob(request, location)
+        return await files._blob(request, location, request.app[keys.BLOBS].open_stream)
 
     app = web.Application(middlewares=[error_middleware])
     app[keys.METRICS] = Metrics()

@@ -5,7 +5,7 @@ The indexes are small in-test implementations of the `Index` protocol: the regis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from proxy.model import (
     normalize,
 )
 from proxy.simple_api import Format
+from proxy.storage.blobs import RemoteObject
 from proxy.storage.db import Database
 from proxy.storage.locations import MetadataSource
 
@@ -86,6 +87,9 @@ class FakeIndex:
         self, project: NormalizedName, key: str, filename: str
     ) -> MetadataSource:
         raise DistributionNotFoundError(filename, self.name)
+
+    def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
+        raise NotImplementedError
 
     async def close(self) -> None:
         return None
