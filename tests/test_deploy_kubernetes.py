@@ -498,7 +498,7 @@ def test_the_pod_env_gives_the_script_its_name_primary_and_secret() -> None:
     # $(POD_NAME) is expanded only from variables defined earlier in the list
     outside = env["WHEELWELL_REPLICATION_OUTSIDE_URL"]["value"]
     assert outside == "http://$(POD_NAME).wheelwell-headless:3141"
-    assert env["WHEELWELL_REPLICATION_REPLICA_ID"]["value"] == "$(POD_NAME)"  # not its pod IP
+    assert env["WHEELWELL_REPLICATION_REPLICA_ID"]["value"] == "$(POD_NAME)"
     for expanded in ("WHEELWELL_REPLICATION_OUTSIDE_URL", "WHEELWELL_REPLICATION_REPLICA_ID"):
         assert names.index("POD_NAME") < names.index(expanded)
     assert statefulset()["spec"]["serviceName"] == "wheelwell-headless"
