@@ -258,7 +258,7 @@ def test_every_yaml_parses_into_mappings(path: Path) -> None:
 def test_kubernetes_files_hold_the_expected_kinds() -> None:
     assert k8s_kinds() == {
         "statefulset.yaml": ["StatefulSet"],
-        "service.yaml": ["Service", "Service"],
+        "service.yaml": ["Service", "Service", "Service"],
         "configmap.yaml": ["ConfigMap"],
         "networkpolicy.yaml": ["NetworkPolicy"],
         "examples/sidecar-ci-job.yaml": ["Job"],
@@ -497,13 +497,15 @@ def test_statefulset_security_volumes_and_secret() -> None:
 
 
 def test_services_select_the_statefulset() -> None:
+    """The headless and client Services select every pod; wheelwell-primary pod 0 alone."""
     sts = k8s_doc("statefulset.yaml", "StatefulSet")
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert sts["spec"]["selector"]["matchLabels"] == labels
     services = {doc["metadata"]["name"]: doc["spec"] for doc in load_docs(K8S / "service.yaml")}
     assert services[sts["spec"]["serviceName"]]["clusterIP"] == "None"
-    for spec in services.values():
-        assert spec["selector"] == labels
+    pod_0 = {"statefulset.kubernetes.io/pod-name": f"{sts['metadata']['name']}-0"}
+    for name, spec in services.items():
+        assert spec["selector"] == (labels | pod_0 if name == "wheelwell-primary" else labels)
         assert [(p["port"], p["targetPort"]) for p in spec["ports"]] == [(PORT, "http")]
 
 

@@ -9,6 +9,7 @@ its values with the manifests is checked in tests/test_deploy_kubernetes.py eith
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.config import parse_config
+from proxy.config import MIN_SECRET_LENGTH, parse_config
 from tests.test_deploy_kubernetes import (
     CHART,
     EXAMPLES,
@@ -139,8 +140,9 @@ def test_helm_lint_passes() -> None:
         (),
         ("serviceMonitor.enabled=true", "rootPassword.existingSecret=mine"),
         ("networkPolicy.enabled=false", "persistence.storageClass=fast"),
+        ("replicaCount=3", "replication.existingSecret=ours", "rootPassword.existingSecret=mine"),
     ],
-    ids=["defaults", "servicemonitor-existing-secret", "no-networkpolicy"],
+    ids=["defaults", "servicemonitor-existing-secret", "no-networkpolicy", "replicas"],
 )
 def test_helm_template_passes_the_kubernetes_schemas(tmp_path: Path, sets: tuple[str, ...]) -> None:
     need_validator()
@@ -165,16 +167,17 @@ def test_helm_template_passes_the_kubernetes_schemas(tmp_path: Path, sets: tuple
 def test_helm_template_agrees_with_the_plain_manifests(tmp_path: Path) -> None:
     _, docs = render(tmp_path)
     assert sorted(d["kind"] for d in docs) == [
-        "ConfigMap", "NetworkPolicy", "Secret", "Service", "Service", "StatefulSet",
+        "ConfigMap", "NetworkPolicy", "Secret", "Secret", "Service", "Service", "Service",
+        "StatefulSet",
     ]  # fmt: skip
     (sts,) = rendered(docs, "StatefulSet")
     plain = statefulset()
     pod, plain_pod = sts["spec"]["template"]["spec"], plain["spec"]["template"]["spec"]
     container = container_named(pod["containers"], "wheelwell")
     plain_container = wheelwell_container()
-    for key in ("image", "args", "ports", "livenessProbe", "readinessProbe", "startupProbe"):
+    for key in ("image", "command", "args", "ports", "livenessProbe", "readinessProbe"):
         assert container[key] == plain_container[key], key
-    for key in ("securityContext", "resources", "volumeMounts"):
+    for key in ("startupProbe", "securityContext", "resources", "volumeMounts"):
         assert container[key] == plain_container[key], key
     for key in ("securityContext", "terminationGracePeriodSeconds", "enableServiceLinks"):
         assert pod[key] == plain_pod[key], key
@@ -188,8 +191,37 @@ def test_helm_template_agrees_with_the_plain_manifests(tmp_path: Path) -> None:
     assert pod["terminationGracePeriodSeconds"] > cfg.server.shutdown_timeout + 3
     assert cfg.server.port == PORT
     env = {e["name"]: e for e in container["env"]}
-    ref = env["WHEELWELL_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    (secret,) = rendered(docs, "Secret")
-    assert ref["name"] == secret["metadata"]["name"]
-    assert ref["key"] in secret["data"]
-    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    plain_env = {e["name"]: e for e in plain_container["env"]}
+    assert list(env) == list(plain_env)  # the same variables, in the same order ($(POD_NAME))
+    secrets = {s["metadata"]["name"]: s for s in rendered(docs, "Secret")}
+    for variable in ("WHEELWELL_ROOT_PASSWORD", "WHEELWELL_REPLICATION_SECRET"):
+        ref = env[variable]["valueFrom"]["secretKeyRef"]
+        secret = secrets[ref["name"]]
+        assert ref["key"] in secret["data"], variable
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    generated = base64.b64decode(secrets["ww-wheelwell-replication"]["data"]["secret"])
+    assert len(generated) >= MIN_SECRET_LENGTH
+    services = {s["metadata"]["name"]: s["spec"] for s in rendered(docs, "Service")}
+    primary = services["ww-wheelwell-primary"]
+    assert primary["selector"]["statefulset.kubernetes.io/pod-name"] == "ww-wheelwell-0"
+    assert primary["publishNotReadyAddresses"] is True
+    assert env["PRIMARY_URL"]["value"] == f"http://ww-wheelwell-primary:{PORT}"
+    assert env["WHEELWELL_REPLICATION_OUTSIDE_URL"]["value"] == (
+        f"http://$(POD_NAME).ww-wheelwell-headless:{PORT}"
+    )
+
+
+def test_helm_replica_count_scales_the_statefulset_only(tmp_path: Path) -> None:
+    """replicaCount=3: pod 0 the primary and two replicas; nothing else changes."""
+    _, one = render(tmp_path)
+    _, three = render(tmp_path, "replicaCount=3")
+    (sts,) = rendered(three, "StatefulSet")
+    assert sts["spec"]["replicas"] == 3
+    for doc in three:
+        (same,) = [
+            d
+            for d in one
+            if (d["kind"], d["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"])
+        ]
+        if doc["kind"] not in ("StatefulSet", "Secret"):  # Secrets: random without a cluster
+            assert doc == same, doc["metadata"]["name"]

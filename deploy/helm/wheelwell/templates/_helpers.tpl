@@ -52,3 +52,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 password
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the replication secret: the operator's, or the one the chart creates. */}}
+{{- define "wheelwell.replicationSecretName" -}}
+{{- .Values.replication.existingSecret | default (printf "%s-replication" (include "wheelwell.fullname" .)) }}
+{{- end }}
+
+{{- define "wheelwell.replicationSecretKey" -}}
+{{- if .Values.replication.existingSecret }}
+{{- .Values.replication.existingSecretKey }}
+{{- else -}}
+secret
+{{- end }}
+{{- end }}
+
+{{/* Where replicas follow the primary and relay writes: the Service that selects pod 0. */}}
+{{- define "wheelwell.primaryUrl" -}}
+{{- printf "http://%s-primary:%v" (include "wheelwell.fullname" .) .Values.service.port }}
+{{- end }}
