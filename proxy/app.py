@@ -216,8 +216,9 @@ async def _replication(app: web.Application) -> AsyncIterator[None]:
     files = PrimaryFiles(app[keys.BLOBS], app[keys.DB], session, cfg.replication, app[keys.METRICS])
     app[keys.REPLICA_FILES] = files
     app[_REPLICA_BLOBS] = ReplicaBlobs(app[keys.BLOBS], files)
-    app[keys.FOLLOWER] = Follower(app[keys.DB], session, cfg.replication, app[keys.METRICS])
-    await files.start()
+    follower = Follower(app[keys.DB], session, cfg.replication, app[keys.METRICS])
+    app[keys.FOLLOWER] = follower
+    await files.start(after=follower.caught_up)  # a catch-up's replay does not share the disk
     yield
     await app[keys.FOLLOWER].close()
     await files.close()

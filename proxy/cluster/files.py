@@ -68,12 +68,13 @@ class PrimaryFiles:
         """Files named by replicated rows and not copied here yet."""
         return len(self._queued)
 
-    async def start(self) -> None:
+    async def start(self, after: asyncio.Event | None = None) -> None:
+        """Copy in the background once `after` is set (the first catch-up: replay comes first)."""
         await self.rescan()
         self.db.add_listener(self._changed)
         self.db.add_reset_listener(self.rescan)
         self._workers = [
-            asyncio.create_task(self._work(), name=f"file copier {n}")
+            asyncio.create_task(self._work(after), name=f"file copier {n}")
             for n in range(self.cfg.file_copies)
         ]
 
@@ -103,7 +104,9 @@ class PrimaryFiles:
         if self._wanted:
             self._wake.set()
 
-    async def _work(self) -> None:
+    async def _work(self, after: asyncio.Event | None) -> None:
+        if after is not None:
+            await after.wait()
         while True:
             while not self._wanted:
                 self._wake.clear()
