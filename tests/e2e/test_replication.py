@@ -50,10 +50,14 @@ def _primary(
 
 
 def _replica(
-    factory: DaemonFactory, upstream: str, primary: Daemon, secret_file: Path, **replication: Any
+    factory: DaemonFactory,
+    upstream: str,
+    primary: Daemon | str,
+    secret_file: Path,
+    **replication: Any,
 ) -> Daemon:
     rep: dict[str, Any] = {
-        "primary_url": primary.url,
+        "primary_url": primary if isinstance(primary, str) else primary.url,
         "secret_file": str(secret_file),
         "heartbeat": "1s",
         "replica_id": f"replica-{len(factory.started)}",
@@ -452,3 +456,34 @@ def test_a_damaged_file_on_the_primary_never_becomes_the_replicas(
     assert len(cut.value.partial) < len(body)  # cut before the last chunk: never a wrong file
     assert not (replica.data_dir / "blobs" / ours.sha256[:2] / ours.sha256).exists()
     assert "sha256 mismatch" in replica.log()
+
+
+def test_a_replica_is_not_ready_before_its_first_catch_up(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    secret_file: Path,
+    tmp_path: Path,
+) -> None:
+    replica = _replica(daemon_factory, fake_index_server.url, "http://127.0.0.1:9", secret_file)
+    ready = http_get(replica.url + "/+ready")
+    assert ready.status == 503
+    assert json.loads(ready.body)["reason"] == "first catch-up with the primary not done yet"
+    assert _status(replica)["primary"]["health"] == "warn"  # never reached, so far
+
+
+def test_a_relayed_write_that_does_not_arrive_in_time_is_a_clear_503(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    secret_file: Path,
+) -> None:
+    primary = _primary(daemon_factory, fake_index_server.url, secret_file)
+    replica = _replica(
+        daemon_factory, fake_index_server.url, primary, secret_file, write_wait="0.0001s"
+    )
+    _wait_caught_up(replica, primary)
+    got = call(replica, "PUT", "/alice", {"password": "alice-secret-1234"}, auth=ROOT)
+    assert got.status == 503, got.body
+    assert "has not arrived here within" in decoded(got)["error"]
+    assert call(primary, "GET", "/alice").status == 200  # the write itself is done
+    _wait_caught_up(replica, primary)  # and arrives all the same
+    assert call(replica, "GET", "/alice").status == 200
