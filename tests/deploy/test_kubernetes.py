@@ -50,7 +50,7 @@ def need_validator() -> None:
 def need_helm() -> str:
     helm = shutil.which("helm")
     if helm is None:
-        pytest.skip("helm is not on PATH (no Debian package or well-known PyPI wheel ships it)")
+        pytest.skip("helm is not on PATH (no Debian package ships it; on PyPI only as a library)")
     return helm
 
 
