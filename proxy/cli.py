@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-dir", type=Path, help="the daemon's data directory")
         if name == "prune":
             sub.add_argument("--max-size", help="target size, e.g. 20GB (default from config)")
+    export = commands.add_parser(
+        "export", help="write the hosted state to DEST (a dir, .tar or .tar.zst); server may run"
+    )
+    export.add_argument("dest", type=Path, help="a new directory, or a .tar / .tar.zst file")
+    _config_arg(export)
+    export.add_argument("--data-dir", type=Path, help="the data directory to export")
+    restore = commands.add_parser("import", help="build a new data dir from an export")
+    restore.add_argument("src", type=Path, help="an export: directory, .tar or .tar.zst")
+    _config_arg(restore)
+    restore.add_argument("--data-dir", type=Path, help="the new (empty) data directory")
     health = commands.add_parser(
         "healthcheck", help="exit 0 if the daemon on this data dir answers (HEALTHCHECK, probes)"
     )

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy import __version__, logs
 from proxy.app import SHUTDOWN, TLS, create_app
+from proxy.cluster import export as exporting
 from proxy.config import Config, Role, load, parse_size, settle_replication
 from proxy.errors import ConfigError
 from proxy.healthcheck import local_url
@@ -234,6 +235,22 @@ def cache_command(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if corrupt else 0
 
 
+def export_command(cfg: Config, args: argparse.Namespace) -> int:
+    """`wheelwell export DEST` and `import SRC`: one line on failure, a report on success."""
+    data_dir = args.data_dir or cfg.storage.data_dir
+    try:
+        if args.command == "export":
+            lines = exporting.export(data_dir, args.dest).lines("exported", args.dest)
+        else:
+            lines = exporting.import_(args.src, data_dir).lines("imported into", data_dir)
+    except (exporting.ExportError, OSError) as exc:
+        print(f"wheelwell {args.command}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    for line in lines:
+        print(line)  # noqa: T201
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed server command."""
     try:
@@ -247,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.command == "cache":
         return cache_command(cfg, args)
+    if args.command in ("export", "import"):
+        return export_command(cfg, args)
     if args.config_command == "show":
         print(json.dumps(_jsonable(cfg), indent=2))  # noqa: T201
     else:

@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS blob_aliases (alias TEXT PRIMARY KEY, sha256 TEXT NOT
 SCHEMA_VERSION = 3
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def migrate(conn: sqlite3.Connection) -> None:
     """Bring a data dir made by an older version up to SCHEMA_VERSION (idempotent)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(changelog)")}
     if "format" not in columns:
@@ -95,7 +95,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _latest_serial(conn: sqlite3.Connection) -> int:
+def latest_serial(conn: sqlite3.Connection) -> int:
     """The newest serial, also once compaction removed the entries (AUTOINCREMENT remembers)."""
     row = conn.execute("SELECT COALESCE(MAX(serial), 0) FROM changelog").fetchone()
     seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changelog'").fetchone()
@@ -154,8 +154,8 @@ class Database:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
-        _migrate(conn)
-        self.serial = _latest_serial(conn)
+        migrate(conn)
+        self.serial = latest_serial(conn)
         self._conn = conn
 
     async def start(self) -> None:
@@ -269,7 +269,7 @@ class Database:
         """A consistent copy of the whole database at one serial (SQLite's online backup)."""
 
         def backup(conn: sqlite3.Connection) -> int:
-            serial = _latest_serial(conn)  # the db thread: no commit can come between
+            serial = latest_serial(conn)  # the db thread: no commit can come between
             target = sqlite3.connect(path)
             try:
                 conn.backup(target)

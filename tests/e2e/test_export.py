@@ -1,0 +1,186 @@
+"""`wheelwell export` while a server runs, `wheelwell import` into a new data dir, and back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+import zstandard
+
+from tests.conftest import Clients, Daemon, DaemonFactory, clean_env, http_get
+from tests.e2e.conftest import ROOT, call, decoded, installed_versions, pip_install, twine_upload
+from tests.e2e.test_replication import _dump, _restart
+from tests.fakes.dists import build_wheel
+from tests.fakes.index import ThreadedServer
+
+pytestmark = pytest.mark.e2e
+
+ALICE = ("alice", "alice-secret-1234")
+
+
+def wheelwell(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+
+
+def _populate(daemon: Daemon, clients: Clients, tmp_path: Path) -> str:
+    """Uploads, a yank, a user and a token: the kinds of state an export must carry."""
+    for version in ("1.0", "2.0"):
+        built = build_wheel(tmp_path / "dists", "ours", version, payload_size=50_000)
+        twine_upload(clients, f"{daemon.url}/root/public/", ROOT, built.path)
+    yank = call(
+        daemon, "PATCH", "/root/public/ours/2.0", {"yanked": True, "reason": "bad"}, auth=ROOT
+    )
+    assert yank.status == 200, yank.body
+    assert call(daemon, "PUT", "/alice", {"password": ALICE[1]}, auth=ROOT).status == 201
+    made = call(daemon, "POST", "/+tokens", {"description": "ci"}, auth=ALICE)
+    assert made.status == 201, made.body
+    token: str = decoded(made)["token"]
+    return token
+
+
+@pytest.mark.parametrize("name", ["export", "export.tar", "export.tar.zst"])
+def test_export_import_export_round_trip(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+    name: str,
+) -> None:
+    daemon = daemon_factory(fake_index_server.url)
+    token = _populate(daemon, clients, tmp_path)
+    dest = tmp_path / name
+    done = wheelwell("export", str(dest), "--data-dir", str(daemon.data_dir))  # server running
+    assert done.returncode == 0, done.stderr
+    assert "every one sha256-checked" in done.stdout
+    serial = json.loads(http_get(daemon.url + "/+status").body)["serial"]
+    assert f"at serial {serial}:" in done.stdout
+
+    new = tmp_path / "restored"
+    imported = wheelwell("import", str(dest), "--data-dir", str(new))
+    assert imported.returncode == 0, imported.stderr
+    again = tmp_path / "again"
+    assert wheelwell("export", str(again), "--data-dir", str(new)).returncode == 0
+    first = _manifest(dest)
+    assert (again / "manifest.json").read_bytes() == first  # export → import → export: the same
+
+    daemon.stop()
+    old_dump = _dump(daemon)
+    moved = _restart_on(daemon, new)
+    daemon_factory.started.append(moved)
+    assert _dump(moved) == old_dump
+    assert json.loads(http_get(moved.url + "/+status").body)["serial"] == serial
+    target = tmp_path / "target"
+    pip_install(clients, moved, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["1.0"]  # 2.0 stayed yanked
+    assert call(moved, "GET", "/+tokens", auth=ALICE).status == 200  # the password hash works
+    assert call(moved, "GET", "/+tokens", auth=("__token__", token)).status == 200
+    later = build_wheel(tmp_path / "dists", "ours", "3.0")
+    twine_upload(clients, f"{moved.url}/root/public/", ROOT, later.path)
+    assert json.loads(http_get(moved.url + "/+status").body)["serial"] == serial + 1
+
+
+def _manifest(dest: Path) -> bytes:
+    if dest.is_dir():
+        return (dest / "manifest.json").read_bytes()
+    if dest.name.endswith(".zst"):
+        with (
+            dest.open("rb") as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw) as plain,
+            tarfile.open(fileobj=plain, mode="r|") as tar,
+        ):
+            member = next(iter(tar))
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            return extracted.read()
+    with tarfile.open(dest) as tar:
+        extracted = tar.extractfile("manifest.json")
+        assert extracted is not None
+        return extracted.read()
+
+
+def _restart_on(daemon: Daemon, data_dir: Path) -> Daemon:
+    """The daemon's config, with another data dir."""
+    config: dict[str, Any] = yaml.safe_load(daemon.config_path.read_text())
+    config["storage"]["data_dir"] = str(data_dir)
+    path = daemon.config_path.with_name("restored.yaml")
+    path.write_text(yaml.safe_dump(config))
+    moved = Daemon(daemon.url, path, data_dir, daemon.log_path, daemon.process)
+    return _restart(moved)
+
+
+@pytest.fixture
+def exported(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> Path:
+    daemon = daemon_factory(fake_index_server.url)
+    _populate(daemon, clients, tmp_path)
+    dest = tmp_path / "good"
+    assert wheelwell("export", str(dest), "--data-dir", str(daemon.data_dir)).returncode == 0
+    return dest
+
+
+def _refused(src: Path, target: Path, wanted: str) -> None:
+    result = wheelwell("import", str(src), "--data-dir", str(target))
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.count("\n") == 1 and wanted in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not target.exists() or not any(target.iterdir())  # left untouched
+    assert not list(target.parent.glob(f".{target.name}.import-*"))  # nothing half-built
+
+
+def test_a_blob_whose_bytes_changed_is_refused_naming_it(exported: Path, tmp_path: Path) -> None:
+    blob = next((exported / "blobs").rglob("*/*"))
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    _refused(exported, tmp_path / "new", f"{blob.relative_to(exported)}: its sha256 differs")
+
+
+def test_a_manifest_that_does_not_match_is_refused(exported: Path, tmp_path: Path) -> None:
+    blob = next((exported / "blobs").rglob("*/*"))
+    blob.unlink()
+    _refused(exported, tmp_path / "new", "in the manifest but not in the export")
+
+
+def test_an_unknown_version_is_refused(exported: Path, tmp_path: Path) -> None:
+    manifest = json.loads((exported / "manifest.json").read_text())
+    manifest["version"] = 99
+    (exported / "manifest.json").write_text(json.dumps(manifest))
+    _refused(exported, tmp_path / "new", "export format version 99 is not supported")
+
+
+def test_a_truncated_archive_is_refused(exported: Path, tmp_path: Path) -> None:
+    tarball = tmp_path / "whole.tar"
+    names = [f["path"] for f in json.loads((exported / "manifest.json").read_text())["files"]]
+    with tarfile.open(tarball, "w") as tar:  # laid out as export lays out a tar: manifest first
+        for name in ["manifest.json", *names]:
+            tar.add(exported / name, arcname=name)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(tarball.read_bytes()[: tarball.stat().st_size // 2])
+    _refused(cut, tmp_path / "new", "cut.tar: truncated or damaged archive")
+
+
+def test_an_import_into_a_data_dir_in_use_is_refused(exported: Path, tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "wheelwell.sqlite3").write_bytes(b"")
+    result = wheelwell("import", str(exported), "--data-dir", str(used))
+    assert result.returncode == 1
+    assert "not empty" in result.stderr
+    assert [p.name for p in used.iterdir()] == ["wheelwell.sqlite3"]
