@@ -357,6 +357,25 @@ def _build(src: Path, building: Path) -> Report:
     return report
 
 
+def _check_wheelhouse_paths(src: Path, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """A wheelhouse row is served from its path: it must lie in a directory its index names."""
+    try:
+        dirs = {
+            row["name"]: [Path(d) for d in json.loads(row["config"]).get("wheelhouse", [])]
+            for row in tables["indexes"]
+        }
+        for row in tables["wheelhouse"]:
+            where = Path(row["path"])
+            inside = any(where.is_relative_to(d) for d in dirs.get(row["idx"], []))
+            if not inside or ".." in where.parts:
+                raise ExportError(
+                    f"{src}: {STATE}: wheelhouse file {row['path']!r} is outside the wheelhouse "
+                    f"directories of index {row['idx']!r}"
+                )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ExportError(f"{src}: {STATE}: malformed index or wheelhouse rows ({exc})") from exc
+
+
 def _write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
     try:
         tables: dict[str, list[dict[str, Any]]] = state["tables"]
@@ -364,6 +383,7 @@ def _write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
             raise ValueError("its serial or tables differ from the manifest's")
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"{src}: {STATE}: malformed ({exc})") from exc
+    _check_wheelhouse_paths(src, tables)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.executescript(SCHEMA)

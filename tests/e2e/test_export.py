@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -184,3 +185,26 @@ def test_an_import_into_a_data_dir_in_use_is_refused(exported: Path, tmp_path: P
     assert result.returncode == 1
     assert "not empty" in result.stderr
     assert [p.name for p in used.iterdir()] == ["wheelwell.sqlite3"]
+
+
+def test_a_wheelhouse_record_outside_its_directories_is_refused(
+    exported: Path, tmp_path: Path
+) -> None:
+    """A crafted export must not make the server serve an arbitrary local file."""
+    state = json.loads((exported / "state.json").read_text())
+    state["tables"]["wheelhouse"].append(
+        {
+            "idx": "root/public", "path": "/etc/passwd", "filename": "passwd-1.0.tar.gz",
+            "project": "passwd", "version": "1.0", "size": 1, "mtime_ns": 0, "sha256": "0" * 64,
+            "requires_python": None, "metadata_sha256": None, "summary": "",
+            "description": "", "description_type": "",
+        }
+    )  # fmt: skip
+    body = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+    (exported / "state.json").write_bytes(body)
+    manifest = json.loads((exported / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "state.json":
+            entry["size"], entry["sha256"] = len(body), hashlib.sha256(body).hexdigest()
+    (exported / "manifest.json").write_text(json.dumps(manifest))
+    _refused(exported, tmp_path / "new", "'/etc/passwd' is outside the wheelhouse directories")
