@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -26,7 +25,6 @@ import statistics
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from urllib.parse import urlsplit
 
 from bench.procs import BenchError, Service, free_port, http_status
 from bench.servers import REPO, WORK
+from tests.e2e.conftest import encode_multipart, upload_fields
 from tests.fakes.dists import Built, build_wheel
 
 ROOT_PASSWORD = "bench-root-password"  # noqa: S105 - a throwaway daemon's password
@@ -186,31 +185,11 @@ def lags(uploads: Sequence[Upload], seen: Sequence[tuple[float, int]]) -> list[f
     return result
 
 
-def encode_upload(built: Built, boundary: str | None = None) -> tuple[bytes, str]:
-    """(body, content type): the multipart form twine POSTs for `built`."""
+def encode_upload(built: Built) -> tuple[bytes, str]:
+    """(body, content type): the multipart form twine POSTs for `built` (the e2e tests' own)."""
     data = built.path.read_bytes()
-    fields = {
-        ":action": "file_upload",
-        "protocol_version": "1",
-        "metadata_version": "2.1",
-        "name": built.name,
-        "version": built.version,
-        "filetype": "bdist_wheel",
-        "pyversion": "py3",
-        "sha256_digest": built.sha256,
-        "md5_digest": hashlib.md5(data).hexdigest(),  # noqa: S324 - what twine sends
-    }
-    mark = boundary or uuid.uuid4().hex
-    head = "".join(
-        f'--{mark}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        for k, v in fields.items()
-    )
-    head += (
-        f'--{mark}\r\nContent-Disposition: form-data; name="content"; '
-        f'filename="{built.filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    )
-    body = head.encode() + data + f"\r\n--{mark}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={mark}"
+    head, content_type, tail = encode_multipart(upload_fields(built), built.filename, data)
+    return head + data + tail, content_type
 
 
 def cpu_seconds(stat_line: str, ticks: int) -> float:
