@@ -105,6 +105,9 @@ class Follower:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError, WheelwellError) as exc:
                 self._failed(exc)
+            except Exception as exc:  # the follower must outlive any one bad entry
+                log.exception("replication: unexpected error; following again")
+                self._failed(exc)
             self.state.streaming = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
