@@ -21,7 +21,9 @@ What is measured, and why:
 10. a primary and a read replica: replication lag p50/p99/max during bursts of 100 uploads,
    the primary's uploads/s (and CPU per upload) with 0 vs 1 replica streaming, and a fresh
    replica's catch-up over 1,000 releases (entries/s, files/s), because replicas must follow
-   within a second and must not slow the primary down (run alone: `--only replication`).
+   within a second and must not slow the primary down (run alone: `--only replication`);
+11. `wheelwell export` of a running server with 1,000 releases and `wheelwell import` of it:
+   releases/s and peak RSS of each (run alone: `--only backup`).
 The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
 generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
 """
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["wheelhouse", "security", "realistic", "replication"],
+        choices=["wheelhouse", "security", "realistic", "replication", "backup"],
         help="run one scenario alone and update only its parts of BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.scenarios import Settings
     from bench.servers import PROXIES
     from bench.suite import (
+        run_backup_only,
         run_realistic_only,
         run_replication_only,
         run_security_only,
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only == "security":
         return run_security_only()
+    if args.only == "backup":
+        return run_backup_only()
     if args.only == "replication":
         return run_replication_only(Settings(runs=args.runs, duration=args.duration))
     if args.only == "wheelhouse":

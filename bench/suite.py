@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import (
+    backup,
     provision,
     realistic,
     realistic_report,
@@ -214,6 +215,34 @@ def _measure_replication(
     return result
 
 
+def _measure_backup(errors: list[str]) -> backup.BackupResult | None:
+    """Scenario 11: export and import of a filled server."""
+    started = time.perf_counter()
+    try:
+        result = backup.measure_backup(_say)
+    except (BenchError, OSError) as exc:
+        _say(f"backup: FAILED: {exc}")
+        errors.append(f"backup: {exc}")
+        return None
+    _say(f"backup: done in {time.perf_counter() - started:.1f}s")
+    return result
+
+
+def run_backup_only() -> int:
+    """`run.py --only backup`: scenario 11 alone; only its row and section are replaced."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    errors: list[str] = []
+    result = _measure_backup(errors)
+    path = REPO / "BENCHMARKS.md"
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(backup.splice_backup(existing, result, errors))
+    print(backup.backup_section(result, errors))
+    checks = backup.backup_checks(result)
+    for check in checks:
+        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
+    return 0 if all(c.passed for c in checks) and not errors else 1
+
+
 def run_replication_only(cfg: scenarios.Settings) -> int:
     """`run.py --only replication`: scenario 10 alone; only its row and section are replaced."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -247,17 +276,20 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         results = _measure(targets, upstream, ds, cfg)
     real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
     cluster = _measure_replication(cfg, results.errors)
+    saved = _measure_backup(results.errors)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
         *report.build_checks(results, rss.get("wheelwell", 0)),
         *security_report.security_checks(results),
         *realistic_report.realistic_checks(real),
         *replication_report.replication_checks(cluster),
+        *backup.backup_checks(saved),
     ]
     sections = [
         security_report.security_section(results),
         realistic_report.realistic_section(real, results.errors),
         replication_report.replication_section(cluster, results.errors),
+        backup.backup_section(saved, results.errors),
     ]
     text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)
