@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from bench import (
     backup,
@@ -189,11 +190,27 @@ def run_realistic_only(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         return build_dataset(WORK / "upstream").root
 
     result = _measure_realistic(proxies, cfg, source, errors)
+    return _write_only(
+        realistic_report.splice_realistic,
+        realistic_report.realistic_section,
+        realistic_report.realistic_checks(result),
+        result,
+        errors,
+    )
+
+
+def _write_only(
+    splice: Callable[[str, Any, list[str]], str],
+    section: Callable[[Any, list[str]], str],
+    checks: Sequence[report.Check],
+    result: object,
+    errors: list[str],
+) -> int:
+    """An `--only` run's end: its row and section spliced into BENCHMARKS.md, PASS/FAIL said."""
     path = REPO / "BENCHMARKS.md"
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(realistic_report.splice_realistic(existing, result, errors))
-    print(realistic_report.realistic_section(result, errors))
-    checks = realistic_report.realistic_checks(result)
+    path.write_text(splice(existing, result, errors))
+    print(section(result, errors))
     for check in checks:
         _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
     return 0 if all(c.passed for c in checks) and not errors else 1
@@ -233,14 +250,9 @@ def run_backup_only() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     errors: list[str] = []
     result = _measure_backup(errors)
-    path = REPO / "BENCHMARKS.md"
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(backup.splice_backup(existing, result, errors))
-    print(backup.backup_section(result, errors))
-    checks = backup.backup_checks(result)
-    for check in checks:
-        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
-    return 0 if all(c.passed for c in checks) and not errors else 1
+    return _write_only(
+        backup.splice_backup, backup.backup_section, backup.backup_checks(result), result, errors
+    )
 
 
 def run_replication_only(cfg: scenarios.Settings) -> int:
@@ -248,14 +260,13 @@ def run_replication_only(cfg: scenarios.Settings) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     errors: list[str] = []
     result = _measure_replication(cfg, errors)
-    path = REPO / "BENCHMARKS.md"
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(replication_report.splice_replication(existing, result, errors))
-    print(replication_report.replication_section(result, errors))
-    checks = replication_report.replication_checks(result)
-    for check in checks:
-        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
-    return 0 if all(c.passed for c in checks) and not errors else 1
+    return _write_only(
+        replication_report.splice_replication,
+        replication_report.replication_section,
+        replication_report.replication_checks(result),
+        result,
+        errors,
+    )
 
 
 def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:

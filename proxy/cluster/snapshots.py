@@ -17,6 +17,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 
@@ -54,6 +55,11 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _write_and_hash(fh: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
+    fh.write(chunk)
+    digest.update(chunk)
 
 
 def check_database(path: Path) -> None:
@@ -177,10 +183,11 @@ async def fetch_snapshot(
                     raise UpstreamUnavailableError(mask_url(url), f"answered {resp.status}")
                 serial = int(resp.headers.get(SNAPSHOT_SERIAL_HEADER, "-1"))
                 expected = resp.headers.get(SNAPSHOT_SHA256_HEADER, "")
+                loop = asyncio.get_running_loop()
                 with temp.open("wb") as fh:
                     async for chunk in resp.content.iter_chunked(CHUNK):
-                        fh.write(chunk)
-                        digest.update(chunk)
+                        # a snapshot is the whole database: its writes and hashing stay off the loop
+                        await loop.run_in_executor(None, _write_and_hash, fh, digest, chunk)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise UpstreamUnavailableError(mask_url(url), str(exc) or type(exc).__name__) from exc
         if serial < 0 or digest.hexdigest() != expected:

@@ -200,6 +200,16 @@ def podman(
     return result
 
 
+def require_podman() -> None:
+    """Skip, with podman's own last line, where it cannot run (root and the binary first)."""
+    need_root()
+    need("podman")
+    info = podman("info", check=False)
+    if info.returncode != 0:
+        last = (info.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"podman cannot run here: podman info failed: {last}")
+
+
 def debian_base_image() -> str:
     """The shared base image in podman's local store, imported from the cached tree if missing."""
     need("podman")

@@ -31,13 +31,13 @@ import yaml
 
 from proxy.config import parse_config
 from tests.conftest import Clients, Dists, free_port, http_get
-from tests.deploy.conftest import need, need_root
 from tests.deploy.images import (
     REPO,
     RUN_LIMITS,
     build_wheelwell_image,
     debian_base_image,
     podman,
+    require_podman,
 )
 from tests.fakes.index import JSON_TYPE, FakeIndex, ThreadedServer
 from tests.polling import wait_until
@@ -58,12 +58,7 @@ CI_PROJECT_VERSION = "2.99.0"
 @pytest.fixture(scope="session")
 def image() -> str:
     """The shipped Dockerfile built on the Debian base (podman's layer cache: quick when warm)."""
-    need_root()
-    need("podman")
-    info = podman("info", check=False)
-    if info.returncode != 0:
-        last = (info.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"podman cannot run here: podman info failed: {last}")
+    require_podman()
     base = debian_base_image()
     before = podman("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False).stdout.strip()
     seconds = build_wheelwell_image(IMAGE, base)

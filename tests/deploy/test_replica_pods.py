@@ -25,8 +25,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import Clients, free_port, http_get
-from tests.deploy.conftest import need, need_root
-from tests.deploy.images import RUN_LIMITS, build_wheelwell_image, debian_base_image, podman
+from tests.deploy.images import (
+    RUN_LIMITS,
+    build_wheelwell_image,
+    debian_base_image,
+    podman,
+    require_podman,
+)
 from tests.deploy.test_container import k8s_doc, named, pod_ip, security_args, volume
 from tests.e2e.conftest import installed_versions, twine_upload
 from tests.fakes.dists import build_wheel
@@ -51,12 +56,7 @@ POD_PORT = 3141
 @pytest.fixture(scope="module")
 def image() -> str:
     """The shipped Dockerfile on the shared Debian base (podman's layer cache: quick when warm)."""
-    need_root()
-    need("podman")
-    info = podman("info", check=False)
-    if info.returncode != 0:
-        last = (info.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"podman cannot run here: podman info failed: {last}")
+    require_podman()
     build_wheelwell_image(IMAGE, debian_base_image())
     return IMAGE
 
