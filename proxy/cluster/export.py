@@ -307,7 +307,10 @@ def import_(src: Path, data_dir: Path) -> Report:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True, mode=0o700)
     try:
-        report = _build(src, building)
+        try:
+            report = _build(src, building)
+        except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:  # inside a member
+            raise ExportError(f"{src}: truncated or damaged archive ({exc})") from exc
         if data_dir.exists():
             data_dir.rmdir()
         building.rename(data_dir)

@@ -172,9 +172,16 @@ def test_a_truncated_archive_is_refused(exported: Path, tmp_path: Path) -> None:
     with tarfile.open(tarball, "w") as tar:  # laid out as export lays out a tar: manifest first
         for name in ["manifest.json", *names]:
             tar.add(exported / name, arcname=name)
-    cut = tmp_path / "cut.tar"
-    cut.write_bytes(tarball.read_bytes()[: tarball.stat().st_size // 2])
-    _refused(cut, tmp_path / "new", "cut.tar: truncated or damaged archive")
+    with tarfile.open(tarball) as tar:
+        blob = max(
+            (m for m in tar.getmembers() if m.name.startswith("blobs/")), key=lambda m: m.size
+        )
+    whole = tarball.read_bytes()
+    # within the headers and the state, and half-way through a blob's bytes
+    for n, at in enumerate((len(whole) // 2, blob.offset_data + blob.size // 2)):
+        cut = tmp_path / f"cut{n}.tar"
+        cut.write_bytes(whole[:at])
+        _refused(cut, tmp_path / "new", f"cut{n}.tar: truncated or damaged archive")
 
 
 def test_an_import_into_a_data_dir_in_use_is_refused(exported: Path, tmp_path: Path) -> None:
