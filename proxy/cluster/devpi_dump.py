@@ -59,6 +59,17 @@ _SKIPPED_OPTIONS = {
     "uploadtrigger_jenkins": "wheelwell has no upload triggers",
     "pypi_whitelist": "renamed mirror_whitelist by devpi 3; old value skipped",
 }
+#: the order of the report's "mapped" line
+_ORDER = (
+    "users",
+    "private indexes",
+    "mirror indexes",
+    "release files",
+    "PEP 658 metadata files",
+    "mirrored files",
+    "tox results",
+    "doc zips",
+)
 _MAPPED_OPTIONS = {"type", "bases", "volatile", "acl_upload", "mirror_whitelist", "mirror_url"}
 
 
@@ -79,7 +90,8 @@ class DevpiReport:
         self.skipped.setdefault(why, []).append(what)
 
     def lines(self, where: Path) -> list[str]:
-        mapped = ", ".join(f"{n} {kind}" for kind, n in self.mapped.items()) or "nothing"
+        kinds = sorted(self.mapped, key=lambda k: (_ORDER.index(k.split(" (")[0]), k))
+        mapped = ", ".join(f"{self.mapped[kind]} {kind}" for kind in kinds) or "nothing"
         out = [
             f"imported devpi {self.devpi_version} dump {self.dump} into {where}",
             f"mapped: {mapped}",
@@ -87,6 +99,7 @@ class DevpiReport:
         ]
         out += [f"changed: {line}" for line in self.changed]
         for why, items in self.skipped.items():
+            items = sorted(items)
             shown = ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
             out.append(f"skipped: {shown}: {why}")
         out += [f"user {line}" for line in self.users_to_act]

@@ -83,7 +83,7 @@ def test_mapping_and_report(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lines = import_devpi(dump, new).lines(new)
     text = "\n".join(lines)
-    assert "mapped: 4 users, 1 mirror indexes, 2 private indexes, 1 release files" in text
+    assert "mapped: 4 users, 2 private indexes, 1 mirror indexes, 1 release files" in text
     assert "changed: alice/dev: base gone/away dropped (not in the dump)" in text
     assert "acl_upload :devs: dropped" in text
     assert "alice.email: wheelwell users have no email" in text
@@ -188,3 +188,30 @@ def test_non_empty_target_is_left_alone(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="new: not empty; import only into a new or empty"):
         import_devpi(dump, new)
     assert [p.name for p in new.iterdir()] == ["keep"]
+
+
+def test_mirrored_files_go_into_the_cache(tmp_path: Path) -> None:
+    """A dump made with --include-mirrored-files: the bytes land in blobs/ by their sha256,
+    where the mirror finds them when its page lists that hash; no row names them."""
+    dump = _dump(tmp_path)
+    cached = build_wheel(dump / "root/pypi/six/1.0", "six", "1.0")
+
+    def add(data: dict[str, Any]) -> None:
+        data["indexes"]["root/pypi"]["files"] = [
+            {
+                "type": "releasefile",
+                "projectname": "six",
+                "version": "1.0",
+                "relpath": f"root/pypi/six/1.0/{cached.filename}",
+                "entrymapping": {"hash_spec": f"sha256={cached.sha256}"},
+            }
+        ]
+
+    _edit(dump, add)
+    new = tmp_path / "new"
+    text = "\n".join(import_devpi(dump, new).lines(new))
+    assert "1 mirrored files (into the cache)" in text
+    assert (new / "blobs" / cached.sha256[:2] / cached.sha256).read_bytes() == (
+        cached.path.read_bytes()
+    )
+    assert [r[0] for r in _rows(new, "SELECT filename FROM files")] == ["ours-1.0-py3-none-any.whl"]
