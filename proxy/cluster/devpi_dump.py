@@ -27,6 +27,7 @@ from typing import Any
 from proxy.cluster.export import MAX_JSON, ExportError, build_into, write_database
 from proxy.config import ANONYMOUS, AUTHENTICATED, IndexConfig, IndexKind, check_indexes
 from proxy.errors import InvalidNameError, WheelwellError
+from proxy.hosted.auth import TOKEN_USER
 from proxy.hosted.uploads import inspect_distribution
 from proxy.indexes.store import to_record
 from proxy.model import normalize, parse_index_name
@@ -215,6 +216,8 @@ class _Build:
     def _user(self, name: str, user: dict[str, Any]) -> None:
         try:
             parse_index_name(name, "x")
+            if name == TOKEN_USER:
+                raise InvalidNameError(name, "reserved")
         except InvalidNameError as exc:
             raise _fail(self.json_path, f"user {name!r}: not a valid wheelwell user name") from exc
         pwhash, salt = user.get("pwhash"), user.get("pwsalt")
@@ -323,7 +326,8 @@ class _Build:
             else:
                 raise _fail(where, f"{relpath}: unknown file type {kind!r}")
         for project, versions in projects.items():
-            if not any(row["project"] == normalize(project) for row in self.tables["files"]):
+            listed = {row["project"] for row in self.tables["files"] if row["idx"] == cfg.name}
+            if _normalized(project) not in listed:
                 for version in _dict(where, versions, project):
                     self.report.skip(
                         "a release without files (wheelwell lists only files)",
@@ -456,6 +460,13 @@ class _Build:
         )
         label = "tox results" if kind == "toxresult" else "doc zips"
         self.report.mapped[f"{label} (kept in {ATTACHMENTS}/, not served yet)"] += 1
+
+
+def _normalized(name: str) -> str:
+    try:
+        return normalize(name)
+    except InvalidNameError:
+        return name
 
 
 def _versiondata(projects: dict[str, Any], project: str, version: str) -> dict[str, Any]:

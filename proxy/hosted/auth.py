@@ -34,6 +34,7 @@ from proxy.errors import (
     NotFoundError,
     TooManyRequestsError,
     UnauthorizedError,
+    WheelwellError,
 )
 from proxy.hosted.throttle import HashingPool, Limit, LoginThrottle, Tarpit
 from proxy.metrics import Metrics
@@ -316,8 +317,11 @@ class Auth:
         if not await self._check(password, row["pwhash"]):
             raise _LoginFailedError(FailureReason.PASSWORD)
         if not is_scrypt(row["pwhash"]) and self.db.replica_of is None:
-            await self.set_password(user, password)  # an imported devpi hash becomes scrypt
-            log.info("password of user %s rehashed with scrypt", _shown(user))
+            try:  # an imported devpi hash becomes scrypt; the login stands if this fails
+                await self.set_password(user, password)
+                log.info("password of user %s rehashed with scrypt", _shown(user))
+            except WheelwellError as exc:
+                log.warning("password of user %s not rehashed: %s", _shown(user), exc)
         self._verified[key] = time.monotonic()
         while len(self._verified) > _VERIFIED_CACHE:
             self._verified.popitem(last=False)
