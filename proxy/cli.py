@@ -54,8 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("dest", type=Path, help="a new directory, or a .tar / .tar.zst file")
     _config_arg(export)
     export.add_argument("--data-dir", type=Path, help="the data directory to export")
-    restore = commands.add_parser("import", help="build a new data dir from an export")
-    restore.add_argument("src", type=Path, help="an export: directory, .tar or .tar.zst")
+    restore = commands.add_parser(
+        "import", help="build a new data dir from an export, or from a devpi-export dump"
+    )
+    restore.add_argument("src", type=Path, nargs="?", help="an export: dir, .tar or .tar.zst")
+    restore.add_argument(
+        "--from-devpi", type=Path, metavar="DUMPDIR", help="a devpi-export dump directory instead"
+    )
     _config_arg(restore)
     restore.add_argument("--data-dir", type=Path, help="the new (empty) data directory")
     health = commands.add_parser(

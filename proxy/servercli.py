@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy import __version__, logs
 from proxy.app import SHUTDOWN, TLS, create_app
+from proxy.cluster import devpi_dump
 from proxy.cluster import export as exporting
 from proxy.config import Config, Role, load, parse_size, settle_replication
 from proxy.errors import ConfigError
@@ -241,6 +242,10 @@ def export_command(cfg: Config, args: argparse.Namespace) -> int:
     try:
         if args.command == "export":
             lines = exporting.export(data_dir, args.dest).lines("exported", args.dest)
+        elif (args.src is None) == (args.from_devpi is None):
+            raise exporting.ExportError("give an export to import, or --from-devpi DUMPDIR")
+        elif args.from_devpi is not None:
+            lines = devpi_dump.import_devpi(args.from_devpi, data_dir).lines(data_dir)
         else:
             lines = exporting.import_(args.src, data_dir).lines("imported into", data_dir)
     except (exporting.ExportError, OSError) as exc:

@@ -22,10 +22,10 @@ import os
 import shutil
 import sqlite3
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import zstandard
 
@@ -42,6 +42,7 @@ STATE = "state.json"
 CHUNK = 1024 * 1024
 #: the manifest and the state are read whole; more is not an export of ours
 MAX_JSON = 1024**3
+R = TypeVar("R")
 
 
 class ExportError(WheelwellError):
@@ -301,16 +302,26 @@ def _check_manifest(src: Path, manifest: Any) -> dict[str, Entry]:
 
 def import_(src: Path, data_dir: Path) -> Report:
     """Build a data dir from an export; every file checked before anything becomes visible."""
+
+    def build(building: Path) -> Report:
+        try:
+            return _build(src, building)
+        except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:  # inside a member
+            raise ExportError(f"{src}: truncated or damaged archive ({exc})") from exc
+
+    return build_into(data_dir, build)
+
+
+def build_into(data_dir: Path, build: Callable[[Path], R]) -> R:
+    """Run `build` on a new dir beside `data_dir`, then rename it into place; on any error the
+    target is untouched (imports: nothing half-imported is ever visible)."""
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise ExportError(f"{data_dir}: not empty; import only into a new or empty data dir")
     building = data_dir.parent / f".{data_dir.name}.import-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True, mode=0o700)
     try:
-        try:
-            report = _build(src, building)
-        except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:  # inside a member
-            raise ExportError(f"{src}: truncated or damaged archive ({exc})") from exc
+        report = build(building)
         if data_dir.exists():
             data_dir.rmdir()
         building.rename(data_dir)
@@ -354,7 +365,7 @@ def _build(src: Path, building: Path) -> Report:
     missing = sorted(set(entries) - seen)
     if missing:
         raise ExportError(f"{src}: {missing[0]}: in the manifest but not in the export")
-    report = _write_database(src, building / "wheelwell.sqlite3", state, int(manifest["serial"]))
+    report = write_database(src, building / "wheelwell.sqlite3", state, int(manifest["serial"]))
     report.files = len(entries) + 1
     report.bytes = sum(e.size for e in entries.values())
     return report
@@ -379,7 +390,7 @@ def _check_wheelhouse_paths(src: Path, tables: dict[str, list[dict[str, Any]]]) 
         raise ExportError(f"{src}: {STATE}: malformed index or wheelhouse rows ({exc})") from exc
 
 
-def _write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
+def write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
     try:
         tables: dict[str, list[dict[str, Any]]] = state["tables"]
         if int(state["serial"]) != serial or set(tables) != set(HOSTED_TABLES):

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+import argon2
+
 from proxy.config import AuthConfig
 from proxy.errors import (
     ConflictError,
@@ -32,6 +34,7 @@ from proxy.errors import (
     NotFoundError,
     TooManyRequestsError,
     UnauthorizedError,
+    WheelwellError,
 )
 from proxy.hosted.throttle import HashingPool, Limit, LoginThrottle, Tarpit
 from proxy.metrics import Metrics
@@ -62,8 +65,37 @@ def hash_password(password: str) -> str:
     return f"scrypt${_SCRYPT['n']}${b64(salt).decode()}${b64(digest).decode()}"
 
 
+#: devpi's hashes, kept by `wheelwell import --from-devpi` (hosted/auth verifies, never makes them)
+ARGON2_PREFIX = "$argon2"
+DEVPI_SHA256 = "devpi-sha256"
+_ARGON2 = argon2.PasswordHasher()
+
+
+def is_scrypt(stored: str) -> bool:
+    """Whether a stored hash is wheelwell's own kind (others are rehashed at the next login)."""
+    return stored.startswith("scrypt$")
+
+
 def check_password(password: str, stored: str) -> bool:
-    """Whether password matches the stored hash; a malformed stored hash matches nothing."""
+    """Whether password matches the stored hash; a malformed stored hash matches nothing.
+
+    Besides wheelwell's scrypt, devpi's argon2 PHC strings and devpi's salted sha256 (before
+    devpi 4.2: sha256 of the base64 salt then the password) verify, so imported users log in.
+    """
+    if stored.startswith(ARGON2_PREFIX):
+        try:
+            return _ARGON2.verify(stored, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+    if stored.startswith(DEVPI_SHA256 + "$"):
+        _, devpi_salt, hexdigest = [*stored.split("$"), "", ""][:3]
+        if not devpi_salt or not hexdigest:
+            return False
+        try:
+            legacy = hashlib.sha256(devpi_salt.encode("ascii") + password.encode()).hexdigest()
+        except UnicodeEncodeError:
+            return False
+        return hmac.compare_digest(legacy.encode(), hexdigest.encode())
     try:
         scheme, n, salt_b64, digest_b64 = stored.split("$")
         salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
@@ -284,6 +316,12 @@ class Auth:
             raise _LoginFailedError(FailureReason.UNKNOWN_USER)
         if not await self._check(password, row["pwhash"]):
             raise _LoginFailedError(FailureReason.PASSWORD)
+        if not is_scrypt(row["pwhash"]) and self.db.replica_of is None:
+            try:  # an imported devpi hash becomes scrypt; the login stands if this fails
+                await self.set_password(user, password)
+                log.info("password of user %s rehashed with scrypt", _shown(user))
+            except WheelwellError as exc:
+                log.warning("password of user %s not rehashed: %s", _shown(user), exc)
         self._verified[key] = time.monotonic()
         while len(self._verified) > _VERIFIED_CACHE:
             self._verified.popitem(last=False)
