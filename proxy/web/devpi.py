@@ -54,6 +54,10 @@ def is_devpi_client(request: web.Request) -> bool:
 async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
     """devpi-client warns on an answer without the API version; the serial is devpi's too."""
     response.headers[API_VERSION_HEADER] = API_VERSION
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith("application/json;") and is_devpi_client(request):
+        # devpi-client reads `message` only from exactly this type (JSON has no charset)
+        response.headers["Content-Type"] = "application/json"
     if keys.DB in request.app:
         response.headers[SERIAL_HEADER] = str(request.app[keys.DB].serial)
 
@@ -64,7 +68,7 @@ def _base(request: web.Request) -> str:
 
 def login_result(token: Token, secret: str) -> dict[str, Any]:
     """The `proxyauth` result devpi-client stores: the secret and its lifetime in seconds."""
-    expiration = int(token.expires - token.created) if token.expires is not None else 0
+    expiration = round(token.expires - token.created) if token.expires is not None else 0
     return {"password": secret, "expiration": expiration}
 
 
