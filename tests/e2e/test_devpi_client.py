@@ -129,6 +129,9 @@ def test_seed_workflow_and_pip(devpi: Devpi, clients: Clients, tmp_path: Path) -
         sys.executable, "-m", "pip", "install", "--target", str(target), "hello==1.1", env=pip_env
     )
     assert (target / "hello-1.1.dist-info").is_dir()
+    auth = json.loads((devpi.home / "client" / "auth.json").read_text())
+    token = auth["auth"][f"{devpi.daemon.url}/"][0][1]
+    assert token.startswith("ww_") and token not in devpi.daemon.log()  # never logged
 
 
 def test_users_passwords_and_indexes(devpi: Devpi) -> None:
@@ -186,6 +189,11 @@ def test_remove_install_refresh_patchjson_and_project_upload(devpi: Devpi, tmp_p
     devpi("upload", "--from-dir", str(_wheelhouse(tmp_path)))
     devpi("remove", "-y", "hello==1.0")
     assert sorted(_json(devpi.daemon, "/root/public/hello/")["result"]) == ["1.1"]
+    sdist = _json(devpi.daemon, "/root/public/hello/")["result"]["1.1"]["+links"]
+    url = next(link["href"] for link in sdist if link["href"].endswith(".tar.gz"))
+    devpi("remove", "-y", url)  # one file, by its URL
+    links = _json(devpi.daemon, "/root/public/hello/")["result"]["1.1"]["+links"]
+    assert [link["href"].rsplit("/", 1)[1] for link in links] == ["hello-1.1-py3-none-any.whl"]
     devpi("remove", "-y", "other")
     assert _json(devpi.daemon, "/root/public")["result"]["projects"] == ["hello"]
     venv = tmp_path / "venv"
