@@ -46,7 +46,7 @@ from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
 from proxy.storage.scrubber import Scrubber
-from proxy.web import api, files, keys, ops, replication, simple, ui, upload
+from proxy.web import api, devpi, files, keys, ops, replication, simple, ui, upload
 from proxy.web import search as search_web
 from proxy.web.authz import authz_middleware
 from proxy.web.forwarded import forwarded_middleware
@@ -376,6 +376,7 @@ def create_app(config: Config) -> web.Application:
         app[TLS] = tls_context(config)
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(_serial_header)
+    app.on_response_prepare.append(devpi.add_headers)
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()
     app.cleanup_ctx.extend([_database, _storage, _services, _upstream, _replication, _indexes])
@@ -385,6 +386,7 @@ def create_app(config: Config) -> web.Application:
     files.add_routes(app)
     upload.add_routes(app)
     search_web.add_routes(app)
+    devpi.add_routes(app)  # before api's: `/{user}/+api` is not the index '+api'
     api.add_routes(app)
     replication.add_routes(app)
     ui.setup(app)

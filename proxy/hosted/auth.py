@@ -305,6 +305,14 @@ class Auth:
     async def _authenticate(self, user: str, password: str, is_token: bool) -> Identity:
         if is_token:
             return await self._authenticate_token(password)
+        if password.startswith(TOKEN_PREFIX):  # devpi's user:token (X-Devpi-Auth, pip URLs)
+            try:
+                who = await self._authenticate_token(password)
+            except _LoginFailedError:
+                pass  # a password that merely looks like a token: checked as one below
+            else:
+                if who.user == user:
+                    return who
         key = (user, hashlib.sha256(password.encode()).hexdigest())
         seen = self._verified.get(key)
         if seen is not None and time.monotonic() - seen < _VERIFIED_TTL:
@@ -366,6 +374,13 @@ class Auth:
             )
         await self.db.commit(UserDeleted(user=name))
         self._verified = OrderedDict((k, v) for k, v in self._verified.items() if k[0] != name)
+
+    async def user_names(self) -> list[str]:
+        """Every user's name, sorted (devpi's user list)."""
+        rows = await self.db.read(
+            lambda c: c.execute("SELECT name FROM users ORDER BY name").fetchall()
+        )
+        return [str(r["name"]) for r in rows]
 
     async def user_exists(self, name: str) -> bool:
         row = await self.db.read(

@@ -314,6 +314,12 @@ class IndexRegistry:
         """For each index in the resolution order: what it contributed, what was hidden, why."""
         return render_explain(await self.resolve(name, project, fetch_hidden=True))
 
+    async def refresh(self, name: str, project: NormalizedName) -> None:
+        """Ask upstream again for the project's page in every mirror of `name`'s order."""
+        for index in self.resolution_order(name):
+            if isinstance(index, MirrorIndex):
+                await index.refresh(project)
+
     async def hosted_files(self, name: str, project: str) -> list[HostedFile]:
         """Hosted files of the project in the private indexes of `name`'s resolution order."""
         hosted: list[HostedFile] = []

@@ -306,6 +306,11 @@ class MirrorIndex:
             return entry
         return await self._refreshes.run(project, functools.partial(self._refresh, project, entry))
 
+    async def refresh(self, project: NormalizedName) -> None:
+        """Fetch the page now whatever its age (devpi's refresh); a conditional GET if cached."""
+        entry = await self._lookup(project)
+        await self._refreshes.run(project, functools.partial(self._refresh, project, entry))
+
     async def project_page(self, project: NormalizedName) -> ProjectPage:
         """The upstream page with upstream URLs; ProjectNotFoundError when upstream has none."""
         entry = await self._entry(project)

@@ -9,12 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import IndexConfig
-from proxy.errors import InvalidInputError, NotFoundError
+from proxy.errors import InvalidInputError, NotFoundError, UnauthorizedError
 from proxy.hosted.auth import DEFAULT_SCOPES, Token
 from proxy.hosted.permissions import Operation, owner_of
 from proxy.indexes.store import from_api, to_api
 from proxy.model import check_file_key, check_filename, normalize, parse_index_name
-from proxy.web import authz, keys, ui
+from proxy.web import authz, devpi, keys, ui
 from proxy.web.authz import caller
 from proxy.web.common import index_name, read_json
 
@@ -66,10 +66,22 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(user, str):
         raise InvalidInputError("'user' is required")
     auth = request.app[keys.AUTH]
-    who = await auth.authenticate(user, _password(data), client=request.remote)
-    lifetime = _seconds(data, "expires_in") or request.app[keys.CONFIG].auth.token_lifetime
+    try:
+        who = await auth.authenticate(user, _password(data), client=request.remote)
+    except UnauthorizedError:
+        if devpi.is_devpi_client(request):  # devpi-client users script against its words
+            raise UnauthorizedError(f"user {user!r} could not be authenticated") from None
+        raise
+    lifetime = devpi.login_lifetime(request, _seconds(data, "expires_in"))
     token, secret = await auth.create_token(who.user, None, lifetime, "login")
-    return web.json_response({**_token_json(token), "token": secret})
+    return web.json_response(
+        {
+            **_token_json(token),
+            "token": secret,
+            "type": "proxyauth",  # devpi's envelope: devpi-client reads result.password
+            "result": devpi.login_result(token, secret),
+        }
+    )
 
 
 async def put_user(request: web.Request) -> web.Response:
@@ -80,7 +92,13 @@ async def put_user(request: web.Request) -> web.Response:
 
 async def patch_user(request: web.Request) -> web.Response:
     name = _user_param(request)
-    await request.app[keys.AUTH].set_password(name, _password(await read_json(request)))
+    data = await read_json(request)
+    if "password" not in data and data:  # devpi's `user -m NAME email=…`
+        raise InvalidInputError(
+            f"'password' is required; wheelwell keeps no other user settings "
+            f"({', '.join(sorted(data))})"
+        )
+    await request.app[keys.AUTH].set_password(name, _password(data))
     return web.json_response({"user": name})
 
 
@@ -90,7 +108,14 @@ async def get_user(request: web.Request) -> web.Response:
         raise NotFoundError(f"user '{name}' not found")
     configs = authz.readable_configs(request)
     owned = sorted(c.name for c in configs if owner_of(c) == name)
-    return web.json_response({"user": name, "indexes": owned})
+    return web.json_response(
+        {
+            "user": name,
+            "indexes": owned,
+            "type": "userconfig",
+            "result": devpi.user_config(request, name),
+        }
+    )
 
 
 async def delete_user(request: web.Request) -> web.Response:
@@ -145,10 +170,15 @@ async def revoke_token(request: web.Request) -> web.Response:
 # ---- indexes ---------------------------------------------------------------------------
 
 
-def _index_response(request: web.Request, name: str, status: int = 200) -> web.Response:
+def _index_response(
+    request: web.Request, name: str, status: int = 200, projects: list[str] | None = None
+) -> web.Response:
     cfg = request.app[keys.INDEXES].config(name)
     default = request.app[keys.CONFIG].upstream.url
-    return web.json_response({"type": "indexconfig", "result": to_api(cfg, default)}, status=status)
+    result = to_api(cfg, default)
+    if projects is not None:
+        result["projects"] = projects
+    return web.json_response({"type": "indexconfig", "result": result}, status=status)
 
 
 async def get_index(request: web.Request) -> web.Response:
@@ -157,7 +187,9 @@ async def get_index(request: web.Request) -> web.Response:
         cfg = request.app[keys.INDEXES].config(name)
         data = to_api(cfg, request.app[keys.CONFIG].upstream.url)
         return await ui.render_index(request, name, data)
-    return _index_response(request, name)
+    if "no_projects" in request.query:  # devpi's double negation
+        return _index_response(request, name)
+    return _index_response(request, name, projects=await devpi.project_names(request, name))
 
 
 async def put_index(request: web.Request) -> web.Response:
@@ -165,7 +197,7 @@ async def put_index(request: web.Request) -> web.Response:
     registry = request.app[keys.INDEXES]
     if name in registry.configs:
         raise InvalidInputError(f"index '{name}' exists; change it with PATCH")
-    cfg = from_api(name, await read_json(request), None)
+    cfg = from_api(name, await devpi.read_index_body(request, None), None)
     _check_mirror_url(request, cfg, None)
     await request.app[keys.INDEX_STORE].save(cfg)
     return _index_response(request, name, status=201)
@@ -174,7 +206,7 @@ async def put_index(request: web.Request) -> web.Response:
 async def patch_index(request: web.Request) -> web.Response:
     name = index_name(request)
     current = request.app[keys.INDEXES].config(name)
-    cfg = from_api(name, await read_json(request), current)
+    cfg = from_api(name, await devpi.read_index_body(request, current), current)
     _check_mirror_url(request, cfg, current)
     await request.app[keys.INDEX_STORE].save(cfg)
     return _index_response(request, name)

@@ -20,7 +20,7 @@ from proxy.hosted.auth import Identity
 from proxy.hosted.permissions import PERMISSIONS, Credential, Operation, Role, authorize, may
 from proxy.model import parse_index_name
 from proxy.web import keys
-from proxy.web.common import identify
+from proxy.web.common import has_credentials, identify
 from proxy.web.relay import relay
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,6 +71,13 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "project": Op.READ,
     "release": Op.YANK,
     "release-delete": Op.DELETE_FILES,
+    # devpi's API (proxy/web/devpi.py); +api identifies itself: expired credentials are news
+    "devpi-api": Op.LOGIN,
+    "devpi-api-user": Op.LOGIN,
+    "devpi-api-index": Op.LOGIN,  # and checks READ of the index
+    "devpi-refresh": Op.READ,
+    "devpi-project": Op.READ,
+    "devpi-project-delete": Op.DELETE_FILES,
     # replication (a primary's; the shared secret, never a user's credentials)
     "replication-changes": Op.REPLICATE,
     "replication-file": Op.REPLICATE,
@@ -200,7 +207,7 @@ async def authz_middleware(request: web.Request, handler: Handler) -> web.Stream
     if op not in _READS and request.app[keys.CONFIG].replication.role is ServerRole.REPLICA:
         return await relay(request)  # the primary authorizes it, as it does everything else
     who: Identity | None = None
-    if op is not Operation.LOGIN and request.headers.get("Authorization"):
+    if op is not Operation.LOGIN and has_credentials(request):
         who = await identify(request)
     request[keys.IDENTITY] = who
     if op in _ANYONE:

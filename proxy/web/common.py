@@ -24,8 +24,30 @@ def index_name(request: web.Request) -> IndexName:
     return IndexName(request.app[keys.CONFIG].server.default_index)
 
 
+DEVPI_AUTH_HEADER = "X-Devpi-Auth"  #: devpi-client's base64 `user:token`; Basic may be a proxy's
+
+
+def decode_devpi_auth(value: str) -> tuple[str, str]:
+    """`X-Devpi-Auth` → (user, secret); UnauthorizedError unless it is base64 `user:secret`."""
+    try:
+        user, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise UnauthorizedError(f"malformed {DEVPI_AUTH_HEADER} header") from exc
+    if not sep or not user:
+        raise UnauthorizedError(f"malformed {DEVPI_AUTH_HEADER} header")
+    return user, secret
+
+
+def has_credentials(request: web.Request) -> bool:
+    return DEVPI_AUTH_HEADER in request.headers or "Authorization" in request.headers
+
+
 async def identify(request: web.Request) -> Identity:
-    """Who is writing: Basic credentials (a password, or `__token__` and a token)."""
+    """Who is writing: X-Devpi-Auth, or Basic (a password, or `__token__` and a token)."""
+    devpi = request.headers.get(DEVPI_AUTH_HEADER)
+    if devpi is not None:  # ahead of Basic, which devpi-client sends to a proxy in front
+        user, secret = decode_devpi_auth(devpi)
+        return await request.app[keys.AUTH].authenticate(user, secret, client=request.remote)
     header = request.headers.get("Authorization")
     if not header:
         raise UnauthorizedError("authentication required")

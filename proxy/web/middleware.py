@@ -96,7 +96,9 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
     elif status == 405:
         headers["Allow"] = "GET, HEAD"
     if _wants_json(request):
-        body = json.dumps({"status": status, "error": message, "request_id": request_id})
+        body = json.dumps(
+            {"status": status, "error": message, "message": message, "request_id": request_id}
+        )  # `message`: what devpi-client prints
         return web.Response(
             status=status, text=body, content_type="application/json", headers=headers
         )

@@ -15,7 +15,7 @@ from proxy.cluster.follower import Follower
 from proxy.cluster.protocol import health_mark
 from proxy.indexes.store import to_api
 from proxy.model import mask_url
-from proxy.web import authz, keys, ui
+from proxy.web import authz, devpi, keys, ui
 
 
 async def health(request: web.Request) -> web.Response:
@@ -70,7 +70,7 @@ def _indexes(request: web.Request) -> list[dict[str, object]]:
 async def status(request: web.Request) -> web.Response:
     app = request.app
     upstream = app[keys.UPSTREAM]
-    data = {
+    data: dict[str, object] = {
         "version": __version__,
         "uptime_seconds": round(time.time() - app[keys.STARTED_AT], 1),
         "role": app[keys.CONFIG].replication.role.value,
@@ -130,13 +130,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def root(request: web.Request) -> web.Response:
     cfg = request.app[keys.CONFIG]
-    data = {
+    data: dict[str, object] = {
         "version": __version__,
         "default_index": cfg.server.default_index,
         "indexes": _indexes(request),
     }
     if ui.wants_html(request):
         return await ui.render_home(request, data)
+    data["type"] = "list:userconfig"  # devpi's user list, for devpi-client (docs/devpi.md)
+    data["result"] = await devpi.user_list(request)
     return web.json_response(data)
 
 

@@ -166,6 +166,7 @@ def test_error_body_format(accept: str | None, is_json: bool) -> None:
         assert json.loads(response.text) == {
             "status": 404,
             "error": "project 'x' not found",
+            "message": "project 'x' not found",  # devpi-client prints `message`
             "request_id": "r1",
         }
     else:
