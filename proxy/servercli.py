@@ -240,7 +240,12 @@ def export_command(cfg: Config, args: argparse.Namespace) -> int:
     data_dir = args.data_dir or cfg.storage.data_dir
     try:
         if args.command == "export":
-            lines = exporting.export(data_dir, args.dest).lines("exported", args.dest)
+            lines = exporting.export(
+                data_dir,
+                args.dest,
+                include_mirror=args.include_mirror,
+                include_wheelhouse=args.include_wheelhouse,
+            ).lines("exported", args.dest)
         else:
             lines = exporting.import_(args.src, data_dir).lines("imported into", data_dir)
     except (exporting.ExportError, OSError) as exc:

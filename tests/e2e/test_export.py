@@ -14,11 +14,12 @@ import pytest
 import yaml
 import zstandard
 
-from tests.conftest import Clients, Daemon, DaemonFactory, clean_env, http_get
+from tests.conftest import Clients, Daemon, DaemonFactory, clean_env, free_port, http_get
 from tests.e2e.conftest import ROOT, call, decoded, installed_versions, pip_install, twine_upload
 from tests.e2e.test_replication import _dump, _restart
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -215,3 +216,66 @@ def test_a_wheelhouse_record_outside_its_directories_is_refused(
             entry["size"], entry["sha256"] = len(body), hashlib.sha256(body).hexdigest()
     (exported / "manifest.json").write_text(json.dumps(manifest))
     _refused(exported, tmp_path / "new", "'/etc/passwd' is outside the wheelhouse directories")
+
+
+def _stored(data_dir: Path) -> set[str]:
+    return {p.name for p in (data_dir / "blobs").glob("*/*")}
+
+
+def test_include_mirror_round_trip_serves_the_cache_warm_without_upstream(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    """Mirror files, aliases and pages travel; the restored server installs with no upstream."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    dropped = build_wheel(wheelhouse, "dropped", "1.0")
+    indexes = {
+        "storage": {"wheelhouse_poll": "0.2s"},
+        "indexes": [
+            {"name": "root/pypi", "kind": "mirror"},
+            {"name": "root/public", "kind": "private", "bases": ["root/pypi"]},
+            {"name": "root/wh", "kind": "private", "wheelhouse": [str(wheelhouse)]},
+        ],
+    }
+    daemon = daemon_factory(fake_index_server.url, indexes)
+    _populate(daemon, clients, tmp_path)
+    pip_install(clients, daemon, "root/pypi", tmp_path / "warm", "alpha")
+    index = daemon.index_url("root/wh")
+    wait_until(
+        lambda: http_get(f"{index}dropped/").status == 200, timeout=10, message="the wheelhouse"
+    )
+    dest = tmp_path / "mirror.tar.zst"
+    done = wheelwell(
+        "export", str(dest), "--data-dir", str(daemon.data_dir), "--include-mirror",
+        "--include-wheelhouse",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "mirror pages" in done.stdout and "1 wheelhouse files' bytes included" in done.stdout
+    daemon.stop()
+
+    new = tmp_path / "restored"
+    imported = wheelwell("import", str(dest), "--data-dir", str(new))
+    assert imported.returncode == 0, imported.stderr
+    dropped_sha = hashlib.sha256(dropped.path.read_bytes()).hexdigest()
+    assert _stored(new) == _stored(daemon.data_dir) | {dropped_sha}
+    again = tmp_path / "again"
+    redone = wheelwell(
+        "export", str(again), "--data-dir", str(new), "--include-mirror", "--include-wheelhouse"
+    )
+    assert redone.returncode == 0, redone.stderr
+    assert (again / "manifest.json").read_bytes() == _manifest(dest)
+
+    config: dict[str, Any] = yaml.safe_load(daemon.config_path.read_text())
+    config["storage"]["data_dir"] = str(new)
+    config["upstream"]["url"] = f"http://127.0.0.1:{free_port()}/simple/"  # nobody listens
+    config["upstream"]["page_ttl"] = "0s"  # every page is stale: served from the cache anyway
+    path = daemon.config_path.with_name("offline.yaml")
+    path.write_text(yaml.safe_dump(config))
+    offline = _restart(Daemon(daemon.url, path, new, daemon.log_path, daemon.process))
+    daemon_factory.started.append(offline)
+    target = tmp_path / "target"
+    pip_install(clients, offline, "root/pypi", target, "alpha")
+    assert installed_versions(clients, target, "alpha", "beta") == ["1.0", "2.0"]
