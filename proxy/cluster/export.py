@@ -82,7 +82,10 @@ def _read_state(db_path: Path) -> tuple[int, dict[str, list[dict[str, Any]]]]:
     """The hosted rows and their serial, in one read transaction (a running server may write)."""
     if not db_path.exists():
         raise ExportError(f"{db_path}: no wheelwell database here")
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn = mirrorstate.open_read_only(db_path)
+    except sqlite3.Error as exc:
+        raise ExportError(f"{db_path}: cannot read the database: {exc}") from exc
     try:
         conn.execute("BEGIN")
         serial = latest_serial(conn)

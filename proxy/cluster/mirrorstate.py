@@ -81,6 +81,26 @@ class Held:
             self._bodies = None
 
 
+def open_read_only(db_path: Path) -> sqlite3.Connection:
+    """A read-only connection, also where the export may not write beside the database.
+
+    With the daemon running, SQLite reads through its -shm; with it stopped and no -wal left
+    (a clean stop checkpoints and removes both), a reader that may not create them reads the
+    file as immutable: it is whole, and no writer is there.
+    """
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        if Path(f"{db_path}-wal").exists():
+            raise
+        conn = sqlite3.connect(
+            f"file:{db_path}?mode=ro&immutable=1", uri=True, isolation_level=None
+        )
+    return conn
+
+
 def stored_blobs(blobs_dir: Path) -> list[str]:
     """sha256 of every file in the blob store (the mirror's cache and the hosted files)."""
     found: list[str] = []
@@ -114,7 +134,7 @@ def hold_blobs(held: Held, blobs_dir: Path, shas: list[str]) -> None:
 
 def read_aliases(db_path: Path, blobs: set[str]) -> list[list[str]]:
     """Alias → sha256 rows whose blob is in the export (the others would name nothing)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = open_read_only(db_path)
     try:
         rows = conn.execute("SELECT alias, sha256 FROM blob_aliases ORDER BY alias").fetchall()
     finally:
@@ -128,7 +148,7 @@ def read_pages(held: Held, pages_dir: Path) -> None:
     if not db.exists():
         return
     disk = diskcache.Disk(str(pages_dir))
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = open_read_only(db)
     try:
         rows = conn.execute(
             "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 ORDER BY key"
