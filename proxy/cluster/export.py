@@ -34,8 +34,10 @@ from proxy.cluster import mirrorstate
 from proxy.cluster.mirrorstate import MIRROR, Held
 from proxy.errors import WheelwellError
 from proxy.model import is_sha256
+from proxy.storage import identity
 from proxy.storage.changes import HOSTED_TABLES, dump_hosted
 from proxy.storage.db import SCHEMA, latest_serial, migrate
+from proxy.storage.identity import Identity
 
 FORMAT = "wheelwell-export"
 VERSION = 1
@@ -78,8 +80,8 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _read_state(db_path: Path) -> tuple[int, dict[str, list[dict[str, Any]]]]:
-    """The hosted rows and their serial, in one read transaction (a running server may write)."""
+def _read_state(db_path: Path) -> tuple[int, dict[str, list[dict[str, Any]]], Identity | None]:
+    """The hosted rows, serial and identity in one read transaction (a server may write)."""
     if not db_path.exists():
         raise ExportError(f"{db_path}: no wheelwell database here")
     try:
@@ -90,12 +92,13 @@ def _read_state(db_path: Path) -> tuple[int, dict[str, list[dict[str, Any]]]]:
         conn.execute("BEGIN")
         serial = latest_serial(conn)
         tables = dump_hosted(conn)
+        ident = identity.read(conn)
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         raise ExportError(f"{db_path}: cannot read the database: {exc}") from exc
     finally:
         conn.close()
-    return serial, tables
+    return serial, tables, ident
 
 
 def _named_blobs(tables: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -235,8 +238,11 @@ def _export(
     data_dir: Path, dest: Path, held: Held, include_mirror: bool, include_wheelhouse: bool
 ) -> Report:
     db_path = data_dir / "wheelwell.sqlite3"
-    serial, tables = _read_state(db_path)
-    state = _canonical({"serial": serial, "tables": tables})
+    serial, tables, ident = _read_state(db_path)
+    whole: dict[str, Any] = {"serial": serial, "tables": tables}
+    if ident is not None:  # a replica started from the export goes on from this serial
+        whole["identity"] = ident.as_json()
+    state = _canonical(whole)
     entries = [Entry(STATE, len(state), hashlib.sha256(state).hexdigest())]
     blobs = data_dir / "blobs"
     hosted = _named_blobs(tables)
@@ -444,6 +450,10 @@ def _build(src: Path, building: Path) -> Report:
             mirror = _read_json(src, name, io.BytesIO(data), len(data))
         seen.add(name)
     missing = sorted(set(entries) - seen)
+    if missing and not src.is_dir():  # a tar cut between members ends without an error
+        raise ExportError(
+            f"{src}: truncated or damaged archive ({missing[0]}: in the manifest, not in it)"
+        )
     if missing:
         raise ExportError(f"{src}: {missing[0]}: in the manifest but not in the export")
     report = _write_database(src, building / "wheelwell.sqlite3", state, int(manifest["serial"]))
@@ -500,6 +510,7 @@ def _write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
         tables: dict[str, list[dict[str, Any]]] = state["tables"]
         if int(state["serial"]) != serial or set(tables) != set(HOSTED_TABLES):
             raise ValueError("its serial or tables differ from the manifest's")
+        ident = Identity.from_json(state["identity"]) if "identity" in state else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"{src}: {STATE}: malformed ({exc})") from exc
     _check_wheelhouse_paths(src, tables)
@@ -521,6 +532,10 @@ def _write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
                 )
         conn.execute("DELETE FROM sqlite_sequence WHERE name = 'changelog'")
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('changelog', ?)", (serial,))
+        # the exported history's, so a replica may follow on from it; an export made before
+        # identities gets a new one (a replica then starts from its primary's snapshot)
+        identity.write(conn, ident if ident is not None else Identity.new(serial))
+        identity.mark_imported(conn)  # a new epoch once it serves as a primary
         conn.execute("COMMIT")
     except (sqlite3.Error, ValueError, TypeError) as exc:
         raise ExportError(
