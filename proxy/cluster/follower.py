@@ -163,8 +163,7 @@ class Follower:
                     await self._apply(item)
 
     async def _same_history(self, primary: identity.Identity | None, serial: int) -> bool:
-        """False when the local state is not a prefix of the primary's (another database, or
-        one that forked): replaying onto it would mix two histories. Adopts the primary's."""
+        """False where replaying would mix two histories (storage/identity.py); else adopt it."""
         if primary is None:  # a primary older than identities
             return True
         reason = identity.diverges(self.db.identity, self.db.serial, primary, serial)
