@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("dest", type=Path, help="a new directory, or a .tar / .tar.zst file")
     _config_arg(export)
     export.add_argument("--data-dir", type=Path, help="the data directory to export")
+    export.add_argument(
+        "--include-mirror",
+        action="store_true",
+        help="also the mirror's cached files and pages (an import then serves them warm)",
+    )
+    export.add_argument(
+        "--include-wheelhouse",
+        action="store_true",
+        help="also the wheelhouse files' bytes (by default only their records)",
+    )
     restore = commands.add_parser(
         "import", help="build a new data dir from an export, or from a devpi-export dump"
     )

@@ -241,7 +241,12 @@ def export_command(cfg: Config, args: argparse.Namespace) -> int:
     data_dir = args.data_dir or cfg.storage.data_dir
     try:
         if args.command == "export":
-            lines = exporting.export(data_dir, args.dest).lines("exported", args.dest)
+            lines = exporting.export(
+                data_dir,
+                args.dest,
+                include_mirror=args.include_mirror,
+                include_wheelhouse=args.include_wheelhouse,
+            ).lines("exported", args.dest)
         elif (args.src is None) == (args.from_devpi is None):
             raise exporting.ExportError("give an export to import, or --from-devpi DUMPDIR")
         elif args.from_devpi is not None:

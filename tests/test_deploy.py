@@ -261,12 +261,14 @@ def test_kubernetes_files_hold_the_expected_kinds() -> None:
         "service.yaml": ["Service", "Service", "Service"],
         "configmap.yaml": ["ConfigMap"],
         "networkpolicy.yaml": ["NetworkPolicy"],
+        "examples/backup-cronjob.yaml": ["PersistentVolumeClaim", "CronJob", "NetworkPolicy"],
         "examples/sidecar-ci-job.yaml": ["Job"],
         "examples/sidecar-ci-networkpolicy.yaml": ["NetworkPolicy"],
     }
     api_versions = {
         "StatefulSet": "apps/v1",
         "Job": "batch/v1",
+        "CronJob": "batch/v1",
         "NetworkPolicy": "networking.k8s.io/v1",
     }
     for name in k8s_kinds():

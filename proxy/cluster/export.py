@@ -30,10 +30,14 @@ from typing import IO, Any, TypeVar
 import zstandard
 
 from proxy import __version__
+from proxy.cluster import mirrorstate
+from proxy.cluster.mirrorstate import MIRROR, Held
 from proxy.errors import WheelwellError
 from proxy.model import is_sha256
+from proxy.storage import identity
 from proxy.storage.changes import HOSTED_TABLES, dump_hosted
 from proxy.storage.db import SCHEMA, latest_serial, migrate
+from proxy.storage.identity import Identity
 
 FORMAT = "wheelwell-export"
 VERSION = 1
@@ -62,12 +66,14 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)
     files: int = 0
     bytes: int = 0
+    notes: list[str] = field(default_factory=list)  #: what was skipped, and why
 
     def lines(self, verb: str, where: Path) -> list[str]:
         rows = ", ".join(f"{n} {table}" for table, n in self.counts.items())
         return [
             f"{verb} {where} at serial {self.serial}: {rows}",
             f"{self.files} files, {self.bytes} bytes, every one sha256-checked",
+            *self.notes,
         ]
 
 
@@ -75,21 +81,25 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _read_state(db_path: Path) -> tuple[int, dict[str, list[dict[str, Any]]]]:
-    """The hosted rows and their serial, in one read transaction (a running server may write)."""
+def _read_state(db_path: Path) -> tuple[int, dict[str, list[dict[str, Any]]], Identity | None]:
+    """The hosted rows, serial and identity in one read transaction (a server may write)."""
     if not db_path.exists():
         raise ExportError(f"{db_path}: no wheelwell database here")
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn = mirrorstate.open_read_only(db_path)
+    except sqlite3.Error as exc:
+        raise ExportError(f"{db_path}: cannot read the database: {exc}") from exc
     try:
         conn.execute("BEGIN")
         serial = latest_serial(conn)
         tables = dump_hosted(conn)
+        ident = identity.read(conn)
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         raise ExportError(f"{db_path}: cannot read the database: {exc}") from exc
     finally:
         conn.close()
-    return serial, tables
+    return serial, tables, ident
 
 
 def _named_blobs(tables: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -192,19 +202,87 @@ class _ChunkReader(io.RawIOBase):
         return out
 
 
-def export(data_dir: Path, dest: Path) -> Report:
-    """Write the data dir's hosted state to `dest` (safe while a server runs on `data_dir`)."""
-    serial, tables = _read_state(data_dir / "wheelwell.sqlite3")
-    state = _canonical({"serial": serial, "tables": tables})
+def _hold_wheelhouse(held: Held, blobs: Path, tables: dict[str, list[dict[str, Any]]]) -> int:
+    """Open each wheelhouse file (its copy in the store, else its path); returns those gone."""
+    gone = 0
+    for row in tables["wheelhouse"]:
+        sha = str(row["sha256"])
+        if sha in held.blobs or not is_sha256(sha):
+            continue
+        stored = blobs / sha[:2] / sha
+        source = stored if stored.is_file() else Path(row["path"])
+        try:
+            fh = source.open("rb")
+        except FileNotFoundError:  # removed from its directory since it was scanned
+            gone += 1
+            continue
+        held.blobs[sha] = (fh, os.fstat(fh.fileno()).st_size)
+    return gone
+
+
+def export(
+    data_dir: Path, dest: Path, *, include_mirror: bool = False, include_wheelhouse: bool = False
+) -> Report:
+    """Write the data dir's hosted state to `dest` (safe while a server runs on `data_dir`).
+
+    `include_mirror` adds the mirror's cached files, aliases and pages; `include_wheelhouse`
+    the wheelhouse files' bytes (by default only their records: the files are the operator's).
+    """
+    held = Held()
+    try:
+        return _export(data_dir, dest, held, include_mirror, include_wheelhouse)
+    finally:
+        held.close()
+
+
+def _export(
+    data_dir: Path, dest: Path, held: Held, include_mirror: bool, include_wheelhouse: bool
+) -> Report:
+    db_path = data_dir / "wheelwell.sqlite3"
+    serial, tables, ident = _read_state(db_path)
+    whole: dict[str, Any] = {"serial": serial, "tables": tables}
+    if ident is not None:  # a replica started from the export goes on from this serial
+        whole["identity"] = ident.as_json()
+    state = _canonical(whole)
     entries = [Entry(STATE, len(state), hashlib.sha256(state).hexdigest())]
     blobs = data_dir / "blobs"
-    for sha in _named_blobs(tables):
+    hosted = _named_blobs(tables)
+    notes: list[str] = []
+    if include_mirror:  # held before the manifest is written: eviction cannot take them now
+        named = set(hosted)
+        mirrored = [s for s in mirrorstate.stored_blobs(blobs) if s not in named]
+        mirrorstate.hold_blobs(held, blobs, mirrored)
+        mirrorstate.read_pages(held, data_dir / "pages")
+    mirror_files = len(held.blobs)
+    if include_wheelhouse:
+        gone = _hold_wheelhouse(held, blobs, tables)
+        notes.append(f"{len(held.blobs) - mirror_files} wheelhouse files' bytes included")
+        if gone:
+            notes.append(f"skipped {gone} wheelhouse files gone from their directories")
+    mirror_state = b""
+    if include_mirror:
+        held.aliases = mirrorstate.read_aliases(db_path, set(hosted) | set(held.blobs))
+        mirror_state = _canonical({"pages": held.pages, "aliases": held.aliases})
+        entries.append(Entry(MIRROR, len(mirror_state), hashlib.sha256(mirror_state).hexdigest()))
+        for sha, size in held.body_sizes().items():
+            entries.append(Entry(mirrorstate.page_path(sha), size, sha))
+        if held.skipped or held.pages_skipped:
+            notes.append(
+                f"skipped {held.skipped} mirror files evicted and {held.pages_skipped} pages "
+                "rewritten while the export ran (cache: fetched again when asked)"
+            )
+    blob_entries: list[Entry] = []
+    for sha in hosted:
+        if sha in held.blobs:
+            continue
         path = blobs / sha[:2] / sha
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             raise ExportError(f"{path}: named by the database but not in the store") from None
-        entries.append(Entry(_blob_path(sha), size, sha))
+        blob_entries.append(Entry(_blob_path(sha), size, sha))
+    blob_entries += [Entry(_blob_path(sha), size, sha) for sha, (_, size) in held.blobs.items()]
+    entries += sorted(blob_entries, key=lambda e: e.path)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -217,17 +295,32 @@ def export(data_dir: Path, dest: Path) -> Report:
         writer.add_bytes(MANIFEST, _canonical(manifest) + b"\n")
         writer.add_bytes(STATE, state)
         for entry in entries[1:]:
-            source = blobs / entry.sha256[:2] / entry.sha256
-            with source.open("rb") as fh:
+            if entry.path == MIRROR:
+                writer.add_bytes(MIRROR, mirror_state)
+            elif entry.path.startswith(mirrorstate.PAGES):
+                writer.add_bytes(entry.path, held.body(entry.sha256))
+            elif entry.sha256 in held.blobs:
+                fh = held.blobs[entry.sha256][0]
                 if writer.add_stream(entry.path, fh, entry.size) != entry.sha256:
                     raise ExportError(
-                        f"{source}: its bytes do not match its sha256 (run cache verify)"
+                        f"{entry.path}: changed while it was exported (a wheelhouse file "
+                        "rewritten in place?); run the export again"
                     )
+            else:
+                source = blobs / entry.sha256[:2] / entry.sha256
+                with source.open("rb") as fh:
+                    if writer.add_stream(entry.path, fh, entry.size) != entry.sha256:
+                        raise ExportError(
+                            f"{source}: its bytes do not match its sha256 (run cache verify)"
+                        )
         writer.close()
     except BaseException:
         writer.discard()
         raise
-    report = Report(serial, {t: len(tables[t]) for t in HOSTED_TABLES})
+    report = Report(serial, {t: len(tables[t]) for t in HOSTED_TABLES}, notes=notes)
+    if include_mirror:
+        report.counts["mirror pages"] = len(held.pages)
+        report.counts["mirror files"] = mirror_files
     report.files, report.bytes = len(entries) + 1, sum(e.size for e in entries)
     return report
 
@@ -289,8 +382,8 @@ def _check_manifest(src: Path, manifest: Any) -> dict[str, Entry]:
     try:
         for item in manifest["files"]:
             entry = Entry(str(item["path"]), int(item["size"]), str(item["sha256"]))
-            blob = entry.path.startswith("blobs/") and entry.path == _blob_path(entry.sha256)
-            if not (blob and is_sha256(entry.sha256)) and entry.path != STATE:
+            blob = entry.path in (_blob_path(entry.sha256), mirrorstate.page_path(entry.sha256))
+            if not (blob and is_sha256(entry.sha256)) and entry.path not in (STATE, MIRROR):
                 raise ExportError(f"{src}: {MANIFEST}: unexpected file {entry.path!r}")
             entries[entry.path] = entry
     except (KeyError, TypeError, ValueError) as exc:
@@ -340,6 +433,8 @@ def _build(src: Path, building: Path) -> Report:
     entries = _check_manifest(src, manifest)
     seen: set[str] = set()
     state: Any = None
+    mirror: Any = None
+    bodies = building / ".pages"  #: page bodies, until they are stored in the page cache
     for name, fh, size in members:
         entry = entries.get(name)
         if entry is None:
@@ -347,11 +442,12 @@ def _build(src: Path, building: Path) -> Report:
         if size != entry.size:
             raise ExportError(f"{src}: {name}: {size} bytes, the manifest says {entry.size}")
         digest = hashlib.sha256()
-        if name == STATE:
+        if name in (STATE, MIRROR):
             data = fh.read(MAX_JSON + 1)
             digest.update(data)
         else:
-            target = building / name
+            page = name.startswith(mirrorstate.PAGES)
+            target = bodies / entry.sha256 if page else building / name
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with target.open("xb") as out:
                 while chunk := fh.read(CHUNK):
@@ -361,14 +457,44 @@ def _build(src: Path, building: Path) -> Report:
             raise ExportError(f"{src}: {name}: its sha256 differs from the manifest's")
         if name == STATE:
             state = _read_json(src, name, io.BytesIO(data), len(data))
+        elif name == MIRROR:
+            mirror = _read_json(src, name, io.BytesIO(data), len(data))
         seen.add(name)
     missing = sorted(set(entries) - seen)
+    if missing and not src.is_dir():  # a tar cut between members ends without an error
+        raise ExportError(
+            f"{src}: truncated or damaged archive ({missing[0]}: in the manifest, not in it)"
+        )
     if missing:
         raise ExportError(f"{src}: {missing[0]}: in the manifest but not in the export")
     report = write_database(src, building / "wheelwell.sqlite3", state, int(manifest["serial"]))
+    if MIRROR in entries:
+        _write_mirror(src, building, mirror, entries)
+        report.counts["mirror pages"] = len(mirror["pages"])
+        shutil.rmtree(bodies, ignore_errors=True)
     report.files = len(entries) + 1
     report.bytes = sum(e.size for e in entries.values())
     return report
+
+
+def _write_mirror(src: Path, building: Path, mirror: Any, entries: dict[str, Entry]) -> None:
+    """The mirror's pages into the page cache and its aliases into the database."""
+    blobs = {e.sha256 for e in entries.values() if e.path.startswith("blobs/")}
+    bodies = {e.sha256 for e in entries.values() if e.path.startswith(mirrorstate.PAGES)}
+    try:
+        pages, aliases = mirrorstate.check_mirror(mirror, bodies, blobs)
+    except ValueError as exc:
+        raise ExportError(f"{src}: {MIRROR}: {exc}") from exc
+    mirrorstate.write_pages(building / "pages", pages, building / ".pages")
+    conn = sqlite3.connect(building / "wheelwell.sqlite3", isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        mirrorstate.write_aliases(conn, aliases)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise ExportError(f"{src}: {MIRROR}: aliases do not fit: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def _check_wheelhouse_paths(src: Path, tables: dict[str, list[dict[str, Any]]]) -> None:
@@ -395,6 +521,7 @@ def write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
         tables: dict[str, list[dict[str, Any]]] = state["tables"]
         if int(state["serial"]) != serial or set(tables) != set(HOSTED_TABLES):
             raise ValueError("its serial or tables differ from the manifest's")
+        ident = Identity.from_json(state["identity"]) if "identity" in state else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"{src}: {STATE}: malformed ({exc})") from exc
     _check_wheelhouse_paths(src, tables)
@@ -416,6 +543,10 @@ def write_database(src: Path, path: Path, state: Any, serial: int) -> Report:
                 )
         conn.execute("DELETE FROM sqlite_sequence WHERE name = 'changelog'")
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('changelog', ?)", (serial,))
+        # the exported history's, so a replica may follow on from it; an export made before
+        # identities gets a new one (a replica then starts from its primary's snapshot)
+        identity.write(conn, ident if ident is not None else Identity.new(serial))
+        identity.mark_imported(conn)  # a new epoch once it serves as a primary
         conn.execute("COMMIT")
     except (sqlite3.Error, ValueError, TypeError) as exc:
         raise ExportError(

@@ -21,12 +21,14 @@ from proxy.cluster.protocol import (
     SERIAL_HEADER,
     Heartbeat,
     decode_line,
+    identity_from,
 )
 from proxy.cluster.snapshots import fetch_snapshot
 from proxy.config import ReplicationConfig
 from proxy.errors import WheelwellError
 from proxy.metrics import Metrics
 from proxy.model import mask_url
+from proxy.storage import identity
 from proxy.storage.db import ChangelogEntry, Database
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,12 @@ class Follower:
             if resp.status != 200:
                 text = (await resp.content.read(300)).decode(errors="replace").strip()
                 raise WheelwellError(f"primary answered {resp.status}: {text}")
-            self._contact(int(resp.headers.get(SERIAL_HEADER, "0") or 0))
+            primary_serial = int(resp.headers.get(SERIAL_HEADER, "0") or 0)
+            if not await self._same_history(identity_from(resp.headers), primary_serial):
+                resp.close()
+                await self._bootstrap(replace=True)
+                return
+            self._contact(primary_serial)
             self.state.streaming = True
             if self.state.last_error is not None:
                 log.info("replication from %s: streaming again", mask_url(self.state.url))
@@ -155,8 +162,23 @@ class Follower:
                 else:
                     await self._apply(item)
 
-    async def _bootstrap(self) -> None:
-        """Replace the local state by the primary's newest snapshot, then follow from there."""
+    async def _same_history(self, primary: identity.Identity | None, serial: int) -> bool:
+        """False where replaying would mix two histories (storage/identity.py); else adopt it."""
+        if primary is None:  # a primary older than identities
+            return True
+        reason = identity.diverges(self.db.identity, self.db.serial, primary, serial)
+        if reason is not None:
+            log.warning("replication: %s; starting from the primary's snapshot instead", reason)
+            return False
+        if self.db.identity != primary:
+            await self.db.adopt(primary)
+        return True
+
+    async def _bootstrap(self, *, replace: bool = False) -> None:
+        """Replace the local state by the primary's newest snapshot, then follow from there.
+
+        `replace`: the local state is not the primary's history, so an older snapshot is fine.
+        """
         before = self.db.serial
         directory = self.db.path.parent / "snapshots"
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -165,7 +187,7 @@ class Follower:
         path, serial = await fetch_snapshot(
             self.session, self.state.url, self.cfg.secret, directory
         )
-        if serial < before:
+        if serial < before and not replace:
             path.unlink(missing_ok=True)
             raise WheelwellError(f"the primary's snapshot (serial {serial}) is older than {before}")
         await self.db.restore(path)

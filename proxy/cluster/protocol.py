@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import InvalidInputError
 from proxy.storage.db import ChangelogEntry
+from proxy.storage.identity import Identity
 
 SECRET_HEADER = "X-Wheelwell-Replication-Secret"  # noqa: S105 - a header name
 REPLICA_ID_HEADER = "X-Wheelwell-Replica-Id"
@@ -25,6 +27,11 @@ CONTENT_TYPE = "application/x-ndjson"
 #: on GET /+replication/snapshot: the serial the snapshot is at, and its sha256
 SNAPSHOT_SERIAL_HEADER = "X-Wheelwell-Snapshot-Serial"
 SNAPSHOT_SHA256_HEADER = "X-Wheelwell-Snapshot-Sha256"
+#: on GET /+replication/changes: which history the primary's serials belong to
+#: (proxy/storage/identity.py); a replica checks them before it applies anything
+DATABASE_ID_HEADER = "X-Wheelwell-Database-Id"
+EPOCH_HEADER = "X-Wheelwell-Epoch"
+EPOCH_SERIAL_HEADER = "X-Wheelwell-Epoch-Serial"
 
 
 #: devpi-web's marks for a replica: no contact for 1/5 minutes, behind for 5/60 minutes
@@ -90,3 +97,29 @@ def decode_line(line: bytes) -> ChangelogEntry | Heartbeat:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"unreadable replication line: {exc}") from exc
+
+
+def identity_headers(identity: Identity | None) -> dict[str, str]:
+    if identity is None:
+        return {}
+    return {
+        DATABASE_ID_HEADER: identity.database_id,
+        EPOCH_HEADER: identity.epoch,
+        EPOCH_SERIAL_HEADER: str(identity.epoch_serial),
+    }
+
+
+def identity_from(headers: Mapping[str, str]) -> Identity | None:
+    """The primary's identity from its headers; None from a primary that sends none."""
+    if DATABASE_ID_HEADER not in headers:
+        return None
+    try:
+        return Identity.from_json(
+            {
+                "database_id": headers[DATABASE_ID_HEADER],
+                "epoch": headers.get(EPOCH_HEADER, ""),
+                "epoch_serial": int(headers.get(EPOCH_SERIAL_HEADER, "")),
+            }
+        )
+    except (ValueError, KeyError) as exc:
+        raise InvalidInputError(f"unreadable database identity from the primary: {exc}") from exc

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.errors import ReplicaWriteError, StorageError, StorageFullError
+from proxy.storage import identity
 from proxy.storage.changes import (
     FORMAT,
     Change,
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS wheelhouse (
     summary TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
     description_type TEXT NOT NULL DEFAULT '', PRIMARY KEY (idx, path));
 CREATE TABLE IF NOT EXISTS blob_aliases (alias TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 #: PRAGMA user_version: 1 is milestone 1's layout; 2 adds changelog.format and blob_aliases;
 #: 3 adds tokens.scopes (JSON list; tokens made before it are upload tokens)
@@ -145,6 +147,9 @@ class Database:
         self.replica_of: str | None = None
         self._changed: asyncio.Event | None = None  #: set, then replaced, at every commit
         self._resets: list[Callable[[], Awaitable[None]]] = []
+        #: which history this database holds (storage/identity.py); None on a replica not yet
+        #: following a primary
+        self.identity: identity.Identity | None = None
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +161,7 @@ class Database:
         conn.executescript(SCHEMA)
         migrate(conn)
         self.serial = latest_serial(conn)
+        self.identity = identity.settle(conn, self.serial, replica=self.replica_of is not None)
         self._conn = conn
 
     async def start(self) -> None:
@@ -311,6 +317,11 @@ class Database:
     def add_reset_listener(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Told after `restore` replaced the whole state."""
         self._resets.append(listener)
+
+    async def adopt(self, other: identity.Identity) -> None:
+        """A replica takes its primary's identity (it holds the primary's history)."""
+        await self._submit(identity.write, self.conn, other)
+        self.identity = other
 
     async def dump_hosted(self) -> dict[str, list[dict[str, Any]]]:
         """Every hosted row, canonically ordered (replay and export checks compare these)."""

@@ -14,6 +14,7 @@ from proxy.cluster.protocol import (
     SERIAL_HEADER,
     SNAPSHOT_SERIAL_HEADER,
     SNAPSHOT_SHA256_HEADER,
+    identity_headers,
 )
 from proxy.errors import ChangelogCompactedError, DistributionNotFoundError, InvalidInputError
 from proxy.model import is_sha256
@@ -48,6 +49,7 @@ async def changes(request: web.Request) -> web.StreamResponse:
             "Content-Type": CONTENT_TYPE,
             "Cache-Control": "no-store",
             SERIAL_HEADER: str(db.serial),
+            **identity_headers(db.identity),
         }
     )
     response.force_close()  # one stream per connection: a stopping primary drains at once

@@ -14,11 +14,12 @@ import pytest
 import yaml
 import zstandard
 
-from tests.conftest import Clients, Daemon, DaemonFactory, clean_env, http_get
+from tests.conftest import Clients, Daemon, DaemonFactory, clean_env, free_port, http_get
 from tests.e2e.conftest import ROOT, call, decoded, installed_versions, pip_install, twine_upload
 from tests.e2e.test_replication import _dump, _restart
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -215,3 +216,206 @@ def test_a_wheelhouse_record_outside_its_directories_is_refused(
             entry["size"], entry["sha256"] = len(body), hashlib.sha256(body).hexdigest()
     (exported / "manifest.json").write_text(json.dumps(manifest))
     _refused(exported, tmp_path / "new", "'/etc/passwd' is outside the wheelhouse directories")
+
+
+def _stored(data_dir: Path) -> set[str]:
+    return {p.name for p in (data_dir / "blobs").glob("*/*")}
+
+
+def test_include_mirror_round_trip_serves_the_cache_warm_without_upstream(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    """Mirror files, aliases and pages travel; the restored server installs with no upstream."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    dropped = build_wheel(wheelhouse, "dropped", "1.0")
+    indexes = {
+        "storage": {"wheelhouse_poll": "0.2s"},
+        "indexes": [
+            {"name": "root/pypi", "kind": "mirror"},
+            {"name": "root/public", "kind": "private", "bases": ["root/pypi"]},
+            {"name": "root/wh", "kind": "private", "wheelhouse": [str(wheelhouse)]},
+        ],
+    }
+    daemon = daemon_factory(fake_index_server.url, indexes)
+    _populate(daemon, clients, tmp_path)
+    pip_install(clients, daemon, "root/pypi", tmp_path / "warm", "alpha")
+    index = daemon.index_url("root/wh")
+    wait_until(
+        lambda: http_get(f"{index}dropped/").status == 200, timeout=10, message="the wheelhouse"
+    )
+    dest = tmp_path / "mirror.tar.zst"
+    done = wheelwell(
+        "export", str(dest), "--data-dir", str(daemon.data_dir), "--include-mirror",
+        "--include-wheelhouse",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "mirror pages" in done.stdout and "1 wheelhouse files' bytes included" in done.stdout
+    daemon.stop()
+
+    new = tmp_path / "restored"
+    imported = wheelwell("import", str(dest), "--data-dir", str(new))
+    assert imported.returncode == 0, imported.stderr
+    dropped_sha = hashlib.sha256(dropped.path.read_bytes()).hexdigest()
+    assert _stored(new) == _stored(daemon.data_dir) | {dropped_sha}
+    again = tmp_path / "again"
+    redone = wheelwell(
+        "export", str(again), "--data-dir", str(new), "--include-mirror", "--include-wheelhouse"
+    )
+    assert redone.returncode == 0, redone.stderr
+    assert (again / "manifest.json").read_bytes() == _manifest(dest)
+
+    config: dict[str, Any] = yaml.safe_load(daemon.config_path.read_text())
+    config["storage"]["data_dir"] = str(new)
+    config["upstream"]["url"] = f"http://127.0.0.1:{free_port()}/simple/"  # nobody listens
+    config["upstream"]["page_ttl"] = "0s"  # every page is stale: served from the cache anyway
+    path = daemon.config_path.with_name("offline.yaml")
+    path.write_text(yaml.safe_dump(config))
+    offline = _restart(Daemon(daemon.url, path, new, daemon.log_path, daemon.process))
+    daemon_factory.started.append(offline)
+    target = tmp_path / "target"
+    pip_install(clients, offline, "root/pypi", target, "alpha")
+    assert installed_versions(clients, target, "alpha", "beta") == ["1.0", "2.0"]
+
+
+REPLICATION_SECRET = "export-replica-secret-0123456789"
+
+
+def _cluster_config(primary: Daemon | None, data_dir: Path | None = None) -> dict[str, Any]:
+    """Overrides for a primary (no `primary`) or a replica of it, optionally on `data_dir`."""
+    replication: dict[str, Any] = {"secret": REPLICATION_SECRET, "heartbeat": "1s"}
+    if primary is None:
+        replication["role"] = "primary"
+    else:
+        replication.update(primary_url=primary.url, replica_id="from-export")
+    overrides: dict[str, Any] = {"replication": replication}
+    if data_dir is not None:
+        overrides["storage"] = {"data_dir": str(data_dir)}
+    return overrides
+
+
+def _serial(daemon: Daemon) -> int:
+    serial: int = json.loads(http_get(daemon.url + "/+status").body)["serial"]
+    return serial
+
+
+def _files_pending(replica: Daemon) -> int:
+    status = json.loads(http_get(replica.url + "/+status", {"Accept": "application/json"}).body)
+    pending: int = status["primary"]["files_pending"]
+    return pending
+
+
+def test_a_replica_started_from_an_export_follows_on_from_its_serial(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    primary = daemon_factory(fake_index_server.url, _cluster_config(None))
+    first = build_wheel(tmp_path / "dists", "ours", "1.0", payload_size=20_000)
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, first.path)
+    dest = tmp_path / "export"
+    assert wheelwell("export", str(dest), "--data-dir", str(primary.data_dir)).returncode == 0
+    exported_at = _serial(primary)
+    later = build_wheel(tmp_path / "dists", "ours", "2.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, later.path)
+
+    new = tmp_path / "replica-data"
+    assert wheelwell("import", str(dest), "--data-dir", str(new)).returncode == 0
+    first_sha = hashlib.sha256(first.path.read_bytes()).hexdigest()
+    imported_blob = (new / "blobs" / first_sha[:2] / first_sha).stat()
+    replica = daemon_factory(fake_index_server.url, _cluster_config(primary, new))
+    wait_until(
+        lambda: _serial(replica) == _serial(primary) and _files_pending(replica) == 0,
+        timeout=30,
+        message=lambda: f"the replica caught up:\n{replica.log()}",
+    )
+    assert _dump(replica) == _dump(primary)
+    assert "snapshot" not in replica.log()  # it followed on from the export's serial
+    assert f"caught up with the primary at serial {_serial(primary)}" in replica.log()
+    assert _serial(primary) > exported_at
+    kept = (new / "blobs" / first_sha[:2] / first_sha).stat()
+    assert (kept.st_ino, kept.st_mtime_ns) == (imported_blob.st_ino, imported_blob.st_mtime_ns)
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["2.0"]
+
+
+def test_a_replica_started_from_another_primarys_export_starts_from_the_snapshot(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    """Same serials, other history: replaying onto it would mix two databases' rows."""
+    other = daemon_factory(fake_index_server.url)
+    assert call(other, "PUT", "/mallory", {"password": "mallory-secret-1"}, auth=ROOT).status == 201
+    dest = tmp_path / "foreign"
+    assert wheelwell("export", str(dest), "--data-dir", str(other.data_dir)).returncode == 0
+    other.stop()
+    primary = daemon_factory(fake_index_server.url, _cluster_config(None))
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    new = tmp_path / "replica-data"
+    assert wheelwell("import", str(dest), "--data-dir", str(new)).returncode == 0
+    replica = daemon_factory(fake_index_server.url, _cluster_config(primary, new))
+    wait_until(  # the foreign serial may equal the primary's: wait for the snapshot itself
+        lambda: (
+            "started from the primary's snapshot" in replica.log()
+            and _serial(replica) == _serial(primary)
+        ),
+        timeout=30,
+        message=lambda: f"the replica caught up:\n{replica.log()}",
+    )
+    assert "holds another database" in replica.log()
+    assert _dump(replica) == _dump(primary)
+    assert "mallory" not in {row["name"] for row in _dump(replica)["users"]}
+
+
+def test_a_replica_on_the_history_a_restored_primary_left_starts_from_the_snapshot(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    """The primary was restored from an older export and wrote on: serials after it differ."""
+    primary = daemon_factory(fake_index_server.url, _cluster_config(None))
+    twine_upload(
+        clients, f"{primary.url}/root/public/", ROOT,
+        build_wheel(tmp_path / "dists", "ours", "1.0").path,
+    )  # fmt: skip
+    older, newer = tmp_path / "older", tmp_path / "newer"
+    assert wheelwell("export", str(older), "--data-dir", str(primary.data_dir)).returncode == 0
+    for version in ("2.0", "3.0"):
+        built = build_wheel(tmp_path / "dists", "ours", version)
+        twine_upload(clients, f"{primary.url}/root/public/", ROOT, built.path)
+    assert wheelwell("export", str(newer), "--data-dir", str(primary.data_dir)).returncode == 0
+    primary.stop()
+
+    restored_dir = tmp_path / "restored"
+    assert wheelwell("import", str(older), "--data-dir", str(restored_dir)).returncode == 0
+    restored = daemon_factory(fake_index_server.url, _cluster_config(None, restored_dir))
+    for name in ("carol", "dave", "erin"):  # past the newer export's serial, other rows
+        assert (
+            call(restored, "PUT", f"/{name}", {"password": f"{name}-secret-1"}, auth=ROOT).status
+            == 201
+        )
+    assert _serial(restored) > json.loads((newer / "state.json").read_text())["serial"]
+
+    replica_dir = tmp_path / "replica-data"
+    assert wheelwell("import", str(newer), "--data-dir", str(replica_dir)).returncode == 0
+    replica = daemon_factory(fake_index_server.url, _cluster_config(restored, replica_dir))
+    wait_until(
+        lambda: (
+            "started from the primary's snapshot" in replica.log()
+            and _serial(replica) == _serial(restored)
+        ),
+        timeout=30,
+        message=lambda: f"the replica caught up:\n{replica.log()}",
+    )
+    assert "history forked" in replica.log()
+    assert _dump(replica) == _dump(restored)
+    assert {row["version"] for row in _dump(replica)["files"]} == {"1.0"}
