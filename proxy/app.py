@@ -46,7 +46,7 @@ from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
 from proxy.storage.scrubber import Scrubber
-from proxy.web import api, devpi, files, keys, ops, replication, simple, ui, upload
+from proxy.web import api, devpi, files, keys, ops, push, replication, simple, ui, upload
 from proxy.web import search as search_web
 from proxy.web.authz import authz_middleware
 from proxy.web.forwarded import forwarded_middleware
@@ -385,6 +385,7 @@ def create_app(config: Config) -> web.Application:
     simple.add_routes(app)
     files.add_routes(app)
     upload.add_routes(app)
+    push.add_routes(app)
     search_web.add_routes(app)
     devpi.add_routes(app)  # before api's: `/{user}/+api` is not the index '+api'
     api.add_routes(app)

@@ -173,6 +173,8 @@ class AuthConfig:
     login_failure_delay: Seconds = 0.5
     #: refused logins held back at once at most; beyond that they are answered at once
     login_tarpit_size: int = 1000
+    #: set in load(): the environment variable root_password came from (logged, the value never)
+    root_password_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,10 +574,18 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
     if not cfg.upstream.proxy:
         proxy = env_proxy(cfg.upstream.url, env)
         cfg = dataclasses.replace(cfg, upstream=dataclasses.replace(cfg.upstream, proxy=proxy))
-    if env.get("WHEELWELL_ROOT_PASSWORD"):
-        auth = dataclasses.replace(cfg.auth, root_password=env["WHEELWELL_ROOT_PASSWORD"])
-        cfg = dataclasses.replace(cfg, auth=auth)
+    for variable in ROOT_PASSWORD_VARIABLES:
+        if env.get(variable):
+            auth = dataclasses.replace(
+                cfg.auth, root_password=env[variable], root_password_from=variable
+            )
+            cfg = dataclasses.replace(cfg, auth=auth)
+            break
     return cfg
+
+
+#: where root's password comes from, first set one wins: ours, then devpi's (its images' habit)
+ROOT_PASSWORD_VARIABLES = ("WHEELWELL_ROOT_PASSWORD", "DEVPI_PASSWORD")
 
 
 def env_proxy(url: str, env: Mapping[str, str]) -> str:

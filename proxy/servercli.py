@@ -28,6 +28,7 @@ from proxy.model import mask_url
 from proxy.storage import eviction as cache
 from proxy.storage.blobs import LocalBlobStore
 from proxy.storage.datadir import DataDirError, DataDirLock
+from proxy.web.pushmethod import PushAwareRunner
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def _serve(cfg: Config, lock: DataDirLock) -> int:
 
 async def _run(app: web.Application, cfg: Config, lock: DataDirLock) -> None:
     """Serve until SIGTERM/SIGINT, then stop within `server.shutdown_timeout`."""
-    runner = web.AppRunner(
+    runner = PushAwareRunner(  # devpi-client's PUSH method; otherwise aiohttp's AppRunner
         app, handle_signals=False, access_log_class=logs.AccessLogger, shutdown_timeout=0.1
     )
     await runner.setup()

@@ -224,7 +224,7 @@ class Auth:
         await self.hashing.close()
 
     async def bootstrap(self) -> None:
-        """Create root; WHEELWELL_ROOT_PASSWORD, when set, is authoritative at every start."""
+        """Create root; WHEELWELL_ROOT_PASSWORD (else DEVPI_PASSWORD), when set, wins each start."""
         row = await self.db.read(
             lambda c: c.execute("SELECT pwhash FROM users WHERE name = ?", (ROOT,)).fetchone()
         )
@@ -232,12 +232,17 @@ class Auth:
         if row is not None:
             if password and not await self._check(password, row["pwhash"]):
                 await self.set_password(ROOT, password)
-                log.info("root password set from WHEELWELL_ROOT_PASSWORD")
+                log.info("root password set from %s", self._password_from())
             return
         if not password:
             password = secrets.token_urlsafe(12)
             self._hand_over(password)
+        else:
+            log.info("root created with the password from %s", self._password_from())
         await self.create_user(ROOT, password)
+
+    def _password_from(self) -> str:
+        return self.cfg.root_password_from or "the configuration"
 
     def _hand_over(self, password: str) -> None:
         """A generated root password goes to a file only its owner can read, not to the log

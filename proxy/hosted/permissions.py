@@ -34,6 +34,8 @@ class Operation(StrEnum):
     LOGIN = "login"
     OPS_READ = "ops-read"  #: health, status, metrics, home, search, user pages: filtered lists
     REPLICATE = "replicate"  #: a replica reads the primary's changelog stream and files
+    #: devpi push of a release from this index; the target's own permission is checked too
+    PUSH = "push"
 
 
 class Credential(StrEnum):
@@ -97,6 +99,7 @@ PERMISSIONS: dict[Operation, Rule] = {
     Operation.LOGIN: _rule(_ALL, Role.ANYONE),
     Operation.OPS_READ: _rule(_ALL, Role.ANYONE),
     Operation.REPLICATE: _rule(frozenset({Credential.REPLICATION_SECRET}), Role.REPLICA),
+    Operation.PUSH: _rule(_ALL, Role.READER, Role.OWNER, Role.ROOT, scope=Scope.READ),
 }
 
 

@@ -35,7 +35,7 @@ from proxy.distfiles import (
 )
 from proxy.errors import ConflictError, InvalidUploadError, UploadMetadataTooLargeError
 from proxy.hosted.auth import Identity
-from proxy.hosted.private import PrivateIndex
+from proxy.hosted.private import HostedFile, PrivateIndex
 from proxy.metrics import Metrics
 from proxy.model import NormalizedName, check_filename, normalize
 from proxy.storage.blobs import BlobStore, TempBlob
@@ -270,6 +270,54 @@ class Uploads:
             extra={"index": index.name, "project": found.name, "file": filename},
         )
         return True
+
+    async def copy(self, index: PrivateIndex, who: Identity, hosted: HostedFile) -> bool:
+        """Store another private index's file here (devpi push): its bytes and metadata as they
+        are; False when the identical file was already there."""
+        if hosted.path is not None and await self.blobs.locate(hosted.sha256) is None:
+            await self._store_wheelhouse_file(Path(hosted.path))  # a wheelhouse file has no blob
+        change = FileUploaded(
+            idx=index.name,
+            project=hosted.project,
+            version=hosted.version,
+            filename=hosted.filename,
+            sha256=hosted.sha256,
+            size=hosted.size,
+            requires_python=hosted.requires_python,
+            metadata_sha256=hosted.metadata_sha256,
+            summary=hosted.summary,
+            description=hosted.description,
+            description_type=hosted.description_type,
+            uploaded=time.time(),
+            uploader=who.user,
+        )
+        async with self._lock(index.name, hosted.filename):
+            await self._check_existing(index, hosted.filename, hosted.sha256)
+            try:
+                await self.db.commit(change)
+            except UnchangedError:
+                return False
+        index.invalidate(hosted.project)
+        self.metrics.uploads.labels(index.name).inc()
+        log.info(
+            "pushed %s from %s to %s by %s",
+            hosted.filename,
+            hosted.index,
+            index.name,
+            who.user,
+            extra={"index": index.name, "project": hosted.project, "file": hosted.filename},
+        )
+        return True
+
+    async def _store_wheelhouse_file(self, path: Path) -> None:
+        temp = self.blobs.create_temp()
+        try:
+            with path.open("rb") as source:
+                while chunk := await asyncio.to_thread(source.read, 256 * 1024):
+                    await temp.write(chunk)
+            await self.blobs.commit(temp)
+        finally:
+            temp.close()
 
     async def _check_existing(self, index: PrivateIndex, filename: str, sha256: str) -> None:
         row = await self.db.read(

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -158,6 +159,10 @@ class UpstreamClient:
 
     def _session(self, index: str) -> aiohttp.ClientSession:
         return self.session if scope_of(index) == "root" else self.user_session
+
+    def session_for(self, index: str) -> aiohttp.ClientSession:
+        """The session `index`'s requests use: root's, or users' with their address policy."""
+        return self._session(index)
 
     async def _backoff(self, attempt: int) -> None:
         await asyncio.sleep(self.cfg.backoff * (2**attempt))
@@ -439,3 +444,61 @@ async def _chunks(
     except UpstreamError as exc:
         errors.append(exc)
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class PostedFile:
+    """Another index's answer to one legacy-API upload: its status and, on failure, its text."""
+
+    status: int
+    text: str
+
+
+#: an answer's text kept for the push log: a reason, not a page
+_POSTED_TEXT = 2048
+
+
+async def post_upload(
+    client: UpstreamClient,
+    url: str,
+    *,
+    index: str,
+    credentials: tuple[str, str],
+    fields: Mapping[str, str],
+    filename: str,
+    content: Path | AsyncIterator[bytes],
+) -> PostedFile:
+    """POST one file to another index's upload API (devpi push to an external index).
+
+    The session is the one `index`'s mirrors use, so its address policy applies to `url`; the
+    credentials go in the Authorization header only, never into a log or an error.
+    """
+    form = aiohttp.FormData()
+    for name, value in fields.items():
+        form.add_field(name, value)
+    opened = await asyncio.to_thread(content.open, "rb") if isinstance(content, Path) else None
+    form.add_field(
+        "content",
+        opened or content,
+        filename=filename,
+        content_type="application/octet-stream",
+    )
+    auth = aiohttp.BasicAuth(*credentials)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=client.cfg.connect_timeout, sock_read=client.cfg.read_timeout
+    )
+    try:
+        with translate_client_errors(url):
+            async with client.session_for(index).post(
+                url,
+                data=form,
+                auth=auth,
+                timeout=timeout,
+                proxy=client.proxy,
+                allow_redirects=False,
+            ) as resp:
+                text = "" if resp.status in (200, 201) else await resp.text(errors="replace")
+    finally:
+        if opened is not None:
+            opened.close()
+    return PostedFile(resp.status, (text.strip() or resp.reason or "")[:_POSTED_TEXT])

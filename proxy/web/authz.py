@@ -47,8 +47,14 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "simple-project-default": Op.READ,
     "simple-project-ns-default": Op.READ,
     "file": Op.READ,
+    "file-devpi": Op.READ,  # devpi's /+f/{sha256[:3]}/{sha256[3:16]}/{filename}
     # uploads (an XML-RPC search POSTed to the same URL is a read)
     "upload": Op.UPLOAD,
+    "upload-noslash": Op.UPLOAD,
+    # devpi push (PUSH, or a JSON body POSTed to the upload URL): reading the source here;
+    # the handler checks upload on the target index, or on the source for an external index
+    "push": Op.PUSH,
+    "push-slash": Op.PUSH,
     "upload-simple": Op.OPS_READ,  # only ever answers 405 with the right URL
     "upload-simple-ns": Op.OPS_READ,
     # users and tokens
@@ -105,6 +111,8 @@ def operation_of(request: web.Request) -> Operation:
         raise RuntimeError(f"route {name!r} has no entry in ROUTE_OPERATIONS")
     if op is Operation.UPLOAD and request.content_type in _XML_TYPES:
         return Operation.READ  # pip search's XML-RPC call
+    if op is Operation.UPLOAD and request.content_type == "application/json":
+        return Operation.PUSH  # devpi push POSTed
     return op
 
 

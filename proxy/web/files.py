@@ -38,7 +38,29 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     name = index_name(request)
     key = check_file_key(request.match_info["key"])
     filename = check_filename(request.match_info["filename"])
+    return await _serve(request, request.app[keys.INDEXES].get(name), key, filename)
+
+
+async def serve_devpi_file(request: web.Request) -> web.StreamResponse:
+    """devpi's file URL, `+f/{sha256[:3]}/{sha256[3:16]}/{filename}`, in requirements and locks:
+    the file of that name on the index's own page, when its sha256 starts with those digits."""
+    name = index_name(request)
+    prefix = request.match_info["hash_a"] + request.match_info["hash_b"]
+    filename = check_filename(request.match_info["filename"])
+    is_metadata = filename.endswith(_METADATA_SUFFIX)
+    dist_filename = filename[: -len(_METADATA_SUFFIX)] if is_metadata else filename
+    project = project_of(dist_filename)
     index = request.app[keys.INDEXES].get(name)
+    page = await index.page(project) if project is not None else None
+    for dist in page.files if page is not None else ():
+        sha = dist.sha256
+        if dist.filename == dist_filename and sha is not None and sha.startswith(prefix):
+            return await _serve(request, index, check_file_key(sha), filename)
+    raise DistributionNotFoundError(filename, name)
+
+
+async def _serve(request: web.Request, index: Index, key: str, filename: str) -> web.StreamResponse:
+    name = index.name
     is_metadata = filename.endswith(_METADATA_SUFFIX)
     dist_filename = filename[: -len(_METADATA_SUFFIX)] if is_metadata else filename
     project = project_of(dist_filename)
@@ -184,3 +206,8 @@ async def _passthrough(request: web.Request, source: Passthrough) -> web.StreamR
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/{user}/{index}/+f/{key}/{filename}", serve_file, name="file")
+    app.router.add_get(
+        "/{user}/{index}/+f/{hash_a:[0-9a-f]{3}}/{hash_b:[0-9a-f]{13}}/{filename}",
+        serve_devpi_file,
+        name="file-devpi",
+    )

@@ -88,8 +88,25 @@ def _wants_json(request: web.Request) -> bool:
     return choose(accept, _ERROR_OFFERS, aliases=LATEST_ALIASES) in _JSON_TYPES
 
 
+#: routes whose clients (twine, uv publish) show only the status line of a refusal
+_REASON_ROUTES = frozenset({"upload", "upload-noslash", "upload-simple", "upload-simple-ns"})
+_REASON_MAX = 200
+
+
+def reason_phrase(message: str) -> str:
+    """The message as an HTTP reason phrase: its first line, printable ASCII, bounded."""
+    first = message.strip().split("\n", 1)[0].split("\r", 1)[0]
+    safe = "".join(c if " " <= c <= "~" else "?" for c in first)
+    if len(safe) > _REASON_MAX:
+        safe = safe[: _REASON_MAX - 3] + "..."
+    return safe.strip()
+
+
 def error_response(request: web.Request, status: int, message: str) -> web.Response:
     request_id = request.get(keys.REQUEST_ID, "")
+    reason = None
+    if 400 <= status < 500 and _route_class(request) in _REASON_ROUTES:
+        reason = reason_phrase(message) or None
     headers = {"X-Request-Id": request_id}
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="wheelwell"'
@@ -100,9 +117,15 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
             {"status": status, "error": message, "message": message, "request_id": request_id}
         )  # `message`: what devpi-client prints
         return web.Response(
-            status=status, text=body, content_type="application/json", headers=headers
+            status=status,
+            reason=reason,
+            text=body,
+            content_type="application/json",
+            headers=headers,
         )
-    return web.Response(status=status, text=f"{status}: {message}\n", headers=headers)
+    return web.Response(
+        status=status, reason=reason, text=f"{status}: {message}\n", headers=headers
+    )
 
 
 def _route_class(request: web.Request) -> str:

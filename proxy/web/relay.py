@@ -60,7 +60,12 @@ async def relay(request: web.Request) -> web.Response:
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
     try:
         async with follower.session.request(
-            request.method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+            _method(request),
+            url,
+            headers=headers,
+            data=body,
+            timeout=timeout,
+            allow_redirects=False,
         ) as resp:
             answer = await resp.content.read(MAX_ANSWER + 1)
             if len(answer) > MAX_ANSWER:
@@ -86,6 +91,12 @@ async def relay(request: web.Request) -> web.Response:
         if k.lower() in {"content-type", "www-authenticate", "retry-after", "location", "allow"}
     }
     return web.Response(status=status, body=answer, headers=kept)
+
+
+def _method(request: web.Request) -> str:
+    """devpi's PUSH goes on as the POST devpi takes the same way: a kept-alive connection to the
+    primary could not carry it (proxy/web/pushmethod.py)."""
+    return "POST" if request.method == "PUSH" else request.method
 
 
 def _serial(value: str | None) -> int | None:

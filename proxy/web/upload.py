@@ -14,7 +14,7 @@ from proxy.errors import (
     UploadTooLargeError,
 )
 from proxy.storage.blobs import TempBlob
-from proxy.web import keys, xmlrpc
+from proxy.web import keys, push, xmlrpc
 from proxy.web.authz import caller
 from proxy.web.common import index_name
 
@@ -63,6 +63,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     name = index_name(request)
     if request.content_type in ("text/xml", "application/xml"):
         return await xmlrpc.handle(request, name)
+    if request.content_type == "application/json":
+        return await push.push(request)  # devpi-server takes a push POSTed as well
     cfg = request.app[keys.INDEXES].config(name)
     if cfg.kind is not IndexKind.PRIVATE:
         raise UploadNotAllowedError(
@@ -97,5 +99,6 @@ async def upload_to_simple(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/{user}/{index}/", upload, name="upload")
+    app.router.add_post("/{user}/{index}", upload, name="upload-noslash")  # as devpi takes it
     app.router.add_post("/{user}/{index}/+simple/", upload_to_simple, name="upload-simple")
     app.router.add_post("/{user}/{index}/+simple", upload_to_simple, name="upload-simple-ns")

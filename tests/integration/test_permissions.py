@@ -135,6 +135,8 @@ EXPECTED: dict[Operation, set[str]] = {
     Operation.LOGIN: EVERYONE,
     Operation.OPS_READ: EVERYONE,
     Operation.REPLICATE: set(),  #: the replication secret only (tests/e2e/test_replication.py)
+    #: reading alice/dev and uploading to alice/other, the target (tokens for alice/dev do not)
+    Operation.PUSH: OWNER,
 }
 
 #: one request for operation and principal number n; `prepare` makes its target (as root)
@@ -238,6 +240,13 @@ async def replicate(w: World, n: int, h: dict[str, str]) -> int:
     return await _status(await w.c.get("/+replication/changes?since=0", headers=h))
 
 
+async def push(w: World, n: int, h: dict[str, str]) -> int:
+    """devpi push as devpi-server also takes it: the JSON body POSTed (the test client's parser
+    cannot send PUSH; tests/e2e/test_devpi_push.py does)."""
+    body = {"name": "pkg", "version": "1.0", "targetindex": "alice/other"}
+    return await _status(await w.c.post("/alice/dev", json=body, headers=h))
+
+
 ATTEMPTS: dict[Operation, Attempt] = {
     Operation.READ: read,
     Operation.UPLOAD: upload,
@@ -257,6 +266,7 @@ ATTEMPTS: dict[Operation, Attempt] = {
     Operation.LOGIN: login,
     Operation.OPS_READ: ops_read,
     Operation.REPLICATE: replicate,
+    Operation.PUSH: push,
 }
 
 

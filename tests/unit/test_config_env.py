@@ -50,3 +50,17 @@ def test_bad_values_name_the_variable(var: str, value: str) -> None:
 def test_root_password_only_through_its_own_variable() -> None:
     cfg = load(None, {**UPSTREAM, "WHEELWELL_ROOT_PASSWORD": "s3cret"})
     assert cfg.auth.root_password == "s3cret"
+
+
+def test_devpi_password_is_the_fallback_and_named() -> None:
+    cfg = load(None, {**UPSTREAM, "DEVPI_PASSWORD": "from-devpi"})
+    assert (cfg.auth.root_password, cfg.auth.root_password_from) == ("from-devpi", "DEVPI_PASSWORD")
+
+
+def test_wheelwell_root_password_wins_over_devpi_password() -> None:
+    env = {**UPSTREAM, "WHEELWELL_ROOT_PASSWORD": "ours", "DEVPI_PASSWORD": "theirs"}
+    cfg = load(None, env)
+    assert (cfg.auth.root_password, cfg.auth.root_password_from) == (
+        "ours",
+        "WHEELWELL_ROOT_PASSWORD",
+    )
