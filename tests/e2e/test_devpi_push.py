@@ -293,3 +293,34 @@ def test_real_devpi_push_to_another_index_and_to_pypirc(
         wheel.filename: wheel.sha256,
         sdist.filename: sdist.sha256,
     }
+
+
+def test_push_through_a_replica_is_relayed_to_its_primary(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("push-e2e-replication-secret-0123456789\n")
+    secret.chmod(0o600)
+    indexes = [
+        {"name": "root/pypi", "kind": "mirror"},
+        {"name": "root/public", "kind": "private", "bases": ["root/pypi"]},
+        DEV,
+    ]
+    rep = {"secret_file": str(secret), "heartbeat": "1s"}
+    primary = daemon_factory(
+        fake_index_server.url, {"indexes": indexes, "replication": {**rep, "role": "primary"}}
+    )
+    replica = daemon_factory(
+        fake_index_server.url,
+        {"indexes": indexes, "replication": {**rep, "primary_url": primary.url}},
+    )
+    wheel, _ = release(tmp_path, primary)
+    twine_upload(clients, f"{primary.url}/root/dev/", ROOT, wheel.path)
+    body = {"name": "pushed", "version": "1.0", "targetindex": "root/public"}
+    got = push(replica, "root/dev", body)
+    assert got.status == 200, got.body
+    assert simple_files(replica, "root/public", "pushed") == {wheel.filename: wheel.sha256}
+    assert simple_files(primary, "root/public", "pushed") == {wheel.filename: wheel.sha256}
