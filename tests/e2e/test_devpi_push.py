@@ -57,7 +57,7 @@ def push(
     return call(daemon, "PUSH", f"/{index}", body, auth=auth)
 
 
-def release(tmp_path: Path, daemon: Daemon, index: str = "root/dev") -> tuple[Built, Built]:
+def release(tmp_path: Path) -> tuple[Built, Built]:
     wheel = build_wheel(tmp_path / "dist", "pushed", "1.0")
     sdist = build_sdist(tmp_path / "dist", "pushed", "1.0")
     return wheel, sdist
@@ -66,7 +66,7 @@ def release(tmp_path: Path, daemon: Daemon, index: str = "root/dev") -> tuple[Bu
 def test_push_to_another_index_copies_the_release(
     daemon: Daemon, clients: Clients, tmp_path: Path
 ) -> None:
-    wheel, sdist = release(tmp_path, daemon)
+    wheel, sdist = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path, sdist.path)
     got = push(
         daemon, "root/dev", {"name": "pushed", "version": "1.0", "targetindex": "root/public"}
@@ -97,7 +97,7 @@ def test_push_to_another_index_copies_the_release(
 def test_push_posted_as_json_is_the_same_push(
     daemon: Daemon, clients: Clients, tmp_path: Path
 ) -> None:
-    wheel, _ = release(tmp_path, daemon)
+    wheel, _ = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path)
     body = {"name": "pushed", "version": "1.0", "targetindex": "root/public"}
     got = call(daemon, "POST", "/root/dev/", body, auth=ROOT)
@@ -106,7 +106,7 @@ def test_push_posted_as_json_is_the_same_push(
 
 
 def test_push_refusals(daemon: Daemon, clients: Clients, tmp_path: Path) -> None:
-    wheel, _ = release(tmp_path, daemon)
+    wheel, _ = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path)
     assert call(daemon, "PUT", "/alice", {"password": ALICE[1]}, auth=ROOT).status == 201
     internal = {"name": "pushed", "version": "1.0", "targetindex": "root/public"}
@@ -131,7 +131,7 @@ def test_push_to_an_external_index_uploads_with_the_given_credentials(
     tmp_path: Path,
 ) -> None:
     external = daemon_factory(fake_index_server.url)
-    wheel, sdist = release(tmp_path, daemon)
+    wheel, sdist = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path, sdist.path)
     body = {"name": "pushed", "version": "1.0", "posturl": f"{external.url}/root/public/"}
     got = push(daemon, "root/dev", body | {"username": "root", "password": ROOT_PASSWORD})
@@ -157,7 +157,7 @@ def test_push_to_an_external_index_obeys_the_address_rules(
     daemon = daemon_factory(fake_index_server.url)
     assert call(daemon, "PUT", "/alice", {"password": ALICE[1]}, auth=ROOT).status == 201
     assert call(daemon, "PUT", "/alice/dev", {"type": "private"}, auth=ALICE).status == 201
-    wheel, _ = release(tmp_path, daemon)
+    wheel, _ = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/alice/dev/", ALICE, wheel.path)
     body = {"name": "pushed", "version": "1.0", "posturl": f"{daemon.url}/root/public/"}
     got = push(daemon, "alice/dev", body | {"username": "root", "password": ROOT_PASSWORD}, ALICE)
@@ -201,7 +201,7 @@ def test_push_method_on_the_wire(daemon: Daemon) -> None:
 def test_devpi_file_urls(
     daemon: Daemon, clients: Clients, tmp_path: Path, fake_index_server: ThreadedServer
 ) -> None:
-    wheel, sdist = release(tmp_path, daemon)
+    wheel, sdist = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path, sdist.path)
     for built in (wheel, sdist):
         got = http_get(daemon.url + devpi_path("root/dev", built))
@@ -226,7 +226,7 @@ def test_devpi_file_urls(
 def test_twine_uploads_without_the_trailing_slash_and_shows_reasons(
     daemon: Daemon, clients: Clients, tmp_path: Path
 ) -> None:
-    wheel, _ = release(tmp_path, daemon)
+    wheel, _ = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev", ROOT, wheel.path)  # devpi's URL form
     assert simple_files(daemon, "root/dev", "pushed") == {wheel.filename: wheel.sha256}
     pypirc = tmp_path / "pypirc"
@@ -273,7 +273,7 @@ def test_real_devpi_push_to_another_index_and_to_pypirc(
     devpi = str(Path(sys.executable).with_name("devpi"))
     clientdir = tmp_path / "devpi-client"
     devpi_state(clientdir, daemon, "root/dev")
-    wheel, sdist = release(tmp_path, daemon)
+    wheel, sdist = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path, sdist.path)
     args = ("--clientdir", str(clientdir))
     clients.run(devpi, "push", *args, "pushed==1.0", "root/public")
@@ -293,3 +293,34 @@ def test_real_devpi_push_to_another_index_and_to_pypirc(
         wheel.filename: wheel.sha256,
         sdist.filename: sdist.sha256,
     }
+
+
+def test_push_through_a_replica_is_relayed_to_its_primary(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("push-e2e-replication-secret-0123456789\n")
+    secret.chmod(0o600)
+    indexes = [
+        {"name": "root/pypi", "kind": "mirror"},
+        {"name": "root/public", "kind": "private", "bases": ["root/pypi"]},
+        DEV,
+    ]
+    rep = {"secret_file": str(secret), "heartbeat": "1s"}
+    primary = daemon_factory(
+        fake_index_server.url, {"indexes": indexes, "replication": {**rep, "role": "primary"}}
+    )
+    replica = daemon_factory(
+        fake_index_server.url,
+        {"indexes": indexes, "replication": {**rep, "primary_url": primary.url}},
+    )
+    wheel, _ = release(tmp_path)
+    twine_upload(clients, f"{primary.url}/root/dev/", ROOT, wheel.path)
+    body = {"name": "pushed", "version": "1.0", "targetindex": "root/public"}
+    got = push(replica, "root/dev", body)
+    assert got.status == 200, got.body
+    assert simple_files(replica, "root/public", "pushed") == {wheel.filename: wheel.sha256}
+    assert simple_files(primary, "root/public", "pushed") == {wheel.filename: wheel.sha256}
