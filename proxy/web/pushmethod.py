@@ -16,7 +16,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http_parser import HttpRequestParserPy
-from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestHandler, RequestPayloadError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
+try:  # the parser's queue bound is newer than the aiohttp versions pyproject allows
+    from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE
+
+    _QUEUE_BOUND: dict[str, Any] = {"max_msg_queue_size": MAX_MSG_QUEUE_SIZE}
+except ImportError:  # pragma: no cover - older aiohttp
+    _QUEUE_BOUND = {}
 
 PUSH_OPENING = b"PUSH "
 
@@ -72,7 +79,7 @@ class PushAwareHandler(RequestHandler):
                 max_field_size=field,
                 payload_exception=RequestPayloadError,
                 auto_decompress=decompress,
-                max_msg_queue_size=MAX_MSG_QUEUE_SIZE,
+                **_QUEUE_BOUND,
             )
         super().data_received(opening)
 
