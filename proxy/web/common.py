@@ -101,16 +101,23 @@ def parse_json_body(body: bytes, *, max_depth: int = 32, max_number_length: int 
     return data
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """A JSON object body within limits.json_*, or InvalidInputError naming what is wrong."""
+async def read_json_value(request: web.Request) -> Any:
+    """Any JSON body within limits.json_*, or None when the request has none."""
     if not request.can_read_body:
-        return {}
+        return None
     limits = request.app[keys.CONFIG].limits
-    data = parse_json_body(
+    return parse_json_body(
         await request.read(),
         max_depth=limits.json_max_depth,
         max_number_length=limits.json_max_number_length,
     )
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """A JSON object body within limits.json_*, or InvalidInputError naming what is wrong."""
+    data = await read_json_value(request)
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise InvalidInputError("body must be a JSON object")
     return data

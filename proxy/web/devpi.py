@@ -28,7 +28,7 @@ from proxy.web.common import (
     has_credentials,
     identify,
     index_name,
-    parse_json_body,
+    read_json_value,
 )
 
 API_VERSION_HEADER = "X-Devpi-Api-Version"
@@ -224,14 +224,9 @@ def index_body(
 
 async def read_index_body(request: web.Request, current: IndexConfig | None) -> dict[str, Any]:
     """The request's JSON (object or edit list) within limits.json_*, as `index_body` makes it."""
-    if not request.can_read_body:
+    data = await read_json_value(request)
+    if data is None:
         return {}
-    limits = request.app[keys.CONFIG].limits
-    data = parse_json_body(
-        await request.read(),
-        max_depth=limits.json_max_depth,
-        max_number_length=limits.json_max_number_length,
-    )
     default = request.app[keys.CONFIG].upstream.url
     shown = to_api(current, default) if current is not None else None
     return index_body(data, shown, strings=is_devpi_client(request))
