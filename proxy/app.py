@@ -29,6 +29,7 @@ from proxy.hosted.auth import Auth
 from proxy.hosted.descriptions import DescriptionRenderer
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.search import SearchIndex
+from proxy.hosted.toxresults import ToxResults
 from proxy.hosted.uploads import Uploads
 from proxy.hosted.wheelhouse import Wheelhouse, publish_rows
 from proxy.indexes.registry import Index, IndexRegistry
@@ -46,7 +47,19 @@ from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
 from proxy.storage.scrubber import Scrubber
-from proxy.web import api, devpi, files, keys, ops, push, replication, simple, ui, upload
+from proxy.web import (
+    api,
+    devpi,
+    files,
+    keys,
+    ops,
+    push,
+    replication,
+    simple,
+    toxresults,
+    ui,
+    upload,
+)
 from proxy.web import search as search_web
 from proxy.web.authz import authz_middleware
 from proxy.web.forwarded import forwarded_middleware
@@ -116,6 +129,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.UPLOADS] = Uploads(
         db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
+    app[keys.TOXRESULTS] = ToxResults(db)
     cache = CacheManager(
         app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size, cfg.storage.keep_free
     )
@@ -389,6 +403,7 @@ def create_app(config: Config) -> web.Application:
     search_web.add_routes(app)
     devpi.add_routes(app)  # before api's: `/{user}/+api` is not the index '+api'
     api.add_routes(app)
+    toxresults.add_routes(app)  # after api's: `+explain/{project}` is not a release
     replication.add_routes(app)
     ui.setup(app)
     return app

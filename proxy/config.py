@@ -137,6 +137,8 @@ class IndexConfig:
     acl_upload: tuple[str, ...] = ()
     #: who may read (user names, :ANONYMOUS:, :AUTHENTICATED:); root and the owner always may
     acl_read: tuple[str, ...] = (":ANONYMOUS:",)
+    #: who may attach tox results to its files (devpi's option and default: anyone)
+    acl_toxresult_upload: tuple[str, ...] = (":ANONYMOUS:",)
     #: mirror only: serve PEP 658 metadata for wheels the upstream gives none for (Range reads)
     generate_metadata: bool = True
 
@@ -324,7 +326,7 @@ def check_indexes(configs: Sequence[IndexConfig], only: str | None = None) -> li
         elif index.upstream:
             message = "only mirror indexes have an upstream"
             report(IndexRule.PRIVATE_UPSTREAM, "upstream", index.upstream, message)
-        for key in ("acl_upload", "acl_read"):
+        for key in ("acl_upload", "acl_read", "acl_toxresult_upload"):
             for e, entry in enumerate(getattr(index, key)):
                 if not is_acl_entry(entry):
                     message = f"'{entry}' is not a user name, {ANONYMOUS} or {AUTHENTICATED}"

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -26,8 +26,9 @@ from typing import Any
 
 from proxy.cluster.export import MAX_JSON, ExportError, build_into, write_database
 from proxy.config import ANONYMOUS, AUTHENTICATED, IndexConfig, IndexKind, check_indexes
-from proxy.errors import InvalidNameError, WheelwellError
+from proxy.errors import InvalidInputError, InvalidNameError, WheelwellError
 from proxy.hosted.auth import TOKEN_USER
+from proxy.hosted.toxresults import parse_report, render_report, render_summary
 from proxy.hosted.uploads import inspect_distribution
 from proxy.indexes.store import to_record
 from proxy.model import normalize, parse_index_name
@@ -38,6 +39,8 @@ DUMPVERSIONS = ("2",)
 #: tox results and doc zips, kept beside the database until wheelwell has a place for them
 ATTACHMENTS = "devpi"
 CHUNK = 1024 * 1024
+#: a tox result larger than a POST of one may be is not imported (the app's body limit)
+MAX_TOXRESULT = 1024 * 1024
 #: devpi's legacy (before 4.2) salted sha256, as hosted/auth.check_password reads it
 LEGACY_SCHEME = "devpi-sha256"
 #: hash_spec / hashes names hashlib verifies
@@ -48,7 +51,6 @@ _SKIPPED_OPTIONS = {
     "title": "wheelwell indexes have no title",
     "description": "wheelwell indexes have no description",
     "custom_data": "wheelwell indexes have no free-form data",
-    "acl_toxresult_upload": "wheelwell takes no tox results yet",
     "mirror_whitelist_inheritance": "wheelwell applies each index's own mirror_whitelist",
     "mirror_web_url_fmt": "wheelwell links no upstream web pages",
     "mirror_cache_expiry": "set upstream.page_ttl in the config instead",
@@ -71,7 +73,15 @@ _ORDER = (
     "tox results",
     "doc zips",
 )
-_MAPPED_OPTIONS = {"type", "bases", "volatile", "acl_upload", "mirror_whitelist", "mirror_url"}
+_MAPPED_OPTIONS = {
+    "type",
+    "bases",
+    "volatile",
+    "acl_upload",
+    "acl_toxresult_upload",
+    "mirror_whitelist",
+    "mirror_url",
+}
 
 
 @dataclass(slots=True)
@@ -179,6 +189,7 @@ class _Build:
             )
         for cfg in configs:
             self._files(cfg, _dict(self.json_path, indexes[cfg.name], cfg.name))
+        self._toxresults()
         if self.attachments:
             where = self.building / ATTACHMENTS / "attachments.json"
             where.write_text(json.dumps(self.attachments, indent=1, sort_keys=True) + "\n")
@@ -258,15 +269,9 @@ class _Build:
                 bases.append(base)
             else:
                 self.report.changed.append(f"{name}: base {base} dropped (not in the dump)")
-        acl_upload = []
-        for who in _strings(where, ixconfig.get("acl_upload"), f"{name} acl_upload"):
-            if who in (ANONYMOUS, AUTHENTICATED) or who in users:
-                acl_upload.append(who)
-            else:
-                self.report.changed.append(
-                    f"{name}: acl_upload {who} dropped (not a user of the dump; groups are "
-                    "not supported)"
-                )
+        acl_upload = self._acl(name, ixconfig.get("acl_upload"), "acl_upload", users)
+        testers = ixconfig.get("acl_toxresult_upload", [ANONYMOUS])
+        acl_toxresult_upload = self._acl(name, testers, "acl_toxresult_upload", users)
         whitelist = []
         for project in _strings(where, ixconfig.get("mirror_whitelist"), f"{name} whitelist"):
             try:
@@ -299,7 +304,21 @@ class _Build:
             mirror_whitelist=() if mirror else tuple(whitelist),
             volatile=bool(volatile),
             acl_upload=tuple(acl_upload),
+            acl_toxresult_upload=tuple(acl_toxresult_upload),
         )
+
+    def _acl(self, name: str, value: Any, key: str, users: Collection[str]) -> list[str]:
+        """An acl's users of the dump and specials; the rest dropped, each reported."""
+        kept = []
+        for who in _strings(self.json_path, value, f"{name} {key}"):
+            if who in (ANONYMOUS, AUTHENTICATED) or who in users:
+                kept.append(who)
+            else:
+                self.report.changed.append(
+                    f"{name}: {key} {who} dropped (not a user of the dump; groups are "
+                    "not supported)"
+                )
+        return kept
 
     # ---- files -----------------------------------------------------------------------------
 
@@ -444,6 +463,8 @@ class _Build:
         self, cfg: IndexConfig, desc: dict[str, Any], name: str, sha256: str, kind: str
     ) -> None:
         for_entrypath = desc.get("for_entrypath")
+        log = [e for e in desc.get("log") or [] if isinstance(e, dict)]
+        who = log[0].get("who") if log else None
         self.attachments.append(
             {
                 "kind": kind,
@@ -456,10 +477,51 @@ class _Build:
                 "for_filename": Path(for_entrypath).name
                 if isinstance(for_entrypath, str)
                 else None,
+                "posted": _devpi_time(log[0].get("when")) if log else None,
+                "poster": who if isinstance(who, str) else None,
             }
         )
-        label = "tox results" if kind == "toxresult" else "doc zips"
-        self.report.mapped[f"{label} (kept in {ATTACHMENTS}/, not served yet)"] += 1
+        if kind == "doczip":
+            self.report.mapped[f"doc zips (kept in {ATTACHMENTS}/, not served)"] += 1
+
+    def _toxresults(self) -> None:
+        """devpi's tox results become wheelwell's, on the release file each is for."""
+        files = {(row["idx"], row["filename"]): row for row in self.tables["files"]}
+        numbers: Counter[tuple[str, str]] = Counter()
+        for item in self.attachments:
+            if item["kind"] != "toxresult":
+                continue
+            label = f"{item['index']}/{item['for_filename'] or item['name']}"
+            row = files.get((item["index"], item["for_filename"]))
+            if row is None:
+                self.report.skip("a tox result for a file not imported", label)
+                continue
+            where = self.building / ATTACHMENTS / item["sha256"]
+            try:
+                if where.stat().st_size > MAX_TOXRESULT:
+                    raise InvalidInputError(f"larger than {MAX_TOXRESULT} bytes")
+                data = json.loads(where.read_bytes())
+                report = parse_report(data)
+            except (ValueError, InvalidInputError) as exc:
+                self.report.skip(f"a tox result wheelwell cannot read ({exc})", label)
+                continue
+            key = (row["idx"], row["filename"])
+            self.tables["toxresults"].append(
+                {
+                    "idx": row["idx"],
+                    "filename": row["filename"],
+                    "n": numbers[key],
+                    "sha256": row["sha256"],
+                    "project": row["project"],
+                    "version": row["version"],
+                    "data": render_report(data),
+                    "summary": render_summary(report),
+                    "posted": item.get("posted") or row["uploaded"],
+                    "poster": item.get("poster"),
+                }
+            )
+            numbers[key] += 1
+            self.report.mapped["tox results"] += 1
 
 
 def _normalized(name: str) -> str:

@@ -36,6 +36,8 @@ class Operation(StrEnum):
     REPLICATE = "replicate"  #: a replica reads the primary's changelog stream and files
     #: devpi push of a release from this index; the target's own permission is checked too
     PUSH = "push"
+    #: attach a tox result to a hosted file (devpi test, wheelwell test)
+    TOXRESULT_UPLOAD = "toxresult-upload"
 
 
 class Credential(StrEnum):
@@ -51,6 +53,7 @@ class Role(StrEnum):
     ANYONE = "anyone"
     READER = "reader"  #: in the index's acl_read (:ANONYMOUS: and :AUTHENTICATED: included)
     UPLOADER = "uploader"  #: in the index's acl_upload; an empty acl_upload means the owner
+    TESTER = "tester"  #: in the index's acl_toxresult_upload (default :ANONYMOUS:, as devpi's)
     OWNER = "owner"  #: the user whose namespace the index is in
     SELF = "self"  #: the user the operation is about (a password, one's own tokens)
     ROOT = "root"
@@ -100,6 +103,7 @@ PERMISSIONS: dict[Operation, Rule] = {
     Operation.OPS_READ: _rule(_ALL, Role.ANYONE),
     Operation.REPLICATE: _rule(frozenset({Credential.REPLICATION_SECRET}), Role.REPLICA),
     Operation.PUSH: _rule(_ALL, Role.READER, Role.OWNER, Role.ROOT, scope=Scope.READ),
+    Operation.TOXRESULT_UPLOAD: _rule(_ALL, Role.TESTER, Role.OWNER, Role.ROOT, scope=Scope.UPLOAD),
 }
 
 
@@ -128,6 +132,8 @@ def _grants(
     if role is Role.ANYONE:
         return True
     if who is None:
+        if role is Role.TESTER:
+            return index is not None and _in_acl(None, index.acl_toxresult_upload)
         return role is Role.READER and index is not None and _in_acl(None, index.acl_read)
     match role:
         case Role.ROOT:
@@ -138,6 +144,8 @@ def _grants(
             return index is not None and _in_acl(who, index.acl_read)
         case Role.UPLOADER:
             return index is not None and _in_acl(who, index.acl_upload or (owner_of(index),))
+        case Role.TESTER:
+            return index is not None and _in_acl(who, index.acl_toxresult_upload)
         case Role.OWNER:
             return index is not None and owner_of(index) == who.user
         case Role.OWNER_IF_USER_MIRRORS:

@@ -33,6 +33,7 @@ _API_KEYS = {
     "volatile",
     "acl_upload",
     "acl_read",
+    "acl_toxresult_upload",
     "mirror_url",
     "generate_metadata",
 }
@@ -57,6 +58,7 @@ def from_record(data: Mapping[str, Any]) -> IndexConfig:
         wheelhouse=tuple(Path(p) for p in data.get("wheelhouse", ())),
         acl_upload=tuple(data.get("acl_upload", ())),
         acl_read=tuple(data.get("acl_read", (ANONYMOUS,))),
+        acl_toxresult_upload=tuple(data.get("acl_toxresult_upload", (ANONYMOUS,))),
         generate_metadata=bool(data.get("generate_metadata", True)),
     )
 
@@ -72,6 +74,8 @@ def to_api(cfg: IndexConfig, default_upstream: str) -> dict[str, Any]:
         "acl_upload": list(cfg.acl_upload),
         "acl_read": list(cfg.acl_read),
     }
+    if cfg.kind is IndexKind.PRIVATE:
+        data["acl_toxresult_upload"] = list(cfg.acl_toxresult_upload)
     if cfg.kind is IndexKind.MIRROR:
         data["mirror_url"] = mask_url(cfg.upstream or default_upstream)
         data["generate_metadata"] = cfg.generate_metadata
@@ -107,7 +111,7 @@ def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
             raise InvalidInputError(
                 f"'type' must be private or mirror, not {data['type']!r}"
             ) from exc
-    for key in ("bases", "mirror_whitelist", "acl_upload", "acl_read"):
+    for key in ("bases", "mirror_whitelist", "acl_upload", "acl_read", "acl_toxresult_upload"):
         values = _str_list(data, key)
         if values is not None:
             changes[key] = values

@@ -38,6 +38,7 @@ class ChangeKind(StrEnum):
     RELEASE_DELETED = "release-delete"
     FILE_DELETED = "file-delete"
     WHEELHOUSE_SCANNED = "wheelhouse"
+    TOXRESULT_ADDED = "toxresult"
 
 
 class UnchangedError(Exception):
@@ -207,6 +208,27 @@ class WheelhouseScanned(_Change):
     added: tuple[WheelhouseFile, ...]  #: new or changed (replacing the row at the same path)
 
 
+@dataclass(frozen=True, slots=True)
+class ToxResultAdded(_Change):
+    """A tox run's result (tox's --result-json, as posted) attached to one hosted file.
+
+    Its number among the file's results is given by `apply` (one more than the last), so
+    replaying the changelog numbers them the same.
+    """
+
+    kind: ClassVar[ChangeKind] = ChangeKind.TOXRESULT_ADDED
+    index_field: ClassVar[str | None] = "idx"
+    idx: str
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    data: str  #: canonical JSON of the posted result
+    summary: str  #: canonical JSON of what the API and UI show of it (hosted/toxresults.py)
+    posted: float
+    poster: str | None
+
+
 Change = (
     UserCreated
     | PasswordSet
@@ -220,6 +242,7 @@ Change = (
     | ReleaseDeleted
     | FileDeleted
     | WheelhouseScanned
+    | ToxResultAdded
 )
 
 _TYPES: dict[ChangeKind, type[Any]] = {
@@ -237,6 +260,7 @@ _TYPES: dict[ChangeKind, type[Any]] = {
         ReleaseDeleted,
         FileDeleted,
         WheelhouseScanned,
+        ToxResultAdded,
     )
 }
 
@@ -350,6 +374,7 @@ def apply(conn: sqlite3.Connection, change: Change) -> None:
         case IndexDeleted():
             conn.execute("DELETE FROM indexes WHERE name = ?", (change.name,))
             conn.execute("DELETE FROM files WHERE idx = ?", (change.name,))
+            conn.execute("DELETE FROM toxresults WHERE idx = ?", (change.name,))
         case FileUploaded():
             _apply_upload(conn, change)
         case ReleaseYanked():
@@ -373,11 +398,16 @@ def apply(conn: sqlite3.Connection, change: Change) -> None:
             )
             if cur.rowcount == 0:
                 raise _no_release(change.idx, change.project, change.version)
-        case FileDeleted():
             conn.execute(
-                "DELETE FROM files WHERE idx = ? AND filename = ? AND sha256 = ?",
-                (change.idx, change.filename, change.sha256),
+                "DELETE FROM toxresults WHERE idx = ? AND project = ? AND version = ?",
+                (change.idx, change.project, change.version),
             )
+        case FileDeleted():
+            for table in ("files", "toxresults"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE idx = ? AND filename = ? AND sha256 = ?",  # noqa: S608 - two fixed names
+                    (change.idx, change.filename, change.sha256),
+                )
         case WheelhouseScanned():
             conn.executemany(
                 "DELETE FROM wheelhouse WHERE idx = ? AND path = ?",
@@ -386,6 +416,12 @@ def apply(conn: sqlite3.Connection, change: Change) -> None:
             conn.executemany(
                 _INSERT_WHEELHOUSE, [_wheelhouse_values(change.idx, f) for f in change.added]
             )
+            conn.executemany(  # a vanished file's results go with it
+                "DELETE FROM toxresults WHERE idx = ? AND filename = ? AND sha256 = ?",
+                [(change.idx, f.file.filename, f.file.sha256) for f in change.removed],
+            )
+        case ToxResultAdded():
+            _apply_toxresult(conn, change)
 
 
 def _no_release(index: str, project: str, version: str) -> NotFoundError:
@@ -410,6 +446,29 @@ def _apply_upload(conn: sqlite3.Connection, f: FileUploaded) -> None:
     )  # fmt: skip
 
 
+def _apply_toxresult(conn: sqlite3.Connection, t: ToxResultAdded) -> None:
+    row = conn.execute(
+        "SELECT COALESCE(MAX(n) + 1, 0) FROM toxresults WHERE idx = ? AND filename = ?",
+        (t.idx, t.filename),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO toxresults (idx, filename, n, sha256, project, version, data, summary, "
+        "posted, poster) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            t.idx,
+            t.filename,
+            row[0],
+            t.sha256,
+            t.project,
+            t.version,
+            t.data,
+            t.summary,
+            t.posted,
+            t.poster,
+        ),
+    )
+
+
 def _wheelhouse_values(index: str, w: WheelhouseFile) -> tuple[object, ...]:
     f = w.file
     return (
@@ -425,6 +484,7 @@ HOSTED_TABLES: dict[str, tuple[str, ...]] = {
     "indexes": ("name",),
     "files": ("idx", "filename"),
     "wheelhouse": ("idx", "path"),
+    "toxresults": ("idx", "filename", "n"),
 }
 
 

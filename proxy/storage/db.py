@@ -79,12 +79,17 @@ CREATE TABLE IF NOT EXISTS wheelhouse (
     sha256 TEXT NOT NULL, requires_python TEXT, metadata_sha256 TEXT,
     summary TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
     description_type TEXT NOT NULL DEFAULT '', PRIMARY KEY (idx, path));
+CREATE TABLE IF NOT EXISTS toxresults (
+    idx TEXT NOT NULL, filename TEXT NOT NULL, n INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    project TEXT NOT NULL, version TEXT NOT NULL, data TEXT NOT NULL, summary TEXT NOT NULL,
+    posted REAL NOT NULL, poster TEXT, PRIMARY KEY (idx, filename, n));
+CREATE INDEX IF NOT EXISTS toxresults_by_project ON toxresults (idx, project);
 CREATE TABLE IF NOT EXISTS blob_aliases (alias TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 #: PRAGMA user_version: 1 is milestone 1's layout; 2 adds changelog.format and blob_aliases;
-#: 3 adds tokens.scopes (JSON list; tokens made before it are upload tokens)
-SCHEMA_VERSION = 3
+#: 3 adds tokens.scopes (JSON list; tokens made before it are upload tokens); 4 adds toxresults
+SCHEMA_VERSION = 4
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -17,6 +17,7 @@ from proxy.model import check_file_key, check_filename, normalize, parse_index_n
 from proxy.web import authz, devpi, keys, ui
 from proxy.web.authz import caller
 from proxy.web.common import index_name, read_json
+from proxy.web.toxresults import file_json
 
 _MAX_SECONDS = 10 * 365 * 86400  #: ten years: longer lifetimes are a mistake, or Infinity
 
@@ -243,21 +244,11 @@ async def get_project(request: web.Request) -> web.Response:
     files = await request.app[keys.INDEXES].private(name).files(project)
     if not files:
         raise NotFoundError(f"project '{project}' has no files in index '{name}'")
+    found = await request.app[keys.TOXRESULTS].summaries(files)
     releases: dict[str, list[dict[str, Any]]] = {}
     for f in files:
-        releases.setdefault(f.version, []).append(
-            {
-                "filename": f.filename,
-                "url": f"/{name}/+f/{f.sha256}/{f.filename}",
-                "sha256": f.sha256,
-                "size": f.size,
-                "yanked": f.yanked,
-                "yanked_reason": f.yanked_reason,
-                "requires_python": f.requires_python,
-                "uploaded": f.uploaded,
-                "summary": f.summary,
-            }
-        )
+        summaries = found.get((f.index, f.filename, f.sha256), [])
+        releases.setdefault(f.version, []).append(file_json(f, summaries))
     return web.json_response({"name": project, "index": name, "releases": releases})
 
 

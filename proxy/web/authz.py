@@ -84,6 +84,10 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "devpi-refresh": Op.READ,
     "devpi-project": Op.READ,
     "devpi-project-delete": Op.DELETE_FILES,
+    # tox results (proxy/web/toxresults.py): posting also needs reading the index
+    "toxresult-post": Op.TOXRESULT_UPLOAD,
+    "toxresult": Op.READ,
+    "release-get": Op.READ,
     # replication (a primary's; the shared secret, never a user's credentials)
     "replication-changes": Op.REPLICATE,
     "replication-file": Op.REPLICATE,

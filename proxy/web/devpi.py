@@ -10,6 +10,7 @@ trailing slash, `+simple/{project}/refresh`) are answered here.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from proxy.errors import InvalidInputError, NotFoundError, UnauthorizedError
 from proxy.hosted.auth import Identity, Token
 from proxy.hosted.permissions import Operation, owner_of
 from proxy.hosted.private import HostedFile
+from proxy.hosted.toxresults import ToxSummary, result_path
 from proxy.indexes.store import to_api
 from proxy.model import normalize
 from proxy.web import authz, keys
@@ -38,7 +40,9 @@ LOGIN_LIFETIME = 10 * 3600.0  #: devpi-server's default for a login's credential
 #: `key+=value` edits are sent to the server as a list and applied here
 FEATURES = ("server-keyvalue-parsing",)
 _BOOL_KEYS = frozenset({"volatile", "generate_metadata"})
-_LIST_KEYS = frozenset({"bases", "mirror_whitelist", "acl_upload", "acl_read"})
+_LIST_KEYS = frozenset(
+    {"bases", "mirror_whitelist", "acl_upload", "acl_read", "acl_toxresult_upload"}
+)
 _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 #: keys devpi's GET returns that wheelwell derives, never sets: dropped from a PUT/PATCH body
@@ -252,8 +256,20 @@ def _link(base: str, f: HostedFile) -> dict[str, Any]:
     }
 
 
-def version_data(base: str, files: list[HostedFile]) -> dict[str, dict[str, Any]]:
-    """devpi's `projectconfig` result: version → metadata and `+links` (first index first)."""
+def _toxresult_link(base: str, f: HostedFile, summary: ToxSummary) -> dict[str, Any]:
+    return {
+        "rel": "toxresult",
+        "href": base + result_path(f.index, f.sha256, f.filename, summary.n),
+        "for_href": _link(base, f)["href"],
+        "log": [{"what": "upload", "who": summary.poster, "when": summary.posted}],
+    }
+
+
+def version_data(
+    base: str, files: list[HostedFile], results: Mapping[tuple[str, str, str], list[ToxSummary]]
+) -> dict[str, dict[str, Any]]:
+    """devpi's `projectconfig` result: version → metadata and `+links` (first index first),
+    a file's tox results as links of rel `toxresult` after it (devpi list -f reads them)."""
     result: dict[str, dict[str, Any]] = {}
     for f in files:
         entry = result.setdefault(
@@ -267,6 +283,8 @@ def version_data(base: str, files: list[HostedFile]) -> dict[str, dict[str, Any]
             },
         )
         entry["+links"].append(_link(base, f))
+        for summary in results.get((f.index, f.filename, f.sha256), []):
+            entry["+links"].append(_toxresult_link(base, f, summary))
     return result
 
 
@@ -286,8 +304,9 @@ async def get_project(request: web.Request) -> web.Response:
     files = await _files(request, name, project)
     if not files:
         raise NotFoundError(f"project '{project}' has no files in index '{name}'")
+    results = await request.app[keys.TOXRESULTS].summaries(files)
     return web.json_response(
-        {"type": "projectconfig", "result": version_data(_base(request), files)}
+        {"type": "projectconfig", "result": version_data(_base(request), files, results)}
     )
 
 

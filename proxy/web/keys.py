@@ -15,6 +15,7 @@ from proxy.config import Config
 from proxy.hosted.auth import Auth, Identity
 from proxy.hosted.descriptions import DescriptionRenderer
 from proxy.hosted.search import SearchIndex
+from proxy.hosted.toxresults import ToxResults
 from proxy.hosted.uploads import Uploads
 from proxy.indexes.registry import IndexRegistry
 from proxy.indexes.store import IndexStore
@@ -35,6 +36,7 @@ INDEX_STORE = web.AppKey("wheelwell.index_store", IndexStore)
 DB = web.AppKey("wheelwell.db", Database)
 AUTH = web.AppKey("wheelwell.auth", Auth)
 UPLOADS = web.AppKey("wheelwell.uploads", Uploads)
+TOXRESULTS = web.AppKey("wheelwell.toxresults", ToxResults)
 SEARCH = web.AppKey("wheelwell.search", SearchIndex)
 CACHE = web.AppKey("wheelwell.cache", CacheManager)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)

@@ -220,6 +220,11 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
         description = await renderer.render(latest.description, latest.description_type)
     explain = _explain_line(resolution)
     simple = f"{_base_url(request)}/{name}/+simple/"
+    found = await request.app[keys.TOXRESULTS].summaries(hosted)
+    tests = {
+        f"{filename}:{sha}": [s.to_json(index) for s in summaries]
+        for (index, filename, sha), summaries in found.items()
+    }
     return _page(
         request,
         "project.html",
@@ -229,6 +234,7 @@ async def render_project(request: web.Request, name: str, project: NormalizedNam
         latest=latest,
         description=description,
         explain=explain,
+        tests=tests,
         install=f"pip install --index-url {simple} {project}",
     )
 

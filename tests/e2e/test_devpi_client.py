@@ -3,12 +3,14 @@
 Each `devpi` runs with its own --clientdir, HOME, pip and uv config files in the test's tmp dir,
 and a new session (no controlling terminal: `devpi passwd` reads its prompts from stdin), so no
 real index or user config is touched; `devpi install` runs pip against the daemon only.
-`devpi push` and `devpi test` are another slice's (and devpi's +f/{sha[:3]}/… file URLs).
+`devpi test` runs the real tox on an sdist whose tox env needs no index; `devpi push` is in
+test_devpi_push.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import pytest
 
 from tests.conftest import CLIENT_TIMEOUT, Clients, Daemon, clean_env
 from tests.e2e.conftest import ROOT, ROOT_PASSWORD, call, decoded
+from tests.e2e.test_browser import Browser
 from tests.fakes.dists import build_sdist, build_wheel
 
 DEVPI = str(Path(sys.executable).with_name("devpi"))
@@ -46,6 +49,8 @@ class Devpi:
         )
         for name in ("VIRTUAL_ENV", "DEVPI_INDEX", "DEVPI_USER", "DEVPI_PASSWORD"):
             env.pop(name, None)
+        # as in an activated venv: `devpi test` looks for tox on PATH
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
     def __call__(
@@ -218,3 +223,54 @@ def test_remove_install_refresh_patchjson_and_project_upload(devpi: Devpi, tmp_p
     built = devpi("upload", "--no-isolation", "--sdist", "--no-vcs", cwd=project)
     assert "file_upload of projx-0.1.tar.gz" in built.stdout
     assert "projx" in _json(devpi.daemon, "/root/public")["result"]["projects"]
+
+
+_TOX_INI = """\
+[tox]
+envlist = py
+[testenv]
+skip_install = true
+commands = python -c "print('{word}'); raise SystemExit({code})"
+"""
+
+
+def _tested(tmp: Path, version: str, code: int) -> Path:
+    """An sdist whose tox env passes (code 0) or fails, with no index needed by tox."""
+    ini = _TOX_INI.format(word="all good" if code == 0 else "it broke", code=code)
+    return build_sdist(tmp / version, "tested", version, extra={"tox.ini": ini.encode()}).path
+
+
+def test_devpi_test_runs_tox_and_posts_results(devpi: Devpi, tmp_path: Path) -> None:
+    """Real tox, once passing and once failing; the results in devpi list, the API and the UI."""
+    devpi.seed()
+    devpi("upload", str(_tested(tmp_path, "1.0", 0)), str(_tested(tmp_path, "2.0", 3)))
+    passed = devpi("test", "tested==1.0")
+    assert "all good" in passed.stdout
+    assert "posting tox result data to" in passed.stdout and "success" in passed.stdout
+    failed = devpi("test", "tested==2.0", check=False)
+    assert failed.returncode != 0 and "it broke" in failed.stdout
+    assert "could not post" not in failed.stdout + failed.stderr
+
+    listed = devpi("list", "tested", "-f", "--all").stdout
+    lines = [line for line in listed.splitlines() if " py " in line]
+    assert len(lines) == 2, listed
+    assert any("tests passed" in line for line in lines)
+    failure = devpi("list", "tested==2.0", "-f", check=False)
+    assert "tests failed" in failure.stdout + failure.stderr
+    assert "it broke" in failure.stdout + failure.stderr  # -f shows the failing command's output
+
+    release = _json(devpi.daemon, "/root/public/tested/2.0")
+    (results,) = [f["toxresults"] for f in release["files"]]
+    (result,) = results
+    assert result["passed"] is False and result["poster"] == "root"
+    (env,) = result["envs"]
+    assert env["name"] == "py" and env["status"] == "failed" and "it broke" in env["log_tail"]
+    whole = _json(devpi.daemon, result["url"])
+    assert whole["testenvs"]["py"]["test"][0]["retcode"] == 3
+    ok = _json(devpi.daemon, "/root/public/tested/1.0")["files"][0]["toxresults"]
+    assert [r["passed"] for r in ok] == [True]
+
+    page = Browser(tmp_path / "browser").page(f"{devpi.daemon.url}/root/public/tested", "tested")
+    assert '<span class="badge passed">py: passed</span>' in page
+    assert '<span class="badge failed">py: failed</span>' in page
+    assert "it broke" in page and "by root" in page

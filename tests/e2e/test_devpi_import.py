@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Clients, DaemonFactory, clean_env, free_port, http_get, terminate
-from tests.e2e.conftest import installed_versions, pip_install, twine_upload
+from tests.e2e.conftest import call, decoded, installed_versions, pip_install, twine_upload
 from tests.e2e.test_export import wheelwell
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
@@ -153,11 +153,17 @@ def test_devpi_dump_is_served_by_wheelwell(
     assert done.returncode == 0, done.stderr
     report = done.stdout
     assert "mapped: 3 users, 3 private indexes, 1 mirror indexes, 2 release files" in report
-    assert "1 tox results (kept in devpi/" in report and "1 doc zips (kept in devpi/" in report
+    assert "1 tox results" in report and "1 doc zips (kept in devpi/" in report
     assert "alice.email: wheelwell users have no email" in report
     assert "$argon2" not in report
 
     daemon = daemon_factory(fake_index_server.url, {"storage": {"data_dir": str(new)}})
+    release = call(daemon, "GET", "/alice/dev/ours/1.0")
+    assert release.status == 200, release.body
+    (tested,) = [f for f in decoded(release)["files"] if f["toxresults"]]
+    (result,) = tested["toxresults"]
+    assert (result["host"], result["platform"], result["passed"]) == ("ci", "linux", True)
+    assert [e["name"] for e in result["envs"]] == ["py311"]
     target = tmp_path / "target"
     pip_install(clients, daemon, "alice/dev", target, "ours")  # devpi's URL form
     assert installed_versions(clients, target, "ours") == ["1.0"]

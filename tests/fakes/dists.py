@@ -8,7 +8,7 @@ import io
 import os
 import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,8 +131,10 @@ def build_sdist(
     requires: Sequence[str] = (),
     requires_python: str | None = None,
     summary: str = "",
+    extra: Mapping[str, bytes] | None = None,
 ) -> Built:
-    """Write a real sdist (setup.py + PKG-INFO) that pip can build with setuptools."""
+    """Write a real sdist (setup.py + PKG-INFO) that pip can build with setuptools; `extra`:
+    more files by their path in the sdist's top directory (a tox.ini)."""
     dest.mkdir(parents=True, exist_ok=True)
     dist = _dist_name(name)
     root = f"{dist}-{version}"
@@ -152,6 +154,7 @@ def build_sdist(
         f"{root}/pyproject.toml": pyproject,
         f"{root}/{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
     }
+    members.update({f"{root}/{member}": data for member, data in (extra or {}).items()})
     path = dest / f"{root}.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
         for arcname, data in members.items():

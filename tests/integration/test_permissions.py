@@ -137,6 +137,9 @@ EXPECTED: dict[Operation, set[str]] = {
     Operation.REPLICATE: set(),  #: the replication secret only (tests/e2e/test_replication.py)
     #: reading alice/dev and uploading to alice/other, the target (tokens for alice/dev do not)
     Operation.PUSH: OWNER,
+    #: acl_toxresult_upload is anyone (devpi's default), but the index must be readable and a
+    #: scoped token needs `upload`
+    Operation.TOXRESULT_UPLOAD: WRITERS | {"alice_upload"},
 }
 
 #: one request for operation and principal number n; `prepare` makes its target (as root)
@@ -247,6 +250,20 @@ async def push(w: World, n: int, h: dict[str, str]) -> int:
     return await _status(await w.c.post("/alice/dev", json=body, headers=h))
 
 
+REPORT = {"testenvs": {"py": {"test": [{"command": ["pytest"], "retcode": 0, "output": "ok"}]}}}
+
+
+async def file_url(w: World, index: str = "alice/dev") -> str:
+    resp = await w.c.get(f"/{index}/pkg", headers=ROOT)
+    assert resp.status == 200, await resp.text()
+    (first, *_) = (await resp.json())["releases"]["1.0"]
+    return str(first["url"])
+
+
+async def toxresult_upload(w: World, n: int, h: dict[str, str]) -> int:
+    return await _status(await w.c.post(await file_url(w), json=REPORT, headers=h))
+
+
 ATTEMPTS: dict[Operation, Attempt] = {
     Operation.READ: read,
     Operation.UPLOAD: upload,
@@ -267,6 +284,7 @@ ATTEMPTS: dict[Operation, Attempt] = {
     Operation.OPS_READ: ops_read,
     Operation.REPLICATE: replicate,
     Operation.PUSH: push,
+    Operation.TOXRESULT_UPLOAD: toxresult_upload,
 }
 
 

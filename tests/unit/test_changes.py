@@ -23,6 +23,7 @@ from proxy.storage.changes import (
     ReleaseYanked,
     TokenCreated,
     TokenRevoked,
+    ToxResultAdded,
     UnchangedError,
     UserCreated,
     UserDeleted,
@@ -37,6 +38,10 @@ UPLOAD = FileUploaded(
     idx="root/public", project="ours", version="1.0", filename="ours-1.0.tar.gz",
     sha256="c" * 64, size=5, requires_python=None, metadata_sha256=None, summary="s",
     description="", description_type="", uploaded=1.5, uploader="root",
+)  # fmt: skip
+TOXRESULT = ToxResultAdded(
+    idx="root/public", project="ours", version="1.0", filename="ours-1.0.tar.gz",
+    sha256="c" * 64, data='{"testenvs":{}}', summary='{"envs":[]}', posted=3.0, poster=None,
 )  # fmt: skip
 EXAMPLES: list[Change] = [
     UserCreated(user="alice", pwhash="scrypt$1$x$y", created=1.0),
@@ -69,6 +74,7 @@ EXAMPLES: list[Change] = [
         removed=(WheelhouseFile("/w/old.whl", 1, ROW),),
         added=(WheelhouseFile("/w/ours-1.0-py3-none-any.whl", 2, ROW),),
     ),
+    TOXRESULT,
 ]
 
 
@@ -128,3 +134,23 @@ def test_apply_refuses_what_cannot_apply(conn: sqlite3.Connection) -> None:
         changes.apply(conn, dataclasses.replace(UPLOAD, sha256="e" * 64))
     with pytest.raises(NotFoundError):
         changes.apply(conn, ReleaseDeleted(idx="root/public", project="ours", version="9"))
+
+
+def test_tox_results_are_numbered_per_file_and_go_with_their_file(
+    conn: sqlite3.Connection,
+) -> None:
+    changes.apply(conn, UPLOAD)
+    for _ in range(3):
+        changes.apply(conn, TOXRESULT)
+    other = dataclasses.replace(TOXRESULT, filename="ours-1.0-py3-none-any.whl")
+    changes.apply(conn, other)
+    rows = conn.execute("SELECT filename, n FROM toxresults ORDER BY filename, n").fetchall()
+    assert rows == [("ours-1.0-py3-none-any.whl", 0)] + [("ours-1.0.tar.gz", n) for n in range(3)]
+    changes.apply(
+        conn,
+        FileDeleted(idx="root/public", filename="ours-1.0.tar.gz", sha256="c" * 64,
+                    project="ours", version="1.0"),
+    )  # fmt: skip
+    assert conn.execute("SELECT filename FROM toxresults").fetchall() == [(other.filename,)]
+    changes.apply(conn, IndexDeleted(name="root/public"))
+    assert conn.execute("SELECT COUNT(*) FROM toxresults").fetchone() == (0,)

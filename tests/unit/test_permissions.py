@@ -156,4 +156,4 @@ async def test_migration_gives_old_index_tokens_the_upload_scope(tmp_path: Path)
     finally:
         await db.close()
     assert json.loads(row[0]) == ["upload"]
-    assert version[0] == SCHEMA_VERSION == 3
+    assert version[0] == SCHEMA_VERSION == 4
