@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.conftest import CLIENT_TIMEOUT, Clients, Daemon, Fetched, clean_env, http_get
+from tests.conftest import CLIENT_TIMEOUT, Clients, Daemon, Fetched, clean_env, http_get, send
 from tests.conftest import ROOT_PASSWORD as ROOT_PASSWORD
 from tests.fakes.dists import Built
 from tests.fakes.index import JSON_TYPE
@@ -49,13 +48,7 @@ def call(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(daemon.url + path, data, headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Fetched(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Fetched(exc.code, dict(exc.headers), exc.read())
+    return send(urllib.request.Request(daemon.url + path, data, headers, method=method))
 
 
 def decoded(fetched: Fetched) -> Any:
@@ -125,13 +118,7 @@ def encode_multipart(
 
 def post_body(url: str, body: bytes, headers: Mapping[str, str]) -> Fetched:
     """POST `body` as is; errors come back as a `Fetched`."""
-    request = urllib.request.Request(url, body, dict(headers), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Fetched(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Fetched(exc.code, dict(exc.headers), exc.read())
+    return send(urllib.request.Request(url, body, dict(headers), method="POST"))
 
 
 def post_upload(
