@@ -91,7 +91,11 @@ class Fetched:
 
 def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> Fetched:
     """GET with urllib, the dumbest possible client, returning 4xx/5xx instead of raising."""
-    request = urllib.request.Request(url, headers=dict(headers or {}))
+    return send(urllib.request.Request(url, headers=dict(headers or {})), timeout)
+
+
+def send(request: urllib.request.Request, timeout: float = 30.0) -> Fetched:
+    """One request with urllib; a 4xx/5xx answer comes back as a `Fetched`, not an exception."""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return Fetched(response.status, dict(response.headers), response.read())

@@ -255,21 +255,10 @@ class Uploads:
             uploaded=time.time(),
             uploader=who.user,
         )
-        try:
-            await self.db.commit(change)
-        except UnchangedError:
-            return False
-        index.invalidate(found.name)
-        self.metrics.uploads.labels(index.name).inc()
-        log.info(
-            "uploaded %s (%d bytes) to %s by %s",
-            filename,
-            temp.size,
-            index.name,
-            who.user,
-            extra={"index": index.name, "project": found.name, "file": filename},
+        message = "uploaded %s (%d bytes) to %s by %s"
+        return await self._commit_file(
+            index, change, message, filename, temp.size, index.name, who.user
         )
-        return True
 
     async def copy(self, index: PrivateIndex, who: Identity, hosted: HostedFile) -> bool:
         """Store another private index's file here (devpi push): its bytes and metadata as they
@@ -291,22 +280,25 @@ class Uploads:
             uploaded=time.time(),
             uploader=who.user,
         )
+        message = "pushed %s from %s to %s by %s"
         async with self._lock(index.name, hosted.filename):
             await self._check_existing(index, hosted.filename, hosted.sha256)
-            try:
-                await self.db.commit(change)
-            except UnchangedError:
-                return False
-        index.invalidate(hosted.project)
+            return await self._commit_file(
+                index, change, message, hosted.filename, hosted.index, index.name, who.user
+            )
+
+    async def _commit_file(
+        self, index: PrivateIndex, change: FileUploaded, message: str, *args: object
+    ) -> bool:
+        """The one ending of an upload and a push: commit, refresh the pages, count, log."""
+        try:
+            await self.db.commit(change)
+        except UnchangedError:
+            return False
+        index.invalidate(change.project)
         self.metrics.uploads.labels(index.name).inc()
-        log.info(
-            "pushed %s from %s to %s by %s",
-            hosted.filename,
-            hosted.index,
-            index.name,
-            who.user,
-            extra={"index": index.name, "project": hosted.project, "file": hosted.filename},
-        )
+        extra = {"index": index.name, "project": change.project, "file": change.filename}
+        log.info(message, *args, extra=extra)
         return True
 
     async def _store_wheelhouse_file(self, path: Path) -> None:

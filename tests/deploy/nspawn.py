@@ -22,7 +22,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import terminate
+from tests.deploy.conftest import need, need_root
 from tests.polling import wait_until
 
 SUITE = "bookworm"
@@ -31,6 +34,8 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "ca-ce
 BOOT_TIMEOUT = 90.0
 #: the PATH commands run with inside the machine
 MACHINE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMD = REPO / "deploy" / "systemd"
 
 
 class NoMirrorError(Exception):
@@ -264,3 +269,54 @@ def boot(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def usable_tree() -> Path:
+    """The systemd tree, or a skip naming what this host lacks (root, a command, a mirror)."""
+    need_root()
+    need("systemd-nspawn", "debootstrap", "nsenter")
+    try:
+        return systemd_tree()
+    except NoMirrorError as exc:
+        pytest.skip(str(exc))
+
+
+def install_script(
+    root_password: str, port: int, index_url: str, units: Sequence[str], enable: Sequence[str]
+) -> str:
+    """The unit header's steps, with the wheels bound in from the host (no network needed)."""
+    return (
+        "python3 -m venv /opt/wheelwell\n"
+        "/opt/wheelwell/bin/pip install --quiet --no-index"
+        " --find-links /mnt/deps --find-links /mnt/dist wheelwell\n"
+        "install -Dm0644 /mnt/systemd/wheelwell.yaml /etc/wheelwell/wheelwell.yaml\n"
+        "install -Dm0600 /dev/null /etc/wheelwell/env\n"
+        f"echo WHEELWELL_ROOT_PASSWORD={root_password} >> /etc/wheelwell/env\n"
+        f"echo WHEELWELL_SERVER_PORT={port} >> /etc/wheelwell/env\n"
+        f"echo PIP_INDEX_URL={index_url} >> /etc/wheelwell/env\n"
+        f"install -m0644 {' '.join(f'/mnt/systemd/{unit}' for unit in units)}"
+        " /etc/systemd/system/\n"
+        f"systemctl daemon-reload && systemctl enable --now {' '.join(enable)}\n"
+    )
+
+
+@contextlib.contextmanager
+def boot_installed(
+    tree: Path,
+    name: str,
+    workdir: Path,
+    *,
+    root_password: str,
+    port: int,
+    index_url: str,
+    units: Sequence[str] = ("wheelwell.service",),
+    enable: Sequence[str] = ("wheelwell",),
+) -> Iterator[Machine]:
+    """Boot `tree` with wheelwell installed as the unit's header says, serving on `port` and
+    mirroring `index_url`; `units` (files of deploy/systemd) installed, `enable` started."""
+    deps, own = wheels(REPO, workdir / "dist")
+    binds = [(deps, "/mnt/deps"), (own, "/mnt/dist"), (SYSTEMD, "/mnt/systemd")]
+    with boot(tree, name, binds, workdir) as machine:
+        script = install_script(root_password, port, index_url, units, enable)
+        machine.sh(script, timeout=300)
+        yield machine

@@ -16,20 +16,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
 from proxy.config import parse_config
 from tests.conftest import Dists, free_port, http_get
-from tests.deploy.conftest import need, need_root
-from tests.deploy.nspawn import Machine, NoMirrorError, boot, systemd_tree, wheels
+from tests.deploy.nspawn import SYSTEMD, Machine, boot_installed, usable_tree
 from tests.fakes.index import JSON_TYPE, FakeIndex, ThreadedServer
 from tests.polling import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-SYSTEMD = REPO / "deploy" / "systemd"
 ROOT_PASSWORD = "nspawn-deploy-secret"
 #: `systemd-analyze security wheelwell` inside the machine: lower is better; fail above this
 #: (measured 1.2 "OK" with systemd 252, Debian bookworm)
@@ -65,33 +61,14 @@ def upstream(dists: Dists, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def installed(upstream: FakeIndex, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    need_root()
-    need("systemd-nspawn", "debootstrap", "nsenter")
-    try:
-        tree = systemd_tree()
-    except NoMirrorError as exc:
-        pytest.skip(str(exc))
+    tree = usable_tree()
     workdir = tmp_path_factory.mktemp("nspawn")
-    deps, own = wheels(REPO, workdir / "dist")
     port = free_port()
     name = f"wwh2-{uuid.uuid4().hex[:8]}"
-    binds = [(deps, "/mnt/deps"), (own, "/mnt/dist"), (SYSTEMD, "/mnt/systemd")]
     upstream_url = upstream.root.joinpath("url").read_text() + "/simple/"
-    with boot(tree, name, binds, workdir) as machine:
-        # The unit's header, step by step; wheels come from the host (no network needed).
-        machine.sh(
-            "python3 -m venv /opt/wheelwell\n"
-            "/opt/wheelwell/bin/pip install --quiet --no-index"
-            " --find-links /mnt/deps --find-links /mnt/dist wheelwell\n"
-            "install -Dm0644 /mnt/systemd/wheelwell.yaml /etc/wheelwell/wheelwell.yaml\n"
-            "install -Dm0600 /dev/null /etc/wheelwell/env\n"
-            f"echo WHEELWELL_ROOT_PASSWORD={ROOT_PASSWORD} >> /etc/wheelwell/env\n"
-            f"echo WHEELWELL_SERVER_PORT={port} >> /etc/wheelwell/env\n"
-            f"echo PIP_INDEX_URL={upstream_url} >> /etc/wheelwell/env\n"
-            "install -m0644 /mnt/systemd/wheelwell.service /etc/systemd/system/\n"
-            "systemctl daemon-reload && systemctl enable --now wheelwell\n",
-            timeout=300,
-        )
+    with boot_installed(
+        tree, name, workdir, root_password=ROOT_PASSWORD, port=port, index_url=upstream_url
+    ) as machine:
         yield Installed(machine, f"http://127.0.0.1:{port}", upstream)
 
 

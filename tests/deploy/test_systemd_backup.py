@@ -13,18 +13,14 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import Dists, free_port, http_get
-from tests.deploy.conftest import need, need_root
-from tests.deploy.nspawn import Machine, NoMirrorError, boot, systemd_tree, wheels
+from tests.deploy.nspawn import Machine, boot_installed, usable_tree
 from tests.fakes.index import JSON_TYPE, FakeIndex, ThreadedServer
 from tests.polling import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-SYSTEMD = REPO / "deploy" / "systemd"
 ROOT_PASSWORD = "nspawn-backup-secret"
 LIST_USERS = (
     "import sqlite3; c = sqlite3.connect('/root/restored/wheelwell.sqlite3'); "
@@ -40,34 +36,27 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(dists: Dists, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    need_root()
-    need("systemd-nspawn", "debootstrap", "nsenter")
-    try:
-        tree = systemd_tree()
-    except NoMirrorError as exc:
-        pytest.skip(str(exc))
+    tree = usable_tree()
     fake = FakeIndex(tmp_path_factory.mktemp("nspawn-backup-upstream"))
     dists.load_into(fake)
     workdir = tmp_path_factory.mktemp("nspawn-backup")
-    deps, own = wheels(REPO, workdir / "dist")
     port = free_port()
     name = f"exm-{uuid.uuid4().hex[:8]}"
-    binds = [(deps, "/mnt/deps"), (own, "/mnt/dist"), (SYSTEMD, "/mnt/systemd")]
-    with ThreadedServer(fake.app) as server, boot(tree, name, binds, workdir) as machine:
-        machine.sh(
-            "python3 -m venv /opt/wheelwell\n"
-            "/opt/wheelwell/bin/pip install --quiet --no-index"
-            " --find-links /mnt/deps --find-links /mnt/dist wheelwell\n"
-            "install -Dm0644 /mnt/systemd/wheelwell.yaml /etc/wheelwell/wheelwell.yaml\n"
-            "install -Dm0600 /dev/null /etc/wheelwell/env\n"
-            f"echo WHEELWELL_ROOT_PASSWORD={ROOT_PASSWORD} >> /etc/wheelwell/env\n"
-            f"echo WHEELWELL_SERVER_PORT={port} >> /etc/wheelwell/env\n"
-            f"echo PIP_INDEX_URL={server.url}/simple/ >> /etc/wheelwell/env\n"
-            "install -m0644 /mnt/systemd/wheelwell.service /mnt/systemd/wheelwell-backup.service"
-            " /mnt/systemd/wheelwell-backup.timer /etc/systemd/system/\n"
-            "systemctl daemon-reload && systemctl enable --now wheelwell wheelwell-backup.timer\n",
-            timeout=300,
-        )
+    units = ("wheelwell.service", "wheelwell-backup.service", "wheelwell-backup.timer")
+    enable = ("wheelwell", "wheelwell-backup.timer")
+    with (
+        ThreadedServer(fake.app) as server,
+        boot_installed(
+            tree,
+            name,
+            workdir,
+            root_password=ROOT_PASSWORD,
+            port=port,
+            index_url=f"{server.url}/simple/",
+            units=units,
+            enable=enable,
+        ) as machine,
+    ):
         url = f"http://127.0.0.1:{port}"
         wait_until(
             lambda: _ready(url),

@@ -1,24 +1,27 @@
-"""Helpers for the private-index e2e tests: a known root password, JSON API calls, raw uploads."""
+"""Helpers for the private-index e2e tests: a known root password, JSON API calls, raw uploads,
+and devpi-client in a sandbox of its own."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import os
 import socket
 import subprocess
-import urllib.error
+import sys
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
+from tests.conftest import CLIENT_TIMEOUT, Clients, Daemon, Fetched, clean_env, http_get, send
 from tests.conftest import ROOT_PASSWORD as ROOT_PASSWORD
-from tests.conftest import Clients, Daemon, Fetched, http_get
 from tests.fakes.dists import Built
 from tests.fakes.index import JSON_TYPE
 from tests.polling import wait_until
@@ -46,13 +49,7 @@ def call(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(daemon.url + path, data, headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Fetched(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Fetched(exc.code, dict(exc.headers), exc.read())
+    return send(urllib.request.Request(daemon.url + path, data, headers, method=method))
 
 
 def decoded(fetched: Fetched) -> Any:
@@ -122,13 +119,7 @@ def encode_multipart(
 
 def post_body(url: str, body: bytes, headers: Mapping[str, str]) -> Fetched:
     """POST `body` as is; errors come back as a `Fetched`."""
-    request = urllib.request.Request(url, body, dict(headers), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Fetched(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Fetched(exc.code, dict(exc.headers), exc.read())
+    return send(urllib.request.Request(url, body, dict(headers), method="POST"))
 
 
 def post_upload(
@@ -234,3 +225,67 @@ def wait_until_no_temp_files(daemon: Daemon, timeout: float = 10.0) -> None:
         interval=0.1,
         message=lambda: f"{tmp} to be empty; still there: {leftovers()}",
     )
+
+
+DEVPI = str(Path(sys.executable).with_name("devpi"))
+
+
+@dataclass
+class Devpi:
+    """Runs `devpi …` as a user would, in a sandbox of its own under `home`."""
+
+    home: Path
+    daemon: Daemon
+
+    @property
+    def pip_conf(self) -> Path:
+        return self.home / "pip.conf"
+
+    def env(self) -> dict[str, str]:
+        env = clean_env(
+            HOME=str(self.home),
+            PIP_CONFIG_FILE=str(self.pip_conf),
+            UV_CONFIG_FILE=str(self.home / "uv.toml"),
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
+            PIP_NO_CACHE_DIR="1",
+            PIP_NO_INPUT="1",
+        )
+        for name in ("VIRTUAL_ENV", "DEVPI_INDEX", "DEVPI_USER", "DEVPI_PASSWORD"):
+            env.pop(name, None)
+        # as in an activated venv: `devpi test` looks for tox on PATH
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def __call__(
+        self, *args: str, check: bool = True, stdin: str = "", cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [DEVPI, "--clientdir", str(self.home / "client"), *args]
+        result = subprocess.run(
+            argv,
+            env=self.env(),
+            cwd=cwd or self.home,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=CLIENT_TIMEOUT,
+            check=False,
+            start_new_session=True,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"{' '.join(args)} exited {result.returncode}\n"
+                f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+            )
+        return result
+
+    def seed(self) -> None:
+        """The seed's daily workflow, first two steps."""
+        self("use", f"{self.daemon.url}/root/public", "--set-cfg")
+        self("login", "root", "--password", ROOT_PASSWORD)
+
+
+@pytest.fixture
+def devpi(daemon: Daemon, tmp_path: Path) -> Devpi:
+    home = tmp_path / "devpi-home"
+    home.mkdir()
+    return Devpi(home, daemon)

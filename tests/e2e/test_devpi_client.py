@@ -10,82 +10,15 @@ test_devpi_push.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import CLIENT_TIMEOUT, Clients, Daemon, clean_env
-from tests.e2e.conftest import ROOT, ROOT_PASSWORD, call, decoded
+from tests.conftest import CLIENT_TIMEOUT, Clients, Daemon
+from tests.e2e.conftest import ROOT, ROOT_PASSWORD, Devpi, call, decoded
 from tests.e2e.test_browser import Browser
 from tests.fakes.dists import build_sdist, build_wheel
-
-DEVPI = str(Path(sys.executable).with_name("devpi"))
-
-
-@dataclass
-class Devpi:
-    """Runs `devpi …` as a user would, in a sandbox of its own under `home`."""
-
-    home: Path
-    daemon: Daemon
-
-    @property
-    def pip_conf(self) -> Path:
-        return self.home / "pip.conf"
-
-    def env(self) -> dict[str, str]:
-        env = clean_env(
-            HOME=str(self.home),
-            PIP_CONFIG_FILE=str(self.pip_conf),
-            UV_CONFIG_FILE=str(self.home / "uv.toml"),
-            PIP_DISABLE_PIP_VERSION_CHECK="1",
-            PIP_NO_CACHE_DIR="1",
-            PIP_NO_INPUT="1",
-        )
-        for name in ("VIRTUAL_ENV", "DEVPI_INDEX", "DEVPI_USER", "DEVPI_PASSWORD"):
-            env.pop(name, None)
-        # as in an activated venv: `devpi test` looks for tox on PATH
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        return env
-
-    def __call__(
-        self, *args: str, check: bool = True, stdin: str = "", cwd: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [DEVPI, "--clientdir", str(self.home / "client"), *args]
-        result = subprocess.run(
-            argv,
-            env=self.env(),
-            cwd=cwd or self.home,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=CLIENT_TIMEOUT,
-            check=False,
-            start_new_session=True,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(
-                f"{' '.join(args)} exited {result.returncode}\n"
-                f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-            )
-        return result
-
-    def seed(self) -> None:
-        """The seed's daily workflow, first two steps."""
-        self("use", f"{self.daemon.url}/root/public", "--set-cfg")
-        self("login", "root", "--password", ROOT_PASSWORD)
-
-
-@pytest.fixture
-def devpi(daemon: Daemon, tmp_path: Path) -> Devpi:
-    home = tmp_path / "devpi-home"
-    home.mkdir()
-    return Devpi(home, daemon)
 
 
 def _json(daemon: Daemon, path: str) -> Any:

@@ -1,14 +1,13 @@
 """devpi push (the PUSH method devpi-client sends), devpi's file URLs, and devpi-style uploads.
 
-`devpi use` needs devpi's JSON API (another part of issue 14), so push is driven here with the
-request devpi-client 7 sends: `PUSH {index URL}` on a new connection, a JSON body, JSON Accept.
+Most tests send the request devpi-client 7 sends (`PUSH {index URL}` on a new connection, a JSON
+body, JSON Accept), so each case is one call; one runs the real `devpi use`, `login` and `push`.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from tests.e2e.conftest import (
     ROOT,
     ROOT_PASSWORD,
     Credentials,
+    Devpi,
     basic,
     call,
     decoded,
@@ -247,36 +247,19 @@ def test_twine_uploads_without_the_trailing_slash_and_shows_reasons(
     assert "409" in shown and "exists in root/dev with other bytes" in shown, shown
 
 
-def devpi_state(clientdir: Path, daemon: Daemon, index: str) -> None:
-    """What `devpi use URL` and basic auth would save (`devpi use` itself is issue 14's API
-    part): the client's current.json and auth.json."""
-    clientdir.mkdir(parents=True, exist_ok=True)
-    current = {
-        "index": f"{daemon.url}/{index}",
-        "simpleindex": f"{daemon.url}/{index}/+simple/",
-        "pypisubmit": f"{daemon.url}/{index}/",
-        "login": f"{daemon.url}/+login",
-        "features": [],
-    }
-    (clientdir / "current.json").write_text(json.dumps(current))
-    auth = {"basic_auth": {f"{daemon.url}/": list(ROOT)}}
-    (clientdir / "auth.json").write_text(json.dumps(auth))
-
-
 def test_real_devpi_push_to_another_index_and_to_pypirc(
     daemon: Daemon,
     daemon_factory: DaemonFactory,
     fake_index_server: ThreadedServer,
     clients: Clients,
+    devpi: Devpi,
     tmp_path: Path,
 ) -> None:
-    devpi = str(Path(sys.executable).with_name("devpi"))
-    clientdir = tmp_path / "devpi-client"
-    devpi_state(clientdir, daemon, "root/dev")
+    devpi("use", f"{daemon.url}/root/dev")
+    devpi("login", "root", "--password", ROOT_PASSWORD)
     wheel, sdist = release(tmp_path)
     twine_upload(clients, f"{daemon.url}/root/dev/", ROOT, wheel.path, sdist.path)
-    args = ("--clientdir", str(clientdir))
-    clients.run(devpi, "push", *args, "pushed==1.0", "root/public")
+    devpi("push", "pushed==1.0", "root/public")
     assert simple_files(daemon, "root/public", "pushed") == {
         wheel.filename: wheel.sha256,
         sdist.filename: sdist.sha256,
@@ -287,7 +270,7 @@ def test_real_devpi_push_to_another_index_and_to_pypirc(
         "[distutils]\nindex-servers = other\n\n[other]\n"
         f"repository = {external.url}/root/public/\nusername = root\npassword = {ROOT_PASSWORD}\n"
     )
-    out = clients.run(devpi, "push", *args, "--pypirc", str(pypirc), "pushed==1.0", "pypi:other")
+    out = devpi("push", "--pypirc", str(pypirc), "pushed==1.0", "pypi:other")
     assert "200 upload" in out.stdout, out.stdout
     assert simple_files(external, "root/public", "pushed") == {
         wheel.filename: wheel.sha256,

@@ -344,6 +344,28 @@ def test_a_replica_started_from_an_export_follows_on_from_its_serial(
     assert installed_versions(clients, target, "ours") == ["2.0"]
 
 
+def _replica_from_snapshot(
+    daemon_factory: DaemonFactory,
+    upstream: ThreadedServer,
+    primary: Daemon,
+    export: Path,
+    data_dir: Path,
+) -> Daemon:
+    """A replica on `export` imported into `data_dir`, once it started from `primary`'s snapshot
+    and caught up (the export's serial may equal the primary's: wait for the snapshot itself)."""
+    assert wheelwell("import", str(export), "--data-dir", str(data_dir)).returncode == 0
+    replica = daemon_factory(upstream.url, _cluster_config(primary, data_dir))
+    wait_until(
+        lambda: (
+            "started from the primary's snapshot" in replica.log()
+            and _serial(replica) == _serial(primary)
+        ),
+        timeout=30,
+        message=lambda: f"the replica caught up:\n{replica.log()}",
+    )
+    return replica
+
+
 def test_a_replica_started_from_another_primarys_export_starts_from_the_snapshot(
     daemon_factory: DaemonFactory,
     fake_index_server: ThreadedServer,
@@ -359,16 +381,8 @@ def test_a_replica_started_from_another_primarys_export_starts_from_the_snapshot
     primary = daemon_factory(fake_index_server.url, _cluster_config(None))
     ours = build_wheel(tmp_path / "dists", "ours", "1.0")
     twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
-    new = tmp_path / "replica-data"
-    assert wheelwell("import", str(dest), "--data-dir", str(new)).returncode == 0
-    replica = daemon_factory(fake_index_server.url, _cluster_config(primary, new))
-    wait_until(  # the foreign serial may equal the primary's: wait for the snapshot itself
-        lambda: (
-            "started from the primary's snapshot" in replica.log()
-            and _serial(replica) == _serial(primary)
-        ),
-        timeout=30,
-        message=lambda: f"the replica caught up:\n{replica.log()}",
+    replica = _replica_from_snapshot(
+        daemon_factory, fake_index_server, primary, dest, tmp_path / "replica-data"
     )
     assert "holds another database" in replica.log()
     assert _dump(replica) == _dump(primary)
@@ -405,16 +419,8 @@ def test_a_replica_on_the_history_a_restored_primary_left_starts_from_the_snapsh
         )
     assert _serial(restored) > json.loads((newer / "state.json").read_text())["serial"]
 
-    replica_dir = tmp_path / "replica-data"
-    assert wheelwell("import", str(newer), "--data-dir", str(replica_dir)).returncode == 0
-    replica = daemon_factory(fake_index_server.url, _cluster_config(restored, replica_dir))
-    wait_until(
-        lambda: (
-            "started from the primary's snapshot" in replica.log()
-            and _serial(replica) == _serial(restored)
-        ),
-        timeout=30,
-        message=lambda: f"the replica caught up:\n{replica.log()}",
+    replica = _replica_from_snapshot(
+        daemon_factory, fake_index_server, restored, newer, tmp_path / "replica-data"
     )
     assert "history forked" in replica.log()
     assert _dump(replica) == _dump(restored)
