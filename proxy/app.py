@@ -22,7 +22,15 @@ from proxy.cluster.follower import Follower
 from proxy.cluster.primary import ReplicaBook
 from proxy.cluster.protocol import SERIAL_HEADER
 from proxy.cluster.snapshots import Snapshots
-from proxy.config import Config, IndexConfig, IndexKind, MirrorSource, Role, load
+from proxy.config import (
+    Config,
+    IndexConfig,
+    IndexKind,
+    MirrorSource,
+    Role,
+    StorageBackend,
+    load,
+)
 from proxy.errors import ConfigError, WheelwellError
 from proxy.hosted import search
 from proxy.hosted.auth import Auth
@@ -42,10 +50,11 @@ from proxy.mirror.index import MirrorIndex
 from proxy.mirror.ranges import RangeCache
 from proxy.mirror.upstream import UpstreamClient, new_session
 from proxy.model import IndexName, mask_url
-from proxy.storage.blobs import BlobAliases, LocalBlobStore
+from proxy.storage.blobs import BlobAliases, BlobStore, LocalBlobStore
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
+from proxy.storage.s3 import MirrorView, S3BlobStore
 from proxy.storage.scrubber import Scrubber
 from proxy.web import (
     api,
@@ -89,12 +98,21 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     blobs.open()
     await asyncio.get_running_loop().run_in_executor(None, blobs.scan)
     app[keys.BLOBS] = blobs
+    s3 = None
+    if app[keys.CONFIG].storage.backend is StorageBackend.S3:
+        s3 = S3BlobStore(app[keys.CONFIG].storage.s3, blobs, app[keys.METRICS])
+        await s3.start()
+        log.info("blobs in object store %s, cached in %s", s3.where, blobs.blobs)
+    app[keys.STORE] = s3 if s3 is not None else blobs
+    app[_MIRROR_STORE] = MirrorView(s3) if s3 is not None else blobs
     pages = PageCache(data_dir / "pages", max_negative=app[keys.CONFIG].limits.negative_pages)
     await pages.start()
     app[_PAGES] = pages
     app[_RANGES] = RangeCache()
     yield
     await pages.close()
+    if s3 is not None:
+        await s3.close()
     blobs.close()
 
 
@@ -106,7 +124,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     app[keys.UPSTREAM] = UpstreamClient(
         session, cfg.upstream, app[keys.METRICS], user_session=user_session
     )
-    app[keys.FETCHER] = Fetcher(app[keys.UPSTREAM], app[keys.BLOBS], app[keys.METRICS])
+    app[keys.FETCHER] = Fetcher(app[keys.UPSTREAM], app[_MIRROR_STORE], app[keys.METRICS])
     yield
     await app[keys.FETCHER].close(app[SHUTDOWN].remaining(cfg.server.shutdown_timeout))
     await session.close()
@@ -127,7 +145,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     else:
         db.add_reset_listener(app[keys.AUTH].forget_verified)
     app[keys.UPLOADS] = Uploads(
-        db, app[keys.BLOBS], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
+        db, app[keys.STORE], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
     app[keys.TOXRESULTS] = ToxResults(db)
     cache = CacheManager(
@@ -170,7 +188,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
                 name,
                 index_cfg,
                 app[keys.DB],
-                app[_REPLICA_BLOBS] if replica else app[keys.BLOBS],
+                app[_REPLICA_BLOBS] if replica else app[keys.STORE],
                 max_pages=cfg.limits.private_pages,
                 local_wheelhouse=not replica,
             )
@@ -179,7 +197,7 @@ def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:
             _mirror_upstream(cfg, index_cfg),
             client=app[keys.UPSTREAM],
             pages=app[_PAGES],
-            blobs=app[keys.BLOBS],
+            blobs=app[_MIRROR_STORE],
             fetcher=app[keys.FETCHER],
             metrics=app[keys.METRICS],
             cfg=cfg.upstream,
@@ -265,7 +283,7 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
             wheelhouse = Wheelhouse(
                 index,
                 app[keys.DB],
-                app[keys.BLOBS],
+                app[keys.STORE],
                 cfg.storage.wheelhouse_poll,
                 metadata_limit=cfg.limits.max_metadata_size,
             )
@@ -372,6 +390,8 @@ async def _serial_header(request: web.Request, response: web.StreamResponse) -> 
 
 _PAGES = web.AppKey("wheelwell.pages", PageCache)
 _REPLICA_BLOBS = web.AppKey("wheelwell.replica_blobs", ReplicaBlobs)
+#: the store as mirrors use it: with s3, a bucket that is down is a cache miss, not an error
+_MIRROR_STORE: web.AppKey[BlobStore] = web.AppKey("wheelwell.mirror_store")
 _RANGES = web.AppKey("wheelwell.ranges", RangeCache)  #: bytes of upstream files read so far
 SHUTDOWN = web.AppKey("wheelwell.shutdown", ShutdownClock)
 TLS = web.AppKey("wheelwell.tls", ssl.SSLContext)

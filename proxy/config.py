@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import re
 import socket
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,6 +63,35 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
 
 
+class StorageBackend(StrEnum):
+    LOCAL = "local"  #: blobs under data_dir/blobs
+    S3 = "s3"  #: blobs in an S3-compatible bucket, data_dir/blobs their disk cache
+
+
+class S3Addressing(StrEnum):
+    AUTO = "auto"  #: botocore's choice (virtual-host where the bucket name allows it)
+    PATH = "path"  #: http://endpoint/bucket/key (MinIO, SeaweedFS, Ceph RGW)
+    VIRTUAL = "virtual"  #: http://bucket.endpoint/key (AWS, R2, GCS)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    """Where the bytes go with `storage.backend: s3`; credentials come from the AWS chain
+    (AWS_ACCESS_KEY_ID…, AWS_PROFILE, ~/.aws, instance roles), never from this file."""
+
+    endpoint: str = ""  #: empty: AWS's own endpoint for `region`
+    bucket: str = ""
+    prefix: str = ""  #: keys are {prefix}blobs/{sha256[:2]}/{sha256}
+    region: str = ""  #: empty: from the AWS config chain
+    addressing: S3Addressing = S3Addressing.AUTO
+    #: serve files not on this disk by a 302 to a presigned URL instead of streaming them
+    redirect: bool = False
+    redirect_ttl: Seconds = 300.0  #: how long a presigned URL is valid
+    part_size: ByteSize = 64 * 1024**2  #: larger files are put in parts of this size
+    connect_timeout: Seconds = 10.0
+    read_timeout: Seconds = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     data_dir: Path = Path("data")
@@ -76,6 +106,8 @@ class StorageConfig:
     #: least recently used mirror files are evicted while the data dir's file system has less
     #: free space than this, so the cache never fills the disk, bound or no bound; 0 disables
     keep_free: ByteSize = 1024**3
+    backend: StorageBackend = StorageBackend.LOCAL
+    s3: S3Config = field(default_factory=S3Config)
 
 
 #: loopback, "this network", link-local, private, CGNAT, unique-local; IPv4-mapped forms of the
@@ -373,6 +405,7 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
     if not 0 <= cfg.server.port <= 65535:
         report("server.port", f"{cfg.server.port} is not a TCP port")
     _check_server(cfg.server, report)
+    _check_s3(cfg.storage, report)
     if cfg.upstream.url and urlsplit(cfg.upstream.url).scheme not in {"http", "https"}:
         report("upstream.url", f"'{cfg.upstream.url}' is not an http(s) URL")
     if cfg.upstream.retries < 0:
@@ -463,6 +496,32 @@ def settle_replication(cfg: Config) -> Config:
     replica_id = rep.replica_id or (socket.gethostname() if rep.role is Role.REPLICA else "")
     rep = dataclasses.replace(rep, secret=secret, replica_id=replica_id)
     return dataclasses.replace(cfg, replication=rep)
+
+
+#: S3's own bounds on a bucket's name and a multipart upload's parts
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MIN_PART_SIZE = 5 * 1024**2
+
+
+def _check_s3(storage: StorageConfig, report: Callable[[str, str], None]) -> None:
+    """With backend s3: a valid bucket name, an http(s) endpoint, parts S3 takes."""
+    s3 = storage.s3
+    if storage.backend is not StorageBackend.S3:
+        return
+    if not s3.bucket:
+        report("storage.s3.bucket", "storage.backend is s3: name the bucket")
+    elif not _BUCKET_NAME.match(s3.bucket):
+        report("storage.s3.bucket", f"'{s3.bucket}' is not an S3 bucket name (3-63 of a-z0-9.-)")
+    if s3.endpoint and urlsplit(s3.endpoint).scheme not in {"http", "https"}:
+        report("storage.s3.endpoint", f"'{s3.endpoint}' is not an http(s) URL")
+    if urlsplit(s3.endpoint).username or urlsplit(s3.endpoint).password:
+        report("storage.s3.endpoint", "credentials come from the AWS chain, not the URL")
+    if s3.prefix.startswith("/"):
+        report("storage.s3.prefix", "a key prefix does not start with '/'")
+    if s3.part_size < MIN_PART_SIZE:
+        report("storage.s3.part_size", f"S3 takes parts of {MIN_PART_SIZE} bytes or more")
+    if not 1 <= s3.redirect_ttl <= 7 * 86400:
+        report("storage.s3.redirect_ttl", "a presigned URL lives 1 s to 7 days")
 
 
 def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> None:

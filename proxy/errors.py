@@ -123,6 +123,15 @@ class StorageFullError(StorageError):
         super().__init__(f"no space left on device while writing under {path}")
 
 
+class ObjectStoreError(StorageError):
+    """The object store (storage.backend: s3) failed or cannot be reached; 503, naming it."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        self.store = store
+        self.reason = reason
+        super().__init__(f"object store {store} is unavailable ({reason})")
+
+
 class UpstreamError(WheelwellError):
     """The upstream index failed us; `upstream` is the URL (credentials masked)."""
 

@@ -123,6 +123,17 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.object_store_errors = Counter(
+            "wheelwell_object_store_errors_total",
+            "Failed requests to the object store (storage.backend: s3), by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.object_store_bytes_put = Counter(
+            "wheelwell_object_store_put_bytes_total",
+            "Bytes of verified blobs put into the object store",
+            registry=r,
+        )
         self.damaged_served = Counter(
             "wheelwell_blob_damaged_total",
             "Stored files refused at serve time because their size is wrong, by index kind",

@@ -196,7 +196,12 @@ class DaemonFactory:
     workdir: Path
     started: list[Daemon] = field(default_factory=list)
 
-    def __call__(self, upstream: str, overrides: Mapping[str, Any] | None = None) -> Daemon:
+    def __call__(
+        self,
+        upstream: str,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Daemon:
         n = len(self.started)
         port = free_port()
         config: dict[str, Any] = {
@@ -233,7 +238,9 @@ class DaemonFactory:
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=clean_env(PYTHONUNBUFFERED="1", WHEELWELL_ROOT_PASSWORD=ROOT_PASSWORD),
+                env=clean_env(
+                    PYTHONUNBUFFERED="1", WHEELWELL_ROOT_PASSWORD=ROOT_PASSWORD, **(env or {})
+                ),
             )
         daemon = Daemon(
             f"http://127.0.0.1:{port}",

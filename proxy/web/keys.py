@@ -22,13 +22,15 @@ from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.upstream import UpstreamClient
-from proxy.storage.blobs import LocalBlobStore
+from proxy.storage.blobs import BlobStore, LocalBlobStore
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 
 CONFIG = web.AppKey("wheelwell.config", Config)
 METRICS = web.AppKey("wheelwell.metrics", Metrics)
-BLOBS = web.AppKey("wheelwell.blobs", LocalBlobStore)
+BLOBS = web.AppKey("wheelwell.blobs", LocalBlobStore)  #: this disk's blobs (the cache with s3)
+#: where blobs are kept: BLOBS itself, or the object store with BLOBS as its disk cache
+STORE: web.AppKey[BlobStore] = web.AppKey("wheelwell.store")
 UPSTREAM = web.AppKey("wheelwell.upstream", UpstreamClient)
 FETCHER = web.AppKey("wheelwell.fetcher", Fetcher)
 INDEXES = web.AppKey("wheelwell.indexes", IndexRegistry)

@@ -1,0 +1,153 @@
+"""storage.backend s3 against a real SeaweedFS S3 server on 127.0.0.1 (issue 16, first slice).
+
+The daemon keeps its blobs in the bucket and a copy on its disk; these tests wipe the disk's
+`blobs/` to see files come back from the bucket (streamed, or by a presigned redirect that pip
+and uv follow), hang the store (SIGSTOP) to see uploads refused with 503 naming it while the
+mirror keeps serving, and check that what lands in the bucket is only verified bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import shutil
+import sys
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Clients, Daemon, DaemonFactory, Dists, http_get
+from tests.e2e.conftest import ROOT, installed_versions, pip_install, post_upload, twine_upload
+from tests.fakes.dists import build_wheel
+from tests.fakes.index import ThreadedServer
+from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, seaweedfs
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SeaweedFS]:
+    server = seaweedfs(tmp_path / "seaweedfs")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _start(
+    factory: DaemonFactory,
+    upstream: ThreadedServer,
+    store: SeaweedFS,
+    again: Daemon | None = None,
+    **extra: Any,
+) -> Daemon:
+    """A daemon on the bucket; `again`: on that daemon's data dir (stopped before)."""
+    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
+    storage: dict[str, Any] = {"backend": "s3", "s3": {**s3, **extra}}
+    if again is not None:
+        storage["data_dir"] = str(again.data_dir)
+    return factory(upstream.url, {"storage": storage}, env=CREDENTIALS)
+
+
+def _blob_keys(store: SeaweedFS) -> set[str]:
+    return {key.rsplit("/", 1)[1] for key in store.keys("ww/blobs/")}
+
+
+def _redirect_of(url: str) -> tuple[int, str]:
+    """The first answer's status and Location, not followed."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        conn.request("GET", parts.path)
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status, answer.getheader("Location") or ""
+    finally:
+        conn.close()
+
+
+def _wipe_disk(daemon: Daemon) -> None:
+    """What a new node or a lost volume looks like: the database, no local blobs."""
+    shutil.rmtree(daemon.data_dir / "blobs")
+
+
+def test_uploads_and_mirror_files_live_in_the_bucket(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    dists: Dists,
+    tmp_path: Path,
+) -> None:
+    daemon = _start(daemon_factory, fake_index_server, store)
+    ours = build_wheel(tmp_path / "dists", "ours", "1.0")
+    twine_upload(clients, f"{daemon.url}/root/public/", ROOT, ours.path)
+    cold = tmp_path / "cold"
+    pip_install(clients, daemon, "root/public", cold, "ours", "alpha")  # alpha: from the mirror
+    assert installed_versions(clients, cold, "ours", "alpha") == ["1.0", "1.0"]
+    keys = _blob_keys(store)
+    assert {ours.sha256, dists.alpha.sha256, dists.beta2.sha256} <= keys
+    assert store.get(f"ww/blobs/{ours.sha256[:2]}/{ours.sha256}") == ours.path.read_bytes()
+    for key in keys:  # every object is the verified bytes of its name
+        assert hashlib.sha256(store.get(f"ww/blobs/{key[:2]}/{key}")).hexdigest() == key
+
+    daemon.stop()
+    _wipe_disk(daemon)
+    daemon = _start(daemon_factory, fake_index_server, store, again=daemon)
+    warm = tmp_path / "warm"
+    pip_install(clients, daemon, "root/public", warm, "ours", "alpha")
+    assert installed_versions(clients, warm, "ours", "alpha") == ["1.0", "1.0"]
+    local = daemon.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
+    assert local.read_bytes() == ours.path.read_bytes()  # streamed through, cached on the way
+    ranged = http_get(
+        f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}", {"Range": "bytes=0-9"}
+    )
+    assert ranged.status == 206 and ranged.body == ours.path.read_bytes()[:10]
+
+
+def test_presigned_redirects_are_followed_by_pip_and_uv(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    first = _start(daemon_factory, fake_index_server, store, redirect=True)
+    ours = build_wheel(tmp_path / "dists", "ours", "2.0")
+    twine_upload(clients, f"{first.url}/root/public/", ROOT, ours.path)
+    first.stop()
+    _wipe_disk(first)
+    daemon = _start(daemon_factory, fake_index_server, store, again=first, redirect=True)
+    url = f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}"
+    status, location = _redirect_of(url)
+    assert status == 302
+    assert location.startswith(f"{store.endpoint}/{BUCKET}/ww/blobs/") and "Signature" in location
+    target = tmp_path / "pip"
+    pip_install(clients, daemon, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["2.0"]
+    uv_target = tmp_path / "uv"
+    args = ("--target", str(uv_target), "--python", sys.executable)
+    clients.uv("pip", "install", *args, "--index-url", daemon.index_url("root/public"), "ours")
+    assert installed_versions(clients, uv_target, "ours") == ["2.0"]
+
+
+def test_a_store_that_is_down(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    daemon = _start(daemon_factory, fake_index_server, store, read_timeout="1s")
+    store.pause()
+    refused = post_upload(f"{daemon.url}/root/public/", build_wheel(tmp_path / "d", "down", "1.0"))
+    assert refused.status == 503, refused.body
+    assert f"object store s3://{BUCKET}/ww/" in refused.body.decode()
+    mirror = tmp_path / "mirror"
+    pip_install(clients, daemon, "root/pypi", mirror, "alpha")  # the mirror goes on: disk only
+    assert installed_versions(clients, mirror, "alpha") == ["1.0"]
+
+    store.resume()  # back: the upload now lands, in the bucket too
+    later = build_wheel(tmp_path / "d2", "down", "1.0")
+    assert post_upload(f"{daemon.url}/root/public/", later).status == 200
+    assert later.sha256 in _blob_keys(store)
