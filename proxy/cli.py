@@ -64,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the wheelhouse files' bytes (by default only their records)",
     )
+    storage = commands.add_parser("storage", help="move the file store (daemon may be running)")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    migrate = storage_commands.add_parser(
+        "migrate",
+        help="copy every stored file (re-hashed first) into storage.s3's bucket; run it again "
+        "after switching storage.backend to s3, for what was written meanwhile",
+    )
+    migrate.add_argument("--to", choices=["s3"], required=True, help="the backend to copy to")
+    _config_arg(migrate)
+    migrate.add_argument("--data-dir", type=Path, help="the daemon's data directory")
     restore = commands.add_parser(
         "import", help="build a new data dir from an export, or from a devpi-export dump"
     )

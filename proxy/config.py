@@ -504,10 +504,12 @@ MIN_PART_SIZE = 5 * 1024**2
 
 
 def _check_s3(storage: StorageConfig, report: Callable[[str, str], None]) -> None:
-    """With backend s3: a valid bucket name, an http(s) endpoint, parts S3 takes."""
-    s3 = storage.s3
-    if storage.backend is not StorageBackend.S3:
-        return
+    if storage.backend is StorageBackend.S3:
+        check_s3(storage.s3, report)
+
+
+def check_s3(s3: S3Config, report: Callable[[str, str], None]) -> None:
+    """A valid bucket name, an http(s) endpoint without credentials, parts S3 takes."""
     if not s3.bucket:
         report("storage.s3.bucket", "storage.backend is s3: name the bucket")
     elif not _BUCKET_NAME.match(s3.bucket):

@@ -21,11 +21,12 @@ from proxy import __version__, logs
 from proxy.app import SHUTDOWN, TLS, create_app
 from proxy.cluster import devpi_dump
 from proxy.cluster import export as exporting
-from proxy.config import Config, Role, load, parse_size, settle_replication
-from proxy.errors import ConfigError
+from proxy.config import Config, Role, check_s3, load, parse_size, settle_replication
+from proxy.errors import ConfigError, StorageError
 from proxy.healthcheck import local_url
 from proxy.model import mask_url
 from proxy.storage import eviction as cache
+from proxy.storage import s3
 from proxy.storage.blobs import LocalBlobStore
 from proxy.storage.datadir import DataDirError, DataDirLock
 from proxy.web.pushmethod import PushAwareRunner
@@ -262,6 +263,39 @@ def export_command(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def storage_command(cfg: Config, args: argparse.Namespace) -> int:
+    """`wheelwell storage migrate --to s3`: the local blobs into the configured bucket."""
+    problems: list[str] = []
+    check_s3(
+        cfg.storage.s3, lambda key, message: problems.append(f"{cfg.source}: {key}: {message}")
+    )
+    if problems:
+        print("wheelwell: configuration error:\n" + "\n".join(problems), file=sys.stderr)  # noqa: T201
+        return 2
+    data_dir = args.data_dir or cfg.storage.data_dir
+    local = LocalBlobStore(data_dir)
+    if not local.blobs.is_dir():
+        print(f"wheelwell: no file store under {data_dir}", file=sys.stderr)  # noqa: T201
+        return 1
+
+    async def copy() -> s3.Migration:
+        store = s3.S3BlobStore(cfg.storage.s3, local)
+        await store.start()
+        try:
+            return await s3.migrate(store)
+        finally:
+            await store.close()
+
+    try:
+        done = asyncio.run(copy())
+    except StorageError as exc:
+        print(f"wheelwell storage migrate: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    for line in done.lines(f"s3://{cfg.storage.s3.bucket}/{cfg.storage.s3.prefix}"):
+        print(line)  # noqa: T201
+    return 1 if done.corrupt else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed server command."""
     try:
@@ -277,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
         return cache_command(cfg, args)
     if args.command in ("export", "import"):
         return export_command(cfg, args)
+    if args.command == "storage":
+        return storage_command(cfg, args)
     if args.config_command == "show":
         print(json.dumps(_jsonable(cfg), indent=2))  # noqa: T201
     else:

@@ -203,6 +203,7 @@ class ToxResults:
         """Attach a report to the file `key`/`filename` of `index`; returns its number."""
         hosted = await index.find_file(key, filename)  # DistributionNotFoundError: 404
         report = parse_report(data)
+        posted = time.time()
         await self.db.commit(
             ToxResultAdded(
                 idx=hosted.index,
@@ -212,19 +213,21 @@ class ToxResults:
                 sha256=hosted.sha256,
                 data=render_report(data),
                 summary=render_summary(report),
-                posted=time.time(),
+                posted=posted,
                 poster=poster,
             )
         )
 
-        def newest(conn: sqlite3.Connection) -> int:
+        def number(conn: sqlite3.Connection) -> int:
+            """Its own row's (`apply` numbered it): another post may have landed since."""
             row = conn.execute(
-                "SELECT MAX(n) FROM toxresults WHERE idx = ? AND filename = ?",
-                (hosted.index, hosted.filename),
+                "SELECT n FROM toxresults WHERE idx = ? AND filename = ? AND posted = ? "
+                "ORDER BY n DESC LIMIT 1",
+                (hosted.index, hosted.filename, posted),
             ).fetchone()
             return int(row[0])
 
-        return await self.db.read(newest)
+        return await self.db.read(number)
 
     async def summaries(
         self, files: Iterable[HostedFile]

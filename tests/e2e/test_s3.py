@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import shutil
+import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.conftest import Clients, Daemon, DaemonFactory, Dists, http_get
+from tests.conftest import Clients, Daemon, DaemonFactory, Dists, clean_env, http_get
 from tests.e2e.conftest import ROOT, installed_versions, pip_install, post_upload, twine_upload
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
@@ -151,3 +153,50 @@ def test_a_store_that_is_down(
     later = build_wheel(tmp_path / "d2", "down", "1.0")
     assert post_upload(f"{daemon.url}/root/public/", later).status == 200
     assert later.sha256 in _blob_keys(store)
+
+
+def test_migrate_a_local_store_then_switch(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    dists: Dists,
+    tmp_path: Path,
+) -> None:
+    local = daemon_factory(fake_index_server.url)  # backend local, as before the move
+    ours = build_wheel(tmp_path / "dists", "ours", "3.0")
+    twine_upload(clients, f"{local.url}/root/public/", ROOT, ours.path)
+    pip_install(clients, local, "root/public", tmp_path / "t1", "ours", "alpha")
+    config = tmp_path / "migrate.yaml"
+    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
+    config.write_text(yaml.safe_dump({"storage": {"s3": s3}}))
+    corrupt = local.data_dir / "blobs" / dists.beta2.sha256[:2] / dists.beta2.sha256
+    corrupt.write_bytes(b"rotten" + corrupt.read_bytes()[6:])  # never copied as it is
+    argv = ["storage", "migrate", "--to", "s3", "--config", str(config)]
+    moved = _wheelwell(*argv, "--data-dir", str(local.data_dir))  # while it runs
+    assert moved.returncode == 1, moved.stderr  # one file failed its hash
+    assert f"not copied, fails its sha256: {dists.beta2.sha256}" in moved.stdout
+    keys = _blob_keys(store)
+    assert {ours.sha256, dists.alpha.sha256} <= keys and dists.beta2.sha256 not in keys
+    again = _wheelwell(*argv, "--data-dir", str(local.data_dir))
+    assert "copied 0 files" in again.stdout  # idempotent
+
+    local.stop()
+    _wipe_disk(local)
+    daemon = _start(daemon_factory, fake_index_server, store, again=local)
+    target = tmp_path / "t2"
+    pip_install(clients, daemon, "root/public", target, "ours", "alpha")  # beta: from upstream
+    assert installed_versions(clients, target, "ours", "alpha") == ["3.0", "1.0"]
+    missing = _wheelwell("storage", "migrate", "--to", "s3", "--data-dir", str(tmp_path))
+    assert missing.returncode == 2 and "storage.s3.bucket" in missing.stderr
+
+
+def _wheelwell(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(**CREDENTIALS),
+        check=False,
+    )
