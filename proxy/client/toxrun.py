@@ -32,8 +32,9 @@ from proxy.client.session import Session
 from proxy.client.settings import load_child_environment
 from proxy.client.unpack import find_tox_config, unpack_sdist
 
-#: the most of tox's report read back (the server takes at most 1 MiB of it)
+#: the most of tox's report read back, and the most posted (the server's body limit, 1 MiB)
 MAX_REPORT_SIZE = 16 * 1024 * 1024
+MAX_POSTED_SIZE = 1024 * 1024 - 4096
 _SDIST_ENDINGS = (".tar.gz", ".tgz", ".tar.bz2", ".tar", ".zip")
 
 
@@ -151,6 +152,35 @@ def load_report(path: Path, secrets: list[str]) -> dict[str, Any]:
     return data
 
 
+def _commands(report: dict[str, Any]) -> list[dict[str, Any]]:
+    envs = report.get("testenvs")
+    found: list[dict[str, Any]] = []
+    for env in envs.values() if isinstance(envs, dict) else []:
+        for key in ("setup", "test"):
+            commands = env.get(key) if isinstance(env, dict) else None
+            found += [c for c in commands or [] if isinstance(c, dict)]
+    return found
+
+
+def fit_report(report: dict[str, Any], limit: int = MAX_POSTED_SIZE) -> bool:
+    """Cut the commands' output to their tails until the report fits `limit`; True if cut.
+
+    A verbose test run can log megabytes; the server keeps the tail of a failing command's
+    output anyway, so the tail is what is worth posting.
+    """
+    keep, cut = limit, False
+    while len(json.dumps(report).encode()) > limit and keep > 256:
+        keep //= 2
+        for command in _commands(report):
+            for key in ("output", "err"):
+                text = command.get(key)
+                if isinstance(text, list):  # tox 3 wrote lines at times
+                    text = "\n".join(str(line) for line in text)
+                if isinstance(text, str) and len(text) > keep:
+                    command[key], cut = "…" + text[-keep:], True
+    return cut
+
+
 def render_local_summary(report: dict[str, Any]) -> list[str]:
     """Per env passed or failed, from the report itself (--no-upload: no server summary)."""
     lines = []
@@ -215,6 +245,8 @@ def run_test(session: Session) -> int:
         report = load_report(report_path, [s for s in (secret, quote(secret, safe="")) if s])
     if session.args.no_upload:
         session.print("tox result not posted (--no-upload)", *render_local_summary(report))
-    else:
-        _post(session, api, chosen, report, version)
+        return code
+    if fit_report(report):
+        session.warn(f"tox's report is over {MAX_POSTED_SIZE} bytes: posting its logs' tails")
+    _post(session, api, chosen, report, version)
     return code

@@ -143,11 +143,23 @@ def test_wheel_only_release_needs_a_tox_config(
     assert posted["poster"] == "root" and posted["passed"] is True
 
 
+_PIP_TOX_INI = b"""\
+[tox]
+envlist = py
+[testenv]
+skip_install = true
+commands = python -m pip download --no-deps --disable-pip-version-check -d {envtmpdir} hushed==1.0
+"""
+
+
 def test_read_protected_index_with_login(daemon: Daemon, clients: Clients, tmp_path: Path) -> None:
+    """tox's pip reads the protected index with the login's token (PIP_INDEX_URL)."""
     ok(clients, "use", f"{daemon.url}/root/public")
     ok(clients, "login", "root", "--password", ROOT_PASSWORD)
     secret = ("--index", "root/secret")
-    ok(clients, "upload", "--from-dir", str(sdist_of(tmp_path, "1.0", 0).parent), *secret)
+    build_wheel(tmp_path / "dist", "hushed", "1.0")
+    build_sdist(tmp_path / "dist", "tested", "1.0", extra={"tox.ini": _PIP_TOX_INI})
+    ok(clients, "upload", "--from-dir", str(tmp_path / "dist"), *secret)
     ok(clients, "logout")
     refused = wheelwell(clients, "test", "tested", *secret)
     assert refused.returncode == 1 and "401" in refused.stderr
@@ -155,9 +167,12 @@ def test_read_protected_index_with_login(daemon: Daemon, clients: Clients, tmp_p
 
     ok(clients, "login", "alice", "--password", ALICE[1])
     out = ok(clients, "test", "tested", "-e", "py", *secret)
-    assert "all good" in out and "py: passed  python" in out and "by alice" in out
-    assert "__token__" not in out and "@127.0.0.1" not in out  # the login's URL stays hidden
+    assert "Saved " in out and "hushed-1.0-py3-none-any.whl" in out  # pip got in
+    assert "py: passed  python" in out and "by alice" in out
+    token = json.loads((clients.workdir / "xdg" / "wheelwell" / "client.json").read_text())
+    (login,) = token["logins"].values()
+    assert login["token"] not in out  # neither the URL with the token nor the token is shown
     (posted,) = results(daemon, "/root/secret/tested/1.0", auth=ALICE)
     assert posted["poster"] == "alice" and posted["passed"] is True
-    report = decoded(call(daemon, "GET", posted["url"], auth=ALICE))
-    assert "__token__" not in json.dumps(report)
+    report = call(daemon, "GET", posted["url"], auth=ALICE).body.decode()
+    assert "Looking in indexes" in report and login["token"] not in report

@@ -3,6 +3,7 @@ safe unpacking, the tox command line, and what a report shows before it is poste
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import stat
@@ -12,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from packaging.utils import canonicalize_name as normalize
 
-from proxy.client.api import Credentials
+from proxy.client.api import Api, Credentials
 from proxy.client.errors import ClientError, UsageError
 from proxy.client.releases import Spec, parse_spec, pick_newest, render_release, sort_versions
 from proxy.client.toxrun import (
     ReleaseFile,
+    fit_report,
     load_report,
     pick_file,
     render_index_url,
@@ -31,6 +34,7 @@ from proxy.client.unpack import (
     find_tox_config,
     unpack_sdist,
 )
+from tests.fakes.index import ThreadedServer
 
 
 @pytest.mark.parametrize(
@@ -233,3 +237,46 @@ def test_render_release_shows_each_file_and_env() -> None:
         "  p-2.0-py3-none-any.whl  [root/public]",
         "    no tox results",
     ]
+
+
+@pytest.mark.parametrize(
+    ("size", "sha256", "error"),
+    [
+        (5, hashlib.sha256(b"sdist").hexdigest(), None),
+        (5, "00" * 32, "does not match its sha256"),
+        (4, hashlib.sha256(b"sdist").hexdigest(), "sent more than 4 bytes"),
+        (6, hashlib.sha256(b"sdist").hexdigest(), "does not match its sha256"),
+    ],
+    ids=["verified", "other-bytes", "longer", "shorter"],
+)
+def test_download_is_checked_against_size_and_sha256(
+    tmp_path: Path, size: int, sha256: str, error: str | None
+) -> None:
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=b"sdist")
+
+    app = web.Application()
+    app.router.add_get("/root/dev/+f/{key}/{name}", serve)
+    dest = tmp_path / "p-1.0.tar.gz"
+    with ThreadedServer(app) as server:
+        api = Api(server.url)
+        if error is None:
+            api.fetch_file(f"/root/dev/+f/{sha256}/p-1.0.tar.gz", dest, sha256, size)
+            assert dest.read_bytes() == b"sdist"
+        else:
+            with pytest.raises(ClientError, match=error):
+                api.fetch_file(f"/root/dev/+f/{sha256}/p-1.0.tar.gz", dest, sha256, size)
+
+
+def test_a_huge_report_is_cut_to_its_logs_tails() -> None:
+    log = "".join(f"line {i}\n" for i in range(200_000))  # about 2 MB
+    report: dict[str, Any] = {
+        "testenvs": {"py": {"test": [{"retcode": 1, "output": log, "err": ["a", "b"]}]}}
+    }
+    assert fit_report(report, limit=100_000) is True
+    assert len(json.dumps(report)) <= 100_000
+    output = report["testenvs"]["py"]["test"][0]["output"]
+    assert output.startswith("…") and output.endswith("line 199999\n")
+    small: dict[str, Any] = {"testenvs": {"py": {"test": [{"retcode": 0, "output": "ok"}]}}}
+    assert fit_report(small, limit=100_000) is False
+    assert small["testenvs"]["py"]["test"][0]["output"] == "ok"
