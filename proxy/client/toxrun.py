@@ -31,11 +31,11 @@ from proxy.client.releases import (
 from proxy.client.session import Session
 from proxy.client.settings import load_child_environment
 from proxy.client.unpack import find_tox_config, unpack_sdist
+from proxy.distfiles import DistFileError, DistKind, parse_filename
 
 #: the most of tox's report read back, and the most posted (the server's body limit, 1 MiB)
 MAX_REPORT_SIZE = 16 * 1024 * 1024
 MAX_POSTED_SIZE = 1024 * 1024 - 4096
-_SDIST_ENDINGS = (".tar.gz", ".tgz", ".tar.bz2", ".tar", ".zip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class ReleaseFile:
     index: str  #: the index that holds it (the posted result goes there)
     sha256: str
     size: int
+    kind: DistKind
 
     @property
     def path(self) -> str:
@@ -53,23 +54,30 @@ class ReleaseFile:
 
     @property
     def is_sdist(self) -> bool:
-        return self.filename.endswith(_SDIST_ENDINGS)
+        return self.kind is DistKind.SDIST
+
+
+def _release_file(f: dict[str, Any]) -> ReleaseFile | None:
+    """A file of the release JSON; None for a name that is no wheel or sdist (never used)."""
+    try:
+        kind = parse_filename(str(f["filename"])).kind
+        return ReleaseFile(
+            str(f["filename"]), str(f["index"]), str(f["sha256"]), int(f["size"]), kind
+        )
+    except DistFileError:
+        return None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClientError(f"the server's release JSON lacks a file's {exc}") from None
 
 
 def pick_file(files: list[dict[str, Any]], have_config: bool) -> ReleaseFile:
     """The sdist, else (with a tox config given) a universal wheel, else any wheel."""
-    try:
-        found = [
-            ReleaseFile(str(f["filename"]), str(f["index"]), str(f["sha256"]), int(f["size"]))
-            for f in files
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ClientError(f"the server's release JSON lacks a file's {exc}") from None
+    found = [r for r in map(_release_file, files) if r is not None]
     sdists = [f for f in found if f.is_sdist]
     if sdists:
         return sdists[0]
     wheels = sorted(
-        (f for f in found if f.filename.endswith(".whl")),
+        (f for f in found if f.kind is DistKind.WHEEL),
         key=lambda f: not f.filename.endswith("-none-any.whl"),
     )
     if not wheels:
@@ -103,15 +111,23 @@ def render_index_url(simple_url: str, credentials: Credentials | None) -> str:
     return parts._replace(netloc=f"{auth}@{parts.netloc}").geturl()
 
 
+def parse_tox_args(text: str | None) -> list[str]:
+    """--tox-args split as a shell would."""
+    try:
+        return shlex.split(text or "")
+    except ValueError as exc:
+        raise UsageError(f"--tox-args: {exc}") from None
+
+
 def render_tox_argv(
-    tox: str, package: Path, report: Path, config: Path, envs: str | None, tox_args: str | None
+    tox: str, package: Path, report: Path, config: Path, envs: str | None, tox_args: list[str]
 ) -> list[str]:
     """The tox command line devpi test runs (options after the config: -e, then --tox-args)."""
     argv = [tox, "--installpkg", str(package), "--recreate", "--result-json", str(report)]
     argv += ["-c", str(config)]
     if envs:
         argv += ["-e", envs]
-    return argv + shlex.split(tox_args or "")
+    return argv + tox_args
 
 
 def _prepare(session: Session, dist: Path, chosen: ReleaseFile, work: Path) -> tuple[Path, Path]:
@@ -221,7 +237,7 @@ def _run_tox(session: Session, argv: list[str], cwd: Path, index_url: str) -> in
 
 def run_test(session: Session) -> int:
     """Test a release with tox; tox's exit code (0: every env passed)."""
-    spec = parse_spec(session.args.spec)
+    spec, tox_args = parse_spec(session.args.spec), parse_tox_args(session.args.tox_args)
     index, credentials = session.index(), session.credentials()  # asked for once, if at all
     api = Api(session.target().server, credentials)
     version = spec.version or pick_newest(fetch_versions(api, index, spec.project))
@@ -231,14 +247,12 @@ def run_test(session: Session) -> int:
     with tempfile.TemporaryDirectory(prefix="wheelwell-test-") as tmp:
         work = Path(tmp)
         (work / "dist").mkdir()
-        dist = work / "dist" / Path(chosen.filename).name
+        dist = work / "dist" / chosen.filename  # a wheel's or sdist's name: no "/" or ".."
         session.print(f"testing {chosen.filename} from {chosen.index}")
         api.fetch_file(chosen.path, dist, chosen.sha256, chosen.size)
         config, cwd = _prepare(session, dist, chosen, work)
         report_path = work / "toxreport.json"
-        argv = render_tox_argv(
-            tox, dist, report_path, config, session.args.envs, session.args.tox_args
-        )
+        argv = render_tox_argv(tox, dist, report_path, config, session.args.envs, tox_args)
         simple_url = f"{api.server}{render_path(*index.split('/'))}/+simple/"
         code = _run_tox(session, argv, cwd, render_index_url(simple_url, credentials))
         secret = credentials.password if credentials else ""

@@ -107,6 +107,7 @@ def test_test_posts_passing_and_failing_runs_and_list_shows_them(
     assert "  tested-2.0.tar.gz  [root/public]" in listed
     assert any(line.startswith("    py: failed  python ") for line in listed)
     assert any(line.startswith("    py: passed  python ") for line in listed)
+    assert any(line.startswith("        failed: ") and "it broke" in line for line in listed)
     whole = json.loads(ok(clients, "list", "tested==1.0", "--json"))
     assert [r["version"] for r in whole["releases"]] == ["1.0"]
 

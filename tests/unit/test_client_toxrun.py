@@ -23,6 +23,7 @@ from proxy.client.toxrun import (
     ReleaseFile,
     fit_report,
     load_report,
+    parse_tox_args,
     pick_file,
     render_index_url,
     render_local_summary,
@@ -34,6 +35,7 @@ from proxy.client.unpack import (
     find_tox_config,
     unpack_sdist,
 )
+from proxy.distfiles import DistKind
 from tests.fakes.index import ThreadedServer
 
 
@@ -72,12 +74,14 @@ def _file(filename: str, index: str = "root/public") -> dict[str, Any]:
 def test_pick_file_prefers_the_sdist_then_a_universal_wheel() -> None:
     files = [_file("p-1.0-cp311-cp311-linux_x86_64.whl"), _file("p-1.0.tar.gz", "root/base")]
     assert pick_file(files, have_config=False) == ReleaseFile(
-        "p-1.0.tar.gz", "root/base", "ab" * 32, 10
+        "p-1.0.tar.gz", "root/base", "ab" * 32, 10, DistKind.SDIST
     )
     wheels = [_file("p-1.0-cp311-cp311-linux_x86_64.whl"), _file("p-1.0-py3-none-any.whl")]
     assert pick_file(wheels, have_config=True).filename == "p-1.0-py3-none-any.whl"
     with pytest.raises(UsageError, match="-c TOXCONFIG"):
         pick_file(wheels, have_config=False)
+    with pytest.raises(ClientError, match="neither an sdist nor a wheel"):
+        pick_file([_file("../p-1.0.exe")], have_config=True)
     assert pick_file([_file("p-1.0.zip")], False).path == (f"/root/public/+f/{'ab' * 32}/p-1.0.zip")
 
 
@@ -90,13 +94,16 @@ def test_index_url_carries_the_login_quoted() -> None:
 
 
 def test_tox_argv_is_devpis() -> None:
+    tox_args = parse_tox_args("-- -k 'a b'")
     argv = render_tox_argv(
-        "tox", Path("p.tar.gz"), Path("r.json"), Path("tox.ini"), "py,lint", "-- -k 'a b'"
+        "tox", Path("p.tar.gz"), Path("r.json"), Path("tox.ini"), "py,lint", tox_args
     )
     assert argv == [
         *("tox", "--installpkg", "p.tar.gz", "--recreate", "--result-json", "r.json"),
         *("-c", "tox.ini", "-e", "py,lint", "--", "-k", "a b"),
     ]
+    with pytest.raises(UsageError, match="--tox-args: No closing quotation"):
+        parse_tox_args("-k 'a")
 
 
 def _tar(path: Path, members: list[tarfile.TarInfo], data: bytes = b"x") -> Path:
