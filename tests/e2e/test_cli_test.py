@@ -111,7 +111,9 @@ def test_test_posts_passing_and_failing_runs_and_list_shows_them(
     whole = json.loads(ok(clients, "list", "tested==1.0", "--json"))
     assert [r["version"] for r in whole["releases"]] == ["1.0"]
 
-    quiet = ok(clients, "test", "tested==1.0", "--no-upload")
+    ok(clients, "index", "create", "root/team", "--bases", "root/public")
+    quiet = ok(clients, "test", "tested==1.0", "--no-upload", "--index", "root/team")
+    assert "testing tested-1.0.tar.gz from root/public" in quiet  # found through the bases
     assert "not posted (--no-upload)" in quiet and "py: passed" in quiet
     assert len(results(daemon, "/root/public/tested/1.0")) == 1  # nothing posted
 
