@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import socket
@@ -11,14 +12,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 from proxy import __version__
-from proxy.client.errors import ServerError, UnreachableError
+from proxy.client.errors import ClientError, ServerError, UnreachableError
 
 JSON_TYPE = "application/json"
 _ERROR_BODY_LIMIT = 64 * 1024
+_CHUNK = 1024 * 1024
 _LOGIN_HINT = "; run `wheelwell login` or pass --user"
 _EXPIRED_HINT = "; the stored login may have expired or been revoked: run `wheelwell login`"
 
@@ -124,15 +127,52 @@ class Api:
         headers["Content-Length"] = str(length)
         return self._send("POST", path, body, headers).decode("utf-8", errors="replace")
 
-    def _send(
+    def fetch_file(self, path: str, dest: Path, sha256: str, size: int) -> None:
+        """Download to `dest`, streamed; ClientError unless it is `size` bytes with `sha256`."""
+        digest, written = hashlib.sha256(), 0
+        with self._open(self._request("GET", path, None, {})) as response, dest.open("wb") as sink:
+            while chunk := self._read(response):
+                written += len(chunk)
+                if written > size:
+                    raise ClientError(f"{dest.name}: the server sent more than {size} bytes")
+                digest.update(chunk)
+                sink.write(chunk)
+        if written != size or digest.hexdigest() != sha256:
+            raise ClientError(f"{dest.name}: the download does not match its sha256 {sha256}")
+
+    def _request(
         self, method: str, path: str, data: bytes | Iterable[bytes] | None, headers: dict[str, str]
-    ) -> bytes:
+    ) -> urllib.request.Request:
         request = urllib.request.Request(  # noqa: S310 (the scheme was checked by parse_target)
             self.server + path, data=data, method=method, headers=headers
         )
         request.add_header("User-Agent", f"wheelwell/{__version__}")
         if self.credentials is not None:
             request.add_header("Authorization", self.credentials.render_header())
+        return request
+
+    def _open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        """The answer to read from; a failure to get one becomes a ClientError."""
+        try:
+            response: http.client.HTTPResponse = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise self._server_error(exc) from None
+        except urllib.error.URLError as exc:
+            raise UnreachableError(self.server, _describe_unreachable(exc.reason)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise UnreachableError(self.server, _describe_unreachable(exc)) from None
+        return response
+
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
+        try:
+            return response.read(_CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise UnreachableError(self.server, _describe_unreachable(exc)) from None
+
+    def _send(
+        self, method: str, path: str, data: bytes | Iterable[bytes] | None, headers: dict[str, str]
+    ) -> bytes:
+        request = self._request(method, path, data, headers)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 body: bytes = response.read()

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from proxy.client import account, catalog, selection
+from proxy.client import account, catalog, releases, selection, toxrun
 from proxy.client.errors import ClientError
 from proxy.client.session import Session
 from proxy.client.settings import load_paths, load_state
@@ -165,13 +165,39 @@ def _add_releases(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     _index_option(upload)
 
 
+def _add_tests(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    test = _leaf(
+        commands, "test", toxrun.run_test, "run tox on a release and post the result", _common()
+    )
+    test.add_argument("spec", metavar="PROJECT[==VERSION]", help="default: the newest version")
+    _index_option(test)
+    test.add_argument("-e", dest="envs", metavar="ENVS", help="tox envs to run (tox's -e)")
+    test.add_argument(
+        "--tox-args", metavar="ARGS", help='more tox arguments, e.g. --tox-args="-- -k fast"'
+    )
+    test.add_argument("--no-upload", action="store_true", help="do not post the result")
+    test.add_argument(
+        "-c",
+        dest="toxconfig",
+        metavar="TOXCONFIG",
+        help="tox config to use (required for a release with only wheels)",
+    )
+    listing = _leaf(
+        commands, "list", releases.run_list, "a project's releases, files, tox results", _common()
+    )
+    listing.add_argument("spec", metavar="PROJECT[==VERSION]")
+    _index_option(listing)
+    listing.add_argument("--json", action="store_true", help="the releases' JSON instead")
+
+
 def _common() -> list[argparse.ArgumentParser]:
     return [_connection(), _auth()]
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `use`, `login`, `logout`, `user`, `token`, `index`, `yank`, `delete`, `upload`."""
-    for add in (_add_use, _add_login, _add_user, _add_token, _add_index, _add_releases):
+    """Add `use`, `login`, `logout`, `user`, `token`, `index`, `yank`, `delete`, `upload`,
+    `test`, `list`."""
+    for add in (_add_use, _add_login, _add_user, _add_token, _add_index, _add_releases, _add_tests):
         add(subparsers)
 
 

@@ -2,7 +2,7 @@
 
 This module is the one place the client reads the environment: `load_paths()` turns
 `$XDG_CONFIG_HOME`, `$PIP_CONFIG_FILE` and `$HOME` into paths once, and everything else
-receives a `ClientPaths`.
+receives a `ClientPaths`; `load_child_environment()` gives a child process (tox) the rest.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def load_paths() -> ClientPaths:
     """The client's paths for this process's environment."""
     home = os.environ.get("HOME")
     return parse_paths(os.environ, Path(home) if home else Path.home())
+
+
+def load_child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `extra` set: what `wheelwell test` runs tox with."""
+    return {**os.environ, **extra}
 
 
 @dataclass(frozen=True, slots=True)
