@@ -245,9 +245,16 @@ async def _replication(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(
         headers={"User-Agent": f"wheelwell/{__version__} (replica)"}, trust_env=False
     )
-    files = PrimaryFiles(app[keys.BLOBS], app[keys.DB], session, cfg.replication, app[keys.METRICS])
+    files = PrimaryFiles(
+        app[keys.BLOBS],
+        app[keys.DB],
+        session,
+        cfg.replication,
+        app[keys.METRICS],
+        store=app[keys.STORE],  # with s3: the primary's bucket first, its endpoint last
+    )
     app[keys.REPLICA_FILES] = files
-    app[_REPLICA_BLOBS] = ReplicaBlobs(app[keys.BLOBS], files)
+    app[_REPLICA_BLOBS] = ReplicaBlobs(app[keys.STORE], files)
     follower = Follower(app[keys.DB], session, cfg.replication, app[keys.METRICS])
     app[keys.FOLLOWER] = follower
     await files.start(after=follower.caught_up)  # a catch-up's replay does not share the disk

@@ -18,10 +18,10 @@ import aiohttp
 
 from proxy.cluster.protocol import SECRET_HEADER
 from proxy.config import ReplicationConfig
-from proxy.errors import HashMismatchError, UpstreamUnavailableError
+from proxy.errors import HashMismatchError, StorageError, UpstreamUnavailableError
 from proxy.metrics import Metrics
 from proxy.model import is_sha256, mask_url
-from proxy.storage.blobs import BlobLocation, LocalBlobStore, RemoteObject, TempBlob
+from proxy.storage.blobs import BlobLocation, BlobStore, LocalBlobStore, RemoteObject, TempBlob
 from proxy.storage.changes import Change, FileUploaded, WheelhouseScanned
 from proxy.storage.db import Database
 from proxy.tasks import SingleFlight
@@ -45,13 +45,17 @@ class PrimaryFiles:
 
     def __init__(
         self,
-        local: LocalBlobStore,
+        disk: LocalBlobStore,
         db: Database,
         session: aiohttp.ClientSession,
         cfg: ReplicationConfig,
         metrics: Metrics,
+        store: BlobStore | None = None,
     ) -> None:
-        self.local = local
+        self.disk = disk
+        #: where copies go and are looked for first: the disk, or a bucket the primary shares
+        #: (a blob the primary put there is never copied from it)
+        self.local: BlobStore = store if store is not None else disk
         self.db = db
         self.session = session
         self.cfg = cfg
@@ -98,7 +102,7 @@ class PrimaryFiles:
 
     def want(self, shas: Iterable[str]) -> None:
         for sha in shas:
-            if sha and sha not in self._queued and self.local.find(sha) is None:
+            if sha and sha not in self._queued and self.disk.find(sha) is None:
                 self._queued.add(sha)
                 self._wanted.append(sha)
         if self._wanted:
@@ -114,7 +118,7 @@ class PrimaryFiles:
             sha = self._wanted.pop()
             try:
                 await self.fetch(sha)
-            except (UpstreamUnavailableError, HashMismatchError) as exc:
+            except (UpstreamUnavailableError, HashMismatchError, StorageError) as exc:
                 log.warning("copying %s from the primary failed: %s", sha, exc)
                 await asyncio.sleep(1.0)  # the primary is likely gone: do not spin
                 self._wanted.insert(0, sha)  # tried again after the others
@@ -206,7 +210,7 @@ class ReplicaBlobs:
     sha256 matched; then it is stored, and the next request gets it with sendfile.
     """
 
-    def __init__(self, local: LocalBlobStore, files: PrimaryFiles) -> None:
+    def __init__(self, local: BlobStore, files: PrimaryFiles) -> None:
         self.local = local
         self.files = files
 
@@ -226,4 +230,7 @@ class ReplicaBlobs:
         return RemoteObject(key, await self.files.size_on_primary(key))
 
     def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
-        return self.files.stream(blob.key)
+        """The primary's blob by its sha256; any other key is the store's own (a bucket)."""
+        if is_sha256(blob.key):
+            return self.files.stream(blob.key)
+        return self.local.open_stream(blob)

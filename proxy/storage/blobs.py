@@ -103,7 +103,7 @@ class LocalFile:
 class RemoteObject:
     """The blob is in an object store: stream it through `BlobStore.open_stream`."""
 
-    key: str
+    key: str  #: what the store that answered names it by (a bucket's key; a primary's sha256)
     size: int
 
 

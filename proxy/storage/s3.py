@@ -128,10 +128,11 @@ class S3BlobStore:
             return None
         if self.cfg.redirect:
             return Redirect(await self.presign(sha), size)
-        return RemoteObject(sha, size)
+        return RemoteObject(self.key_for(sha), size)
 
     def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
-        return self.stream(blob.key)
+        """`blob.key` is the object's key in the bucket: its last part is the sha256."""
+        return self.stream(blob.key.rsplit("/", 1)[-1])
 
     # ---- object operations -----------------------------------------------------------------
 

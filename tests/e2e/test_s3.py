@@ -23,8 +23,10 @@ import yaml
 
 from tests.conftest import Clients, Daemon, DaemonFactory, Dists, clean_env, http_get
 from tests.e2e.conftest import ROOT, installed_versions, pip_install, post_upload, twine_upload
+from tests.e2e.test_replication import SECRET, _status, _wait_caught_up
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
+from tests.polling import wait_until
 from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, seaweedfs
 
 
@@ -200,3 +202,39 @@ def _wheelwell(*args: str) -> subprocess.CompletedProcess[str]:
         env=clean_env(**CREDENTIALS),
         check=False,
     )
+
+
+def test_a_replica_sharing_the_bucket_copies_nothing_from_its_primary(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    secret_file = tmp_path / "replication-secret"
+    secret_file.write_text(SECRET + "\n")
+    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
+    shared = {"backend": "s3", "s3": s3}
+    rep = {"secret_file": str(secret_file), "heartbeat": "1s"}
+    primary = daemon_factory(
+        fake_index_server.url,
+        {"storage": shared, "replication": {**rep, "role": "primary"}},
+        env=CREDENTIALS,
+    )
+    ours = build_wheel(tmp_path / "dists", "ours", "4.0")
+    twine_upload(clients, f"{primary.url}/root/public/", ROOT, ours.path)
+    replica = daemon_factory(
+        fake_index_server.url,
+        {"storage": shared, "replication": {**rep, "primary_url": primary.url}},
+        env=CREDENTIALS,
+    )
+    _wait_caught_up(replica, primary)
+    wait_until(
+        lambda: _status(replica)["primary"]["files_pending"] == 0,
+        timeout=30,
+        message="the replica's file list settled",
+    )
+    target = tmp_path / "target"
+    pip_install(clients, replica, "root/public", target, "ours")
+    assert installed_versions(clients, target, "ours") == ["4.0"]
+    assert "/+replication/files/" not in primary.log()  # every byte came from the bucket
