@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import (
     backup,
+    objectstore,
     provision,
     realistic,
     realistic_report,
@@ -245,6 +246,33 @@ def _measure_backup(errors: list[str]) -> backup.BackupResult | None:
     return result
 
 
+def _measure_objectstore(runs: int, errors: list[str]) -> objectstore.ObjectStoreResult | None:
+    """Scenario 13: a 200 MB file through the s3 backend vs the local one."""
+    started = time.perf_counter()
+    try:
+        result = objectstore.measure_objectstore(runs, _say)
+    except (BenchError, OSError, AssertionError) as exc:
+        _say(f"s3: FAILED: {exc}")
+        errors.append(f"s3: {exc}")
+        return None
+    _say(f"s3: done in {time.perf_counter() - started:.1f}s")
+    return result
+
+
+def run_objectstore_only(runs: int) -> int:
+    """`run.py --only s3`: scenario 13 alone; only its row and section are replaced."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    errors: list[str] = []
+    result = _measure_objectstore(runs, errors)
+    return _write_only(
+        objectstore.splice_objectstore,
+        objectstore.objectstore_section,
+        objectstore.objectstore_checks(result),
+        result,
+        errors,
+    )
+
+
 def run_backup_only() -> int:
     """`run.py --only backup`: scenario 11 alone; only its row and section are replaced."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -288,6 +316,7 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
     cluster = _measure_replication(cfg, results.errors)
     saved = _measure_backup(results.errors)
+    stored = _measure_objectstore(cfg.runs, results.errors)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
         *report.build_checks(results, rss.get("wheelwell", 0)),
@@ -295,12 +324,14 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         *realistic_report.realistic_checks(real),
         *replication_report.replication_checks(cluster),
         *backup.backup_checks(saved),
+        *objectstore.objectstore_checks(stored),
     ]
     sections = [
         security_report.security_section(results),
         realistic_report.realistic_section(real, results.errors),
         replication_report.replication_section(cluster, results.errors),
         backup.backup_section(saved, results.errors),
+        objectstore.objectstore_section(stored, results.errors),
     ]
     text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)
