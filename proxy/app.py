@@ -148,8 +148,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         db, app[keys.STORE], app[keys.METRICS], metadata_limit=cfg.limits.max_metadata_size
     )
     app[keys.TOXRESULTS] = ToxResults(db)
+    in_bucket = cfg.storage.backend is StorageBackend.S3  # the disk holds copies only
     cache = CacheManager(
-        app[keys.BLOBS], db.path, app[keys.METRICS], cfg.storage.max_size, cfg.storage.keep_free
+        app[keys.BLOBS],
+        db.path,
+        app[keys.METRICS],
+        cfg.storage.s3.cache_size if in_bucket else cfg.storage.max_size,
+        cfg.storage.keep_free,
+        protect_hosted=not in_bucket,
     )
     app[keys.METRICS].watch_storage(cfg.storage.data_dir, cfg.storage.max_size)
     app[keys.BLOBS].on_commit = cache.committed

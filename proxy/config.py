@@ -88,6 +88,9 @@ class S3Config:
     redirect: bool = False
     redirect_ttl: Seconds = 300.0  #: how long a presigned URL is valid
     part_size: ByteSize = 64 * 1024**2  #: larger files are put in parts of this size
+    #: the disk copies' bound (hosted files' too: the bucket has them), least recently used
+    #: dropped first; 0: unbounded (storage.keep_free still applies)
+    cache_size: ByteSize = 0
     connect_timeout: Seconds = 10.0
     read_timeout: Seconds = 60.0
 

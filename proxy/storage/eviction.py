@@ -137,8 +137,12 @@ class CacheManager:
         max_size: int,
         keep_free: int = 0,
         free: Callable[[], int] | None = None,
+        *,
+        protect_hosted: bool = True,
     ) -> None:
         self.blobs = blobs
+        #: False when an object store holds every hosted file: their disk copies are cache too
+        self.protect_hosted = protect_hosted
         self.db_path = db_path
         self.metrics = metrics
         self.max_size = max_size
@@ -172,7 +176,11 @@ class CacheManager:
 
     async def _evict(self) -> None:
         loop = asyncio.get_running_loop()
-        protected = await loop.run_in_executor(None, protected_blobs, self.db_path)
+        protected = (
+            await loop.run_in_executor(None, protected_blobs, self.db_path)
+            if self.protect_hosted
+            else set()
+        )
         free = await loop.run_in_executor(None, self._free_now)
         removed, freed = await loop.run_in_executor(
             None, prune, self.blobs, protected, self.max_size, self.keep_free, free
@@ -181,9 +189,10 @@ class CacheManager:
         self.update_gauges()
         if removed:
             log.info(
-                "evicted %d mirror files (%d bytes): storage.max_size %d, storage.keep_free %d "
+                "evicted %d %s (%d bytes): storage.max_size %d, storage.keep_free %d "
                 "(%d bytes were free)",
                 removed,
+                "mirror files" if self.protect_hosted else "disk copies",
                 freed,
                 self.max_size,
                 self.keep_free,

@@ -238,3 +238,29 @@ def test_a_replica_sharing_the_bucket_copies_nothing_from_its_primary(
     pip_install(clients, replica, "root/public", target, "ours")
     assert installed_versions(clients, target, "ours") == ["4.0"]
     assert "/+replication/files/" not in primary.log()  # every byte came from the bucket
+
+
+def test_the_disk_copies_are_bounded_and_read_back_from_the_bucket(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    daemon = _start(daemon_factory, fake_index_server, store, cache_size="100KB")
+    built = [
+        build_wheel(tmp_path / f"d{n}", f"big{n}", "1.0", payload_size=40_000) for n in range(4)
+    ]
+    for wheel in built:
+        twine_upload(clients, f"{daemon.url}/root/public/", ROOT, wheel.path)
+
+    def on_disk() -> int:
+        blobs = daemon.data_dir / "blobs"
+        return sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
+
+    wait_until(lambda: on_disk() <= 100_000, timeout=30, message="the disk copies evicted")
+    assert {w.sha256 for w in built} <= _blob_keys(store)  # the bucket keeps every one
+    target = tmp_path / "target"
+    names = [w.name for w in built]
+    pip_install(clients, daemon, "root/public", target, *names)
+    assert installed_versions(clients, target, *names) == ["1.0"] * 4
