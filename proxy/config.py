@@ -87,7 +87,8 @@ class S3Config:
     #: serve files not on this disk by a 302 to a presigned URL instead of streaming them
     redirect: bool = False
     redirect_ttl: Seconds = 300.0  #: how long a presigned URL is valid
-    part_size: ByteSize = 64 * 1024**2  #: larger files are put in parts of this size
+    #: larger files are put in parts of this size; a put holds one part in memory at most
+    part_size: ByteSize = 16 * 1024**2
     #: the disk copies' bound (hosted files' too: the bucket has them), least recently used
     #: dropped first; 0: unbounded (storage.keep_free still applies)
     cache_size: ByteSize = 0

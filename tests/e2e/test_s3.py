@@ -264,3 +264,18 @@ def test_the_disk_copies_are_bounded_and_read_back_from_the_bucket(
     names = [w.name for w in built]
     pip_install(clients, daemon, "root/public", target, *names)
     assert installed_versions(clients, target, *names) == ["1.0"] * 4
+
+
+def test_a_file_larger_than_a_part_goes_up_in_parts(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    daemon = _start(daemon_factory, fake_index_server, store, part_size="5MiB")
+    large = build_wheel(tmp_path / "dists", "large", "1.0", payload_size=12_000_000)
+    twine_upload(clients, f"{daemon.url}/root/public/", ROOT, large.path)
+    key = f"ww/blobs/{large.sha256[:2]}/{large.sha256}"
+    assert hashlib.sha256(store.get(key)).hexdigest() == large.sha256  # three parts, whole
+    assert "<Upload>" not in store.request("GET", f"/{BUCKET}?uploads").decode()  # none left
