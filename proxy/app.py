@@ -35,7 +35,7 @@ from proxy.indexes.registry import Index, IndexRegistry
 from proxy.indexes.replayed import follow_replayed
 from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
-from proxy.mirror.addresses import AddressPolicy, check_mirror_url
+from proxy.mirror.addresses import AddressPolicy, check_index_urls
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
 from proxy.mirror.ranges import RangeCache
@@ -228,7 +228,7 @@ async def _replication(app: web.Application) -> AsyncIterator[None]:
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     registry = IndexRegistry((), _index_builder(app), lists=cfg.storage.data_dir / "lists")
-    store = IndexStore(app[keys.DB], registry, functools.partial(check_mirror_url, cfg.upstream))
+    store = IndexStore(app[keys.DB], registry, functools.partial(check_index_urls, cfg.upstream))
     replica = cfg.replication.role is Role.REPLICA
     await store.load(() if replica else cfg.indexes)  # a replica's indexes are its primary's
     app[keys.INDEXES] = registry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,23 @@ def render_index_body(args: argparse.Namespace) -> dict[str, Any]:
         body["acl_upload"] = _split(args.acl_upload)
     if getattr(args, "generate_metadata", None) is not None:
         body["generate_metadata"] = args.generate_metadata
+    if getattr(args, "webhooks", None) is not None:
+        body["webhooks"] = _webhooks(args.webhooks)
+    if getattr(args, "uploadtrigger_jenkins", None) is not None:
+        body["uploadtrigger_jenkins"] = args.uploadtrigger_jenkins
     return body
+
+
+def _webhooks(value: str) -> Any:
+    """`--webhooks`: a JSON list, or @FILE holding one (secrets stay out of `ps`)."""
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        hooks = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--webhooks: not JSON: {exc}") from exc
+    if not isinstance(hooks, list):
+        raise UsageError('--webhooks: a JSON list, e.g. [{"url": …, "secret": …}]')
+    return hooks
 
 
 def render_index_config(config: dict[str, Any]) -> list[str]:
@@ -56,12 +73,20 @@ def render_index_config(config: dict[str, Any]) -> list[str]:
         value = config[key]
         if key == "acl_upload" and not value:
             value = "(default: the index's user; root always)"
+        elif key == "webhooks" and isinstance(value, list):
+            value = "; ".join(_hook_line(h) for h in value) or "(none)"
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value) or "(none)"
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         lines.append(f"{key}: {value}")
     return lines
+
+
+def _hook_line(hook: Any) -> str:
+    if not isinstance(hook, dict):
+        return str(hook)
+    return f"{hook.get('url')} ({', '.join(hook.get('events') or [])})"
 
 
 def _config_of(answer: Any) -> dict[str, Any]:
@@ -85,7 +110,7 @@ def run_index_modify(session: Session) -> int:
     index = session.index(session.args.name)
     body = render_index_body(session.args)
     if not body:
-        raise UsageError("nothing to change; pass --bases, --whitelist, --volatile, …")
+        raise UsageError("nothing to change; pass --bases, --whitelist, --volatile, --webhooks, …")
     answer = session.api().fetch_json("PATCH", index_path(index), body)
     session.print(f"changed index {index}", *render_index_config(_config_of(answer)))
     return 0

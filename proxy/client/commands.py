@@ -127,6 +127,16 @@ def _index_settings(parser: argparse.ArgumentParser, create: bool) -> None:
         action=argparse.BooleanOptionalAction,
         help="mirror: serve PEP 658 metadata for wheels the upstream gives none for",
     )
+    parser.add_argument(
+        "--webhooks",
+        metavar="JSON|@FILE",
+        help='private: the hooks, a JSON list of {"url", "secret", "events"}; [] for none',
+    )
+    parser.add_argument(
+        "--uploadtrigger-jenkins",
+        metavar="URL",
+        help="private: Jenkins buildWithParameters URL with {pkgname}, {pkgversion}; '' for none",
+    )
 
 
 def _add_index(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
