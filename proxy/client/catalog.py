@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,37 @@ def run_index_show(session: Session) -> int:
     index = session.index(session.args.name)
     answer = session.api().fetch_json("GET", index_path(index))
     session.print(*render_index_config(_config_of(answer)))
+    return 0
+
+
+def render_hooks(status: dict[str, Any]) -> list[str]:
+    """`index hooks`: each hook, its queue, and its last attempts (newest first)."""
+    hooks = [("webhook", h) for h in status.get("webhooks") or []]
+    if status.get("jenkins"):
+        hooks.append(("jenkins", status["jenkins"]))
+    if not hooks:
+        return [f"{status.get('index')}: no hooks"]
+    lines = []
+    for kind, hook in hooks:
+        events = ", ".join(hook.get("events") or ["upload"])
+        lines.append(f"{kind} {hook.get('url')} ({events})")
+        lines.append(
+            f"  pending {hook.get('pending', 0)}, delivered {hook.get('delivered', 0)}, "
+            f"failed {hook.get('failed', 0)}"
+        )
+        for attempt in hook.get("attempts") or []:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(attempt.get("at", 0))))
+            answer = attempt.get("status") or "-"
+            error = attempt.get("error") or "ok"
+            lines.append(f"  {when} event {attempt.get('event_id')}: {answer} {error}")
+    return lines
+
+
+def run_index_hooks(session: Session) -> int:
+    """Show an index's hooks, what is queued and how the last attempts went."""
+    index = session.index(session.args.name)
+    status = session.api().fetch_json("GET", index_path(index, "+hooks"))
+    session.print(*render_hooks(status if isinstance(status, dict) else {}))
     return 0
 
 
