@@ -23,7 +23,9 @@ What is measured, and why:
    replica's catch-up over 1,000 releases (entries/s, files/s), because replicas must follow
    within a second and must not slow the primary down (run alone: `--only replication`);
 11. `wheelwell export` of a running server with 1,000 releases and `wheelwell import` of it:
-   releases/s and peak RSS of each (run alone: `--only backup`).
+   releases/s and peak RSS of each (run alone: `--only backup`);
+12. upload latency to an index with 5 webhooks whose receiver hangs vs one with none: the
+   ratio of the medians, because a hook must never slow an upload (run alone: `--only hooks`).
 The script installs what it needs (nginx and wrk via apt-get, the peers in `.bench-venv/`),
 generates the data under `bench/work/`, and writes BENCHMARKS.md with PASS/FAIL per target.
 """
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["wheelhouse", "security", "realistic", "replication", "backup"],
+        choices=["wheelhouse", "security", "realistic", "replication", "backup", "hooks"],
         help="run one scenario alone and update only its parts of BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.servers import PROXIES
     from bench.suite import (
         run_backup_only,
+        run_hooks_only,
         run_realistic_only,
         run_replication_only,
         run_security_only,
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_security_only()
     if args.only == "backup":
         return run_backup_only()
+    if args.only == "hooks":
+        return run_hooks_only()
     if args.only == "replication":
         return run_replication_only(Settings(runs=args.runs, duration=args.duration))
     if args.only == "wheelhouse":

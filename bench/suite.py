@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import (
     backup,
+    hooks,
     provision,
     realistic,
     realistic_report,
@@ -245,6 +246,29 @@ def _measure_backup(errors: list[str]) -> backup.BackupResult | None:
     return result
 
 
+def _measure_hooks(errors: list[str]) -> hooks.HooksResult | None:
+    """Scenario 12: upload latency with hung webhooks vs none."""
+    started = time.perf_counter()
+    try:
+        result = hooks.measure_hooks(_say)
+    except (BenchError, OSError) as exc:
+        _say(f"hooks: FAILED: {exc}")
+        errors.append(f"hooks: {exc}")
+        return None
+    _say(f"hooks: done in {time.perf_counter() - started:.1f}s")
+    return result
+
+
+def run_hooks_only() -> int:
+    """`run.py --only hooks`: scenario 12 alone; only its row and section are replaced."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    errors: list[str] = []
+    result = _measure_hooks(errors)
+    return _write_only(
+        hooks.splice_hooks, hooks.hooks_section, hooks.hooks_checks(result), result, errors
+    )
+
+
 def run_backup_only() -> int:
     """`run.py --only backup`: scenario 11 alone; only its row and section are replaced."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -288,6 +312,7 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
     cluster = _measure_replication(cfg, results.errors)
     saved = _measure_backup(results.errors)
+    hooked = _measure_hooks(results.errors)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
         *report.build_checks(results, rss.get("wheelwell", 0)),
@@ -295,12 +320,14 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         *realistic_report.realistic_checks(real),
         *replication_report.replication_checks(cluster),
         *backup.backup_checks(saved),
+        *hooks.hooks_checks(hooked),
     ]
     sections = [
         security_report.security_section(results),
         realistic_report.realistic_section(real, results.errors),
         replication_report.replication_section(cluster, results.errors),
         backup.backup_section(saved, results.errors),
+        hooks.hooks_section(hooked, results.errors),
     ]
     text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)

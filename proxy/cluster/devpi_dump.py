@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from proxy.cluster.export import MAX_JSON, ExportError, build_into, write_database
-from proxy.config import ANONYMOUS, AUTHENTICATED, IndexConfig, IndexKind, check_indexes
+from proxy.config import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    IndexConfig,
+    IndexKind,
+    check_indexes,
+    hook_problems,
+)
 from proxy.errors import InvalidNameError, WheelwellError
 from proxy.hosted.auth import TOKEN_USER
 from proxy.hosted.uploads import inspect_distribution
@@ -71,7 +79,15 @@ _ORDER = (
     "tox results",
     "doc zips",
 )
-_MAPPED_OPTIONS = {"type", "bases", "volatile", "acl_upload", "mirror_whitelist", "mirror_url"}
+_MAPPED_OPTIONS = {
+    "type",
+    "bases",
+    "volatile",
+    "acl_upload",
+    "mirror_whitelist",
+    "mirror_url",
+    "uploadtrigger_jenkins",  # devpi-jenkins's: the same option here (docs/hooks.md)
+}
 
 
 @dataclass(slots=True)
@@ -291,7 +307,7 @@ class _Build:
             why = _SKIPPED_OPTIONS.get(key, "no wheelwell equivalent")
             self.report.skip(f"index option: {why}", f"{name}.{key}")
         self.report.mapped["mirror indexes" if mirror else "private indexes"] += 1
-        return IndexConfig(
+        cfg = IndexConfig(
             name=name,
             kind=IndexKind.MIRROR if mirror else IndexKind.PRIVATE,
             bases=() if mirror else tuple(bases),
@@ -300,6 +316,22 @@ class _Build:
             volatile=bool(volatile),
             acl_upload=tuple(acl_upload),
         )
+        return self._jenkins(cfg, ixconfig.get("uploadtrigger_jenkins"))
+
+    def _jenkins(self, cfg: IndexConfig, trigger: Any) -> IndexConfig:
+        """devpi-jenkins's trigger URL carries over when wheelwell can call it the same way."""
+        if not trigger:
+            return cfg
+        with_trigger = dataclasses.replace(
+            cfg, uploadtrigger_jenkins=trigger if isinstance(trigger, str) else ""
+        )
+        problems = hook_problems(with_trigger) if with_trigger.uploadtrigger_jenkins else [("", "")]
+        if problems:
+            self.report.changed.append(
+                f"{cfg.name}: uploadtrigger_jenkins dropped ({problems[0][1] or 'not a string'})"
+            )
+            return cfg
+        return with_trigger
 
     # ---- files -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -27,9 +28,11 @@ from proxy.delivery import Outcome
 from proxy.hosted import jenkins
 from proxy.hosted.outbox import (
     JENKINS,
+    KEEP_FINISHED,
     QueuedEvent,
     State,
     drop_events,
+    prune_events,
     read_heads,
     record_attempt,
     webhook_key,
@@ -41,6 +44,7 @@ from proxy.tasks import Background
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY = 3600.0  #: seconds between two deletions of old finished events
 SIGNATURE_HEADER = "X-Wheelwell-Signature"
 EVENT_HEADER = "X-Wheelwell-Event"  #: upload, yank, …
 EVENT_ID_HEADER = "X-Wheelwell-Event-Id"  #: the same on every retry: receivers dedupe by it
@@ -63,6 +67,11 @@ def find_hook(cfg: IndexConfig | None, key: str) -> WebhookConfig | str | None:
     if key == JENKINS:
         return cfg.uploadtrigger_jenkins or None
     return next((h for h in cfg.webhooks if webhook_key(h.url) == key), None)
+
+
+def _hook_keys(cfg: IndexConfig) -> list[str]:
+    keys = [webhook_key(h.url) for h in cfg.webhooks]
+    return [*keys, JENKINS] if cfg.uploadtrigger_jenkins else keys
 
 
 class HookWorker:
@@ -89,7 +98,14 @@ class HookWorker:
         self._main: asyncio.Task[None] | None = None
 
     def wake(self, serial: int = 0, change: Change | None = None) -> None:
-        """A db listener: a commit may have queued events."""
+        """A db listener: a commit may have queued events (not when its hooks are all busy:
+        each busy hook looks at its queue again when its delivery ends)."""
+        index = change.index if change is not None else None
+        if index is not None:
+            cfg = self.configs(index)
+            keys = _hook_keys(cfg) if cfg is not None else []
+            if all((index, key) in self._busy for key in keys):
+                return
         self._wakeup.set()
 
     def start(self) -> None:
@@ -103,10 +119,17 @@ class HookWorker:
         await self._tasks.close()
 
     async def _run(self) -> None:
+        pruned = 0.0
         while True:
             self._wakeup.clear()
             try:
+                if self.clock() - pruned >= PRUNE_EVERY:
+                    pruned = self.clock()
+                    await self.db.write_derived(
+                        functools.partial(prune_events, before=pruned - KEEP_FINISHED)
+                    )
                 wait = await self._dispatch()
+                wait = PRUNE_EVERY if wait is None else min(wait, PRUNE_EVERY)
             except Exception:  # the supervisor: log, back off, keep delivering
                 log.exception("hook worker failed; trying again")
                 wait = self.cfg.retry_min

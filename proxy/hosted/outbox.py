@@ -9,10 +9,11 @@ here too, beside the tables' one writer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,6 +222,18 @@ KEPT_ATTEMPTS = 20
 EXCERPT_BYTES = 1024  #: of a receiver's answer, at most this much is kept
 
 
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """The connection is in autocommit mode (db.py): several statements, one commit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def record_attempt(
     conn: sqlite3.Connection,
     event: QueuedEvent,
@@ -232,7 +245,7 @@ def record_attempt(
     next_at: float,
 ) -> None:
     """One attempt and the event's new state, in one transaction."""
-    with conn:
+    with _transaction(conn):
         conn.execute(
             "UPDATE hook_events SET state = ?, attempts = attempts + 1, next_at = ? WHERE id = ?",
             (state, next_at, event.id),
@@ -251,11 +264,23 @@ def record_attempt(
 
 def drop_events(conn: sqlite3.Connection, index: str, hook: str) -> int:
     """A hook no longer configured: its pending events will never be sent."""
-    with conn:
+    with _transaction(conn):
         return conn.execute(
             "UPDATE hook_events SET state = 'dropped' "
             "WHERE idx = ? AND hook = ? AND state = 'pending'",
             (index, hook),
+        ).rowcount
+
+
+#: finished events (delivered, failed, dropped) are kept this long, then deleted
+KEEP_FINISHED = 7 * 86400.0
+
+
+def prune_events(conn: sqlite3.Connection, before: float) -> int:
+    """Delete finished events made before `before`: the queue does not grow without bound."""
+    with _transaction(conn):
+        return conn.execute(
+            "DELETE FROM hook_events WHERE state != 'pending' AND created < ?", (before,)
         ).rowcount
 
 

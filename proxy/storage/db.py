@@ -309,6 +309,9 @@ class Database:
             target = sqlite3.connect(path)
             try:
                 conn.backup(target)
+                with target:  # the hook queue is this server's own, never a replica's
+                    target.execute("DELETE FROM hook_events")
+                    target.execute("DELETE FROM hook_attempts")
             finally:
                 target.close()
             return serial

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import create_app
-from proxy.config import HooksConfig
+from proxy.config import HooksConfig, WebhookConfig
 from proxy.hosted.outbox import webhook_key
 from proxy.web import keys
 from tests.fakes.dists import build_sdist, build_wheel
@@ -83,12 +83,24 @@ def hooked_factory(
     aiohttp_server: AiohttpServer,
     aiohttp_client: AiohttpClient,
 ) -> HookedFactory:
-    async def factory(hooks: HooksConfig = FAST, receiver: Receiver | None = None) -> Hooked:
+    async def factory(
+        hooks: HooksConfig = FAST,
+        receiver: Receiver | None = None,
+        declared: str | None = None,
+        deny: tuple[str, ...] = (),
+    ) -> Hooked:
+        """`declared`: a webhook path root/public has in the config itself (no save check)."""
         receiver = receiver or Receiver()
         rserver: TestServer = await aiohttp_server(receiver.app)
         upstream = await aiohttp_server(fake_index.app)
-        cfg = make_config(str(upstream.make_url("/simple/")), tmp_path / "data")
+        cfg = make_config(str(upstream.make_url("/simple/")), tmp_path / "data", deny=deny)
         cfg = dataclasses.replace(cfg, hooks=hooks)
+        if declared is not None:
+            url = str(rserver.make_url(declared))
+            public = dataclasses.replace(
+                cfg.indexes[1], webhooks=(WebhookConfig(url=url, secret=SECRET),)
+            )
+            cfg = dataclasses.replace(cfg, indexes=(cfg.indexes[0], public))
         client = await aiohttp_client(create_app(cfg))
         return Hooked(client, receiver, str(rserver.make_url("")).rstrip("/"))
 
@@ -301,3 +313,19 @@ async def test_jenkins_without_crumbs_and_failing_then_recovering(
     await hooked.settle()
     attempts = (await hooked.status())["jenkins"]["attempts"]
     assert [a["status"] for a in attempts] == [200, 503]
+
+
+async def test_the_address_rules_apply_at_delivery_too(
+    hooked_factory: HookedFactory, tmp_path: Path
+) -> None:
+    """A hook the config file declares is not checked on save; its connection still is."""
+    hooked = await hooked_factory(
+        dataclasses.replace(FAST, max_attempts=1), declared="/denied", deny=("127.0.0.0/8",)
+    )
+    assert await hooked.upload(tmp_path, "ours", "1.0") == 200
+    await hooked.settle()
+    (hook,) = (await hooked.status())["webhooks"]
+    assert hook["failed"] == 1
+    assert "127.0.0.1" in hook["attempts"][0]["error"]
+    assert "upstream.deny" in hook["attempts"][0]["error"]
+    assert hooked.receiver.at("/denied") == []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from proxy.config import HooksConfig, IndexConfig, WebhookConfig
 from proxy.errors import NotFoundError
 from proxy.hosted import jenkins
 from proxy.hosted.hooks import find_hook, retry_delay, sign
-from proxy.hosted.outbox import JENKINS, HookOutbox, webhook_key
+from proxy.hosted.outbox import JENKINS, HookOutbox, prune_events, webhook_key
 from proxy.indexes.store import to_record
 from proxy.storage.changes import (
     FileUploaded,
@@ -204,3 +206,27 @@ def test_the_job_script_is_python_naming_the_release_and_index() -> None:
     assert "INDEX_URL = 'https://pkgs.example.org/root/dev/+simple/'" in script
     assert "PROJECT = 'ours'" in script
     assert "VERSION = '1.0'" in script
+
+
+async def test_a_snapshot_for_replicas_carries_no_hook_queue(db: Database, tmp_path: Path) -> None:
+    """A replica (maybe promoted one day) must not inherit events its primary owes."""
+    await db.commit(upload())
+    assert await queued(db) != []
+    await db.snapshot_to(tmp_path / "snapshot.sqlite3")
+    copy = sqlite3.connect(tmp_path / "snapshot.sqlite3")
+    try:
+        assert copy.execute("SELECT COUNT(*) FROM hook_events").fetchone()[0] == 0
+        assert copy.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 1
+    finally:
+        copy.close()
+
+
+async def test_finished_events_are_pruned_pending_ones_kept(db: Database) -> None:
+    await db.commit(upload())
+    await db.commit(upload("ours-1.0-py3-none-any.whl", "d" * 64))
+    await db.write_derived(
+        lambda c: c.execute("UPDATE hook_events SET state = 'delivered' WHERE id = 1")
+    )
+    deleted = await db.write_derived(functools.partial(prune_events, before=time.time() + 1))
+    assert deleted == 1
+    assert len(await queued(db)) == 2  # the pending ones stay, however old
