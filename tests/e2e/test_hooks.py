@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import Clients, Daemon, DaemonFactory
 from tests.e2e.conftest import ROOT, ROOT_PASSWORD, call, decoded, simple_files, twine_upload
+from tests.e2e.test_devpi_client import Devpi
 from tests.fakes.dists import build_sdist, build_wheel
 from tests.fakes.index import ThreadedServer
 from tests.fakes.receiver import Receiver, signature_ok
@@ -91,3 +94,78 @@ def test_events_queued_before_a_kill_9_are_delivered_once_in_order_after_restart
     assert status["webhooks"][0]["secret"] == "***"
     for daemon in (first, again, third):
         assert SECRET not in daemon.log()
+
+
+def test_devpi_jenkins_setup_moves_over_unchanged(
+    daemon_factory: DaemonFactory, fake_index_server: ThreadedServer, tmp_path: Path
+) -> None:
+    """devpi-client sets `uploadtrigger_jenkins` as for devpi-jenkins; `devpi upload` builds."""
+    receiver = Receiver(crumb=("Jenkins-Crumb", "e2e-crumb"))
+    with ThreadedServer(receiver.app) as jenkins:
+        daemon = daemon_factory(fake_index_server.url, HOOKS)
+        home = tmp_path / "devpi-home"
+        home.mkdir()
+        devpi = Devpi(home, daemon)
+        devpi("use", f"{daemon.url}/root/public")
+        devpi("login", "root", "--password", ROOT_PASSWORD)
+        devpi("index", "-c", "ci", "bases=root/public")
+        trigger = jenkins.url.replace("http://", "http://ci:jenkins-api-token@")
+        devpi("index", "root/ci", f"uploadtrigger_jenkins={trigger}/job/{{pkgname}}/build")
+        shown = devpi("index", "root/ci").stdout
+        assert "uploadtrigger_jenkins=http://ci:***@" in shown
+        assert "jenkins-api-token" not in shown
+        devpi("use", "root/ci")
+        house = tmp_path / "dist"
+        build_sdist(house, "tested", "2.0")
+        build_wheel(house, "tested", "2.0")
+        devpi("upload", "--from-dir", str(house))
+        wait_until(
+            lambda: receiver.at("/job/tested/build"),
+            timeout=30,
+            message=lambda: f"a Jenkins build\n{daemon.log()}",
+        )
+        (build,) = receiver.at("/job/tested/build")  # the sdist's; the wheel triggers none
+    assert build.form["Submit"] == "Build"
+    assert build.form["name"] == "jobscript.py"
+    assert b"PROJECT = 'tested'" in build.form["file0"]
+    assert build.headers["Jenkins-Crumb"] == "e2e-crumb"
+    assert "jenkins-api-token" not in daemon.log()
+
+
+def test_a_replica_fires_no_hooks_its_primary_fires_them_once(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    """Uploads to the primary and through a replica: one event each, sent by the primary."""
+    secret = tmp_path / "replication-secret"
+    secret.write_text("hooks-e2e-replication-secret-0123\n")
+    secret.chmod(0o600)
+    rep = {"secret_file": str(secret), "heartbeat": "1s"}
+    receiver = Receiver()
+    with ThreadedServer(receiver.app) as server:
+        primary = daemon_factory(
+            fake_index_server.url, {**HOOKS, "replication": {"role": "primary", **rep}}
+        )
+        hook = {"url": f"{server.url}/hook", "secret": SECRET}
+        created = call(
+            primary, "PUT", "/root/ci", {"type": "private", "webhooks": [hook]}, auth=ROOT
+        )
+        assert created.status == 201, created.body
+        replica = daemon_factory(
+            fake_index_server.url, {**HOOKS, "replication": {"primary_url": primary.url, **rep}}
+        )
+        first = build_wheel(tmp_path / "d", "direct", "1.0")
+        twine_upload(clients, f"{primary.url}/root/ci/", ROOT, first.path)
+        second = build_wheel(tmp_path / "d", "relayed", "1.0")
+        twine_upload(clients, f"{replica.url}/root/ci/", ROOT, second.path)
+        wait_until(
+            lambda: simple_files(replica, "root/ci", "relayed"), timeout=30, message="replayed"
+        )
+        wait_until(lambda: hook_state(primary, "delivered") == 2, timeout=30, message="two sent")
+        # the replica's +hooks is relayed to the primary; its own queue stayed empty
+        assert hook_state(replica, "delivered") == 2
+    assert projects(receiver) == ["direct", "relayed"]
+    with contextlib.closing(sqlite3.connect(replica.data_dir / "wheelwell.sqlite3")) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM hook_events").fetchone()[0] == 0
