@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sqlite3
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from tests.conftest import Clients, Daemon, DaemonFactory
-from tests.e2e.conftest import ROOT, ROOT_PASSWORD, call, decoded, simple_files, twine_upload
+from tests.e2e.conftest import (
+    ROOT,
+    ROOT_PASSWORD,
+    call,
+    create_index,
+    decoded,
+    simple_files,
+    twine_upload,
+)
 from tests.e2e.test_devpi_client import Devpi
 from tests.fakes.dists import build_sdist, build_wheel
 from tests.fakes.index import ThreadedServer
@@ -169,3 +179,61 @@ def test_a_replica_fires_no_hooks_its_primary_fires_them_once(
     assert projects(receiver) == ["direct", "relayed"]
     with contextlib.closing(sqlite3.connect(replica.data_dir / "wheelwell.sqlite3")) as conn:
         assert conn.execute("SELECT COUNT(*) FROM hook_events").fetchone()[0] == 0
+
+
+def tox_sdist(dest: Path, name: str, exit_code: int) -> Path:
+    """An sdist whose tox.ini runs one command exiting `exit_code` (no install: no build deps)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = f"{name}-1.0"
+    members = {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        "setup.py": f"from setuptools import setup\nsetup(name={name!r}, version='1.0')\n",
+        "tox.ini": (
+            "[tox]\nenvlist = check\n\n[testenv:check]\nskip_install = true\n"
+            f"commands = python -c \"import sys; print('tested'); sys.exit({exit_code})\"\n"
+        ),
+    }
+    path = dest / f"{root}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for member, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{root}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_the_job_script_runs_tox_on_the_uploaded_sdist(
+    daemon_factory: DaemonFactory,
+    fake_index_server: ThreadedServer,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    """What Jenkins would run: the posted jobscript.py, against the daemon, passing and failing."""
+    receiver = Receiver()
+    with ThreadedServer(receiver.app) as jenkins:
+        daemon = daemon_factory(fake_index_server.url, HOOKS)
+        trigger = f"{jenkins.url}/job/{{pkgname}}/buildWithParameters"
+        create_index(daemon, "root/ci", ROOT, uploadtrigger_jenkins=trigger)
+        for name, code in (("passes", 0), ("fails", 3)):
+            built = tox_sdist(tmp_path / "dist", name, code)
+            twine_upload(clients, f"{daemon.url}/root/ci/", ROOT, built)
+        for name in ("passes", "fails"):
+            wait_until(
+                lambda name=name: receiver.at(f"/job/{name}/buildWithParameters"),  # type: ignore[misc]
+                timeout=30,
+                message=f"the {name} build",
+            )
+    results = {}
+    for name in ("passes", "fails"):
+        (build,) = receiver.at(f"/job/{name}/buildWithParameters")
+        script = tmp_path / f"{name}-jobscript.py"
+        script.write_bytes(build.form["file0"])
+        # the clients' sandbox (no pip config); virtualenv asked not to look for updates online
+        env = {"VIRTUALENV_NO_PERIODIC_UPDATE": "1"}
+        results[name] = clients.run(sys.executable, str(script), check=False, env=env)
+    passed, failed = results["passes"], results["fails"]
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "tested" in passed.stdout
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "tested" in failed.stdout

@@ -199,10 +199,15 @@ def test_the_crumb_answer_is_parsed_or_ignored() -> None:
 
 
 def test_the_job_script_is_python_naming_the_release_and_index() -> None:
-    script = jenkins.render_job_script(
-        {"index": "root/dev", "project": "ours", "version": "1.0"}, "https://pkgs.example.org/"
-    )
+    event = {
+        "index": "root/dev",
+        "project": "ours",
+        "version": "1.0",
+        "file_url": "/root/dev/+f/abc/ours-1.0.tar.gz",
+    }
+    script = jenkins.render_job_script(event, "https://pkgs.example.org/")
     compile(script, "jobscript.py", "exec")
+    assert "FILE_URL = 'https://pkgs.example.org/root/dev/+f/abc/ours-1.0.tar.gz'" in script
     assert "INDEX_URL = 'https://pkgs.example.org/root/dev/+simple/'" in script
     assert "PROJECT = 'ours'" in script
     assert "VERSION = '1.0'" in script
