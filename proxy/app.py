@@ -300,7 +300,7 @@ async def _hooks(app: web.Application) -> AsyncIterator[None]:
     registry = app[keys.INDEXES]
     worker = HookWorker(
         app[keys.DB],
-        registry.configs.get,
+        lambda index: registry.configs.get(index),  # as configured at each delivery
         lambda index: sessions[scope_of(index)],
         cfg.hooks,
         cfg.server.public_url or _listening_url(cfg),
