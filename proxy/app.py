@@ -304,6 +304,7 @@ async def _hooks(app: web.Application) -> AsyncIterator[None]:
         lambda index: sessions[scope_of(index)],
         cfg.hooks,
         cfg.server.public_url or _listening_url(cfg),
+        app[keys.METRICS],
     )
     app[keys.DB].add_listener(worker.wake)
     worker.start()

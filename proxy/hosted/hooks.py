@@ -37,6 +37,7 @@ from proxy.hosted.outbox import (
     record_attempt,
     webhook_key,
 )
+from proxy.metrics import Metrics
 from proxy.model import mask_url
 from proxy.storage.changes import Change
 from proxy.storage.db import Database
@@ -84,6 +85,7 @@ class HookWorker:
         session_for: Callable[[str], aiohttp.ClientSession],
         cfg: HooksConfig,
         base_url: str,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -91,6 +93,7 @@ class HookWorker:
         self.session_for = session_for  #: the session with the address policy of an index
         self.cfg = cfg
         self.base_url = base_url  #: where Jenkins reaches this server (job scripts install from it)
+        self.metrics = metrics
         self.clock = clock
         self._wakeup = asyncio.Event()
         self._busy: set[tuple[str, str]] = set()
@@ -195,6 +198,9 @@ class HookWorker:
                 c, event, started, outcome.status, outcome.error, outcome.excerpt, state, next_at
             )
         )
+        kind = "jenkins" if event.hook == JENKINS else "webhook"
+        outcome_name = {State.DELIVERED: "delivered", State.FAILED: "failed"}.get(state, "retry")
+        self.metrics.hook_attempts.labels(kind, outcome_name).inc()
         extra = {"index": event.index, "event_id": event.id, "upstream": url}
         if outcome.ok:
             log.info("hook %s: %s event %d delivered", url, event.event, event.id, extra=extra)

@@ -212,6 +212,10 @@ async def test_an_event_is_given_up_after_max_attempts(
     await hooked.settle()
     assert [s for _, _, s in await hooked.queued()] == ["failed", "delivered"]
     assert (await hooked.status())["webhooks"][0]["failed"] == 1
+    metrics = await (await hooked.client.get("/+metrics")).text()
+    assert 'wheelwell_hook_attempts_total{kind="webhook",outcome="failed"} 1.0' in metrics
+    assert 'wheelwell_hook_attempts_total{kind="webhook",outcome="retry"} 1.0' in metrics
+    assert 'wheelwell_hook_attempts_total{kind="webhook",outcome="delivered"} 1.0' in metrics
 
 
 async def test_a_failed_change_queues_nothing(hooked: Hooked, tmp_path: Path) -> None:
