@@ -24,6 +24,8 @@ What is measured, and why:
    within a second and must not slow the primary down (run alone: `--only replication`);
 11. `wheelwell export` of a running server with 1,000 releases and `wheelwell import` of it:
    releases/s and peak RSS of each (run alone: `--only backup`);
+12. upload latency to an index with 5 webhooks whose receiver hangs vs one with none: the
+   ratio of the medians, because a hook must never slow an upload (run alone: `--only hooks`).
 13. storage.backend s3 on a real SeaweedFS: a warm 200 MB file's MB/s streamed from the
    bucket, from the disk copy and redirected, against the local backend, and a cold 200 MB
    mirror download through each (run alone: `--only s3`).
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["wheelhouse", "security", "realistic", "replication", "backup", "s3"],
+        choices=["wheelhouse", "security", "realistic", "replication", "backup", "hooks", "s3"],
         help="run one scenario alone and update only its parts of BENCHMARKS.md",
     )
     args = parser.parse_args(argv)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.servers import PROXIES
     from bench.suite import (
         run_backup_only,
+        run_hooks_only,
         run_objectstore_only,
         run_realistic_only,
         run_replication_only,
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_security_only()
     if args.only == "backup":
         return run_backup_only()
+    if args.only == "hooks":
+        return run_hooks_only()
     if args.only == "s3":
         return run_objectstore_only(args.runs)
     if args.only == "replication":

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import (
     backup,
+    hooks,
     objectstore,
     provision,
     realistic,
@@ -246,6 +247,29 @@ def _measure_backup(errors: list[str]) -> backup.BackupResult | None:
     return result
 
 
+def _measure_hooks(errors: list[str]) -> hooks.HooksResult | None:
+    """Scenario 12: upload latency with hung webhooks vs none."""
+    started = time.perf_counter()
+    try:
+        result = hooks.measure_hooks(_say)
+    except (BenchError, OSError) as exc:
+        _say(f"hooks: FAILED: {exc}")
+        errors.append(f"hooks: {exc}")
+        return None
+    _say(f"hooks: done in {time.perf_counter() - started:.1f}s")
+    return result
+
+
+def run_hooks_only() -> int:
+    """`run.py --only hooks`: scenario 12 alone; only its row and section are replaced."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    errors: list[str] = []
+    result = _measure_hooks(errors)
+    return _write_only(
+        hooks.splice_hooks, hooks.hooks_section, hooks.hooks_checks(result), result, errors
+    )
+
+
 def _measure_objectstore(runs: int, errors: list[str]) -> objectstore.ObjectStoreResult | None:
     """Scenario 13: a 200 MB file through the s3 backend vs the local one."""
     started = time.perf_counter()
@@ -316,6 +340,7 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
     real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
     cluster = _measure_replication(cfg, results.errors)
     saved = _measure_backup(results.errors)
+    hooked = _measure_hooks(results.errors)
     stored = _measure_objectstore(cfg.runs, results.errors)
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
@@ -324,6 +349,7 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         *realistic_report.realistic_checks(real),
         *replication_report.replication_checks(cluster),
         *backup.backup_checks(saved),
+        *hooks.hooks_checks(hooked),
         *objectstore.objectstore_checks(stored),
     ]
     sections = [
@@ -331,6 +357,7 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
         realistic_report.realistic_section(real, results.errors),
         replication_report.replication_section(cluster, results.errors),
         backup.backup_section(saved, results.errors),
+        hooks.hooks_section(hooked, results.errors),
         objectstore.objectstore_section(stored, results.errors),
     ]
     text = report.render(results, machine, cfg, rss, checks, sections)

@@ -35,6 +35,8 @@ from proxy.errors import ConfigError, WheelwellError
 from proxy.hosted import search
 from proxy.hosted.auth import Auth
 from proxy.hosted.descriptions import DescriptionRenderer
+from proxy.hosted.hooks import HookWorker
+from proxy.hosted.outbox import HookOutbox
 from proxy.hosted.private import PrivateIndex
 from proxy.hosted.search import SearchIndex
 from proxy.hosted.toxresults import ToxResults
@@ -44,7 +46,7 @@ from proxy.indexes.registry import Index, IndexRegistry
 from proxy.indexes.replayed import follow_replayed
 from proxy.indexes.store import IndexStore
 from proxy.metrics import Metrics
-from proxy.mirror.addresses import AddressPolicy, check_mirror_url
+from proxy.mirror.addresses import AddressPolicy, check_index_urls, scope_of
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.index import MirrorIndex
 from proxy.mirror.ranges import RangeCache
@@ -69,6 +71,7 @@ from proxy.web import (
     ui,
     upload,
 )
+from proxy.web import hooks as hooks_web
 from proxy.web import search as search_web
 from proxy.web.authz import authz_middleware
 from proxy.web.forwarded import forwarded_middleware
@@ -137,6 +140,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.SEARCH] = SearchIndex(db)
     await app[keys.SEARCH].start()  # its table exists before the first change is derived
     db.add_deriver(search.derive)
+    if cfg.replication.role is not Role.REPLICA:  # a replica never fires hooks
+        db.add_outbox(HookOutbox(cfg.server.public_url).prepare)
     app[keys.AUTH] = Auth(
         db, cfg.auth, app[keys.METRICS], password_file=cfg.storage.data_dir / "root-password"
     )
@@ -273,7 +278,7 @@ async def _replication(app: web.Application) -> AsyncIterator[None]:
 async def _indexes(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     registry = IndexRegistry((), _index_builder(app), lists=cfg.storage.data_dir / "lists")
-    store = IndexStore(app[keys.DB], registry, functools.partial(check_mirror_url, cfg.upstream))
+    store = IndexStore(app[keys.DB], registry, functools.partial(check_index_urls, cfg.upstream))
     replica = cfg.replication.role is Role.REPLICA
     await store.load(() if replica else cfg.indexes)  # a replica's indexes are its primary's
     app[keys.INDEXES] = registry
@@ -324,6 +329,42 @@ async def _indexes(app: web.Application) -> AsyncIterator[None]:
     for wheelhouse in wheelhouses:
         await wheelhouse.close()
     await registry.close()
+
+
+async def _hooks(app: web.Application) -> AsyncIterator[None]:
+    """The hook worker of a primary (or standalone) server, with the mirrors' address rules."""
+    cfg = app[keys.CONFIG]
+    if cfg.replication.role is Role.REPLICA:
+        yield
+        return
+    agent = f"wheelwell/{__version__} (hooks)"
+    sessions = {
+        scope: new_session(AddressPolicy.for_mirrors(cfg.upstream, root=scope == "root"), agent)
+        for scope in ("root", "user")
+    }
+    registry = app[keys.INDEXES]
+    worker = HookWorker(
+        app[keys.DB],
+        lambda index: registry.configs.get(index),  # as configured at each delivery
+        lambda index: sessions[scope_of(index)],
+        cfg.hooks,
+        cfg.server.public_url or _listening_url(cfg),
+        app[keys.METRICS],
+    )
+    app[keys.DB].add_listener(worker.wake)
+    worker.start()
+    yield
+    await worker.close()
+    for session in sessions.values():
+        await session.close()
+
+
+def _listening_url(cfg: Config) -> str:
+    """This server's own address, for Jenkins when server.public_url is not set."""
+    scheme = "https" if cfg.server.tls_cert else "http"
+    host = cfg.server.host if cfg.server.host not in ("0.0.0.0", "::", "") else "localhost"  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{cfg.server.port}"
 
 
 def _can_handle_signals() -> bool:
@@ -426,7 +467,9 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(devpi.add_headers)
     app[keys.METRICS] = Metrics()
     app[keys.STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_database, _storage, _services, _upstream, _replication, _indexes])
+    app.cleanup_ctx.extend(
+        [_database, _storage, _services, _upstream, _replication, _indexes, _hooks]
+    )
     ui.add_routes(app)
     ops.add_routes(app)
     simple.add_routes(app)
@@ -435,6 +478,7 @@ def create_app(config: Config) -> web.Application:
     push.add_routes(app)
     search_web.add_routes(app)
     devpi.add_routes(app)  # before api's: `/{user}/+api` is not the index '+api'
+    hooks_web.add_routes(app)  # before api's: `+hooks` is not a project
     api.add_routes(app)
     toxresults.add_routes(app)  # after api's: `+explain/{project}` is not a release
     replication.add_routes(app)

@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import socket
+import string
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class ServerConfig:
     tls_key: str = ""  #: PEM private key of tls_cert
     #: peers (CIDRs) whose X-Forwarded-Proto/-Host/-For are believed: a TLS-terminating proxy
     trusted_proxies: tuple[str, ...] = ()
+    #: where clients reach this server (https://pkgs.example.org); hook events and Jenkins
+    #: job scripts name files by it; empty: paths, and the listening address for Jenkins
+    public_url: str = ""
 
 
 class StorageBackend(StrEnum):
@@ -160,6 +164,25 @@ class UpstreamConfig:
     whole_wheel_below: ByteSize = 1024**2
 
 
+class HookEvent(StrEnum):
+    """What a hook may be told of; a webhook's `events` picks some (default: all)."""
+
+    UPLOAD = "upload"
+    YANK = "yank"
+    UNYANK = "unyank"
+    DELETE = "delete"
+    WHEELHOUSE_ADD = "wheelhouse-add"
+    WHEELHOUSE_REMOVE = "wheelhouse-remove"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+    #: the HMAC-SHA256 key of X-Wheelwell-Signature; never shown
+    secret: str = field(repr=False)
+    events: tuple[HookEvent, ...] = tuple(HookEvent)
+
+
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
     name: str
@@ -177,6 +200,11 @@ class IndexConfig:
     acl_toxresult_upload: tuple[str, ...] = (":ANONYMOUS:",)
     #: mirror only: serve PEP 658 metadata for wheels the upstream gives none for (Range reads)
     generate_metadata: bool = True
+    #: private only: signed JSON events POSTed on uploads, yanks, deletes (docs/hooks.md)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    #: private only: devpi-jenkins's option, a Jenkins URL with {pkgname}, {pkgversion},
+    #: {file_url}; a user and API token go in its userinfo (https://user:token@host/…)
+    uploadtrigger_jenkins: str = ""
 
 
 ANONYMOUS = ":ANONYMOUS:"  #: in acl_read/acl_upload: everyone, without credentials too
@@ -271,6 +299,18 @@ class ReplicationConfig:
     compact: bool = True  #: drop changelog entries the oldest snapshot kept already holds
 
 
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """Delivery of index hooks (webhooks, uploadtrigger_jenkins; docs/hooks.md)."""
+
+    timeout: Seconds = 10.0  #: one attempt, connecting to reading the answer's first KiB
+    retry_min: Seconds = 1.0  #: the first retry's delay; each further one doubles it
+    retry_max: Seconds = 600.0  #: the longest delay between two attempts
+    #: attempts at one event before it is marked failed (shown in +hooks) and the next goes
+    max_attempts: int = 20
+    max_age: Seconds = 86400.0  #: an event undelivered this long after its change is failed
+
+
 def _default_indexes() -> tuple[IndexConfig, ...]:
     return (
         IndexConfig(name="root/pypi", kind=IndexKind.MIRROR),
@@ -288,6 +328,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     source: str = "<defaults>"  #: where this config came from, for messages
 
     def index(self, name: str) -> IndexConfig | None:
@@ -312,6 +353,7 @@ class IndexRule(StrEnum):
     PRIVATE_UPSTREAM = "private-upstream"  #: only mirrors have an upstream
     CYCLE = "cycle"  #: bases form no cycle
     BAD_ACL = "bad-acl"  #: acl entries are user names, :ANONYMOUS: or :AUTHENTICATED:
+    BAD_HOOK = "bad-hook"  #: hooks: private indexes only, http(s) URLs, a secret per webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +409,8 @@ def check_indexes(configs: Sequence[IndexConfig], only: str | None = None) -> li
                 if not is_acl_entry(entry):
                     message = f"'{entry}' is not a user name, {ANONYMOUS} or {AUTHENTICATED}"
                     report(IndexRule.BAD_ACL, f"{key}[{e}]", entry, message)
+        for path, message in hook_problems(index):
+            report(IndexRule.BAD_HOOK, path, index.name, message)
     graph = {i.name: i.bases for i in configs}
     cycle = _find_cycle(graph, names if only is None else [only])
     if cycle:
@@ -374,6 +418,55 @@ def check_indexes(configs: Sequence[IndexConfig], only: str | None = None) -> li
         problems.append(
             IndexProblem(IndexRule.CYCLE, None, "", path, "bases form a cycle: " + path)
         )
+    return problems
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+MAX_WEBHOOKS = 16  #: per index: each is a queue and a connection of its own
+
+#: the placeholders of uploadtrigger_jenkins (devpi-jenkins's two and wheelwell's file_url)
+JENKINS_FIELDS = frozenset({"pkgname", "pkgversion", "file_url"})
+
+
+def hook_problems(index: IndexConfig) -> list[tuple[str, str]]:
+    """(path, message) per broken hook rule; messages name the key, never a secret."""
+    problems: list[tuple[str, str]] = []
+    hooks = bool(index.webhooks or index.uploadtrigger_jenkins)
+    if hooks and index.kind is not IndexKind.PRIVATE:
+        problems.append(("webhooks", "only private indexes have webhooks or uploadtrigger_jenkins"))
+    if len(index.webhooks) > MAX_WEBHOOKS:
+        problems.append(("webhooks", f"at most {MAX_WEBHOOKS} webhooks per index"))
+    for n, hook in enumerate(index.webhooks):
+        if not _is_http_url(hook.url):
+            problems.append((f"webhooks[{n}].url", "'url' must be an http(s) URL"))
+        if not hook.secret:
+            problems.append((f"webhooks[{n}].secret", "'secret' is required (HMAC-SHA256 key)"))
+        if not hook.events:
+            problems.append((f"webhooks[{n}].events", "'events' is empty: the hook never fires"))
+    jenkins = index.uploadtrigger_jenkins
+    if jenkins:
+        if not _is_http_url(jenkins):
+            problems.append(
+                ("uploadtrigger_jenkins", "'uploadtrigger_jenkins' must be an http(s) URL")
+            )
+        else:
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(jenkins) if f is not None}
+            except ValueError:
+                fields = {"{"}
+            unknown = fields - JENKINS_FIELDS
+            if unknown:
+                problems.append(
+                    (
+                        "uploadtrigger_jenkins",
+                        "'uploadtrigger_jenkins' may use {pkgname}, {pkgversion} and "
+                        "{file_url} only",
+                    )
+                )
     return problems
 
 
@@ -410,6 +503,11 @@ def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[
         report("server.port", f"{cfg.server.port} is not a TCP port")
     _check_server(cfg.server, report)
     _check_s3(cfg.storage, report)
+    for key in ("timeout", "retry_min", "retry_max", "max_age"):
+        if getattr(cfg.hooks, key) <= 0:
+            report(f"hooks.{key}", "must be more than 0")
+    if cfg.hooks.max_attempts < 1:
+        report("hooks.max_attempts", "must be 1 or more")
     if cfg.upstream.url and urlsplit(cfg.upstream.url).scheme not in {"http", "https"}:
         report("upstream.url", f"'{cfg.upstream.url}' is not an http(s) URL")
     if cfg.upstream.retries < 0:
@@ -540,6 +638,8 @@ def _check_server(server: ServerConfig, report: Callable[[str, str], None]) -> N
         if path and not os.access(path, os.R_OK):
             report(f"server.{key}", f"cannot read '{path}'")
     _check_networks(report, "server.trusted_proxies", server.trusted_proxies)
+    if server.public_url and not _is_http_url(server.public_url):
+        report("server.public_url", f"'{server.public_url}' is not an http(s) URL")
 
 
 def _check_networks(report: Callable[[str, str], None], key: str, values: Sequence[str]) -> None:

@@ -223,6 +223,13 @@ class Metrics:
             "Private files of the primary not copied here yet",
             registry=r,
         )
+        self.hook_attempts = Counter(
+            "wheelwell_hook_attempts_total",
+            "Hook delivery attempts by kind (webhook, jenkins) and outcome (delivered, retry, "
+            "failed: given up)",
+            ["kind", "outcome"],
+            registry=r,
+        )
 
     def watch_storage(self, data_dir: Path, max_size: int) -> None:
         """The storage gauges; free space is read at scrape time (other writers share the disk)."""

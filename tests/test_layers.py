@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "proxy.mirror.sources": 3,
     "proxy.mirror.ranges": 3,
     "proxy.mirror.rootlist": 3,
+    "proxy.delivery": 3,
     "proxy.mirror.*": 4,
     "proxy.hosted": 4,
     "proxy.hosted.*": 4,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,23 @@ def render_index_body(args: argparse.Namespace) -> dict[str, Any]:
         body["acl_upload"] = _split(args.acl_upload)
     if getattr(args, "generate_metadata", None) is not None:
         body["generate_metadata"] = args.generate_metadata
+    if getattr(args, "webhooks", None) is not None:
+        body["webhooks"] = _webhooks(args.webhooks)
+    if getattr(args, "uploadtrigger_jenkins", None) is not None:
+        body["uploadtrigger_jenkins"] = args.uploadtrigger_jenkins
     return body
+
+
+def _webhooks(value: str) -> Any:
+    """`--webhooks`: a JSON list, or @FILE holding one (secrets stay out of `ps`)."""
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        hooks = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--webhooks: not JSON: {exc}") from exc
+    if not isinstance(hooks, list):
+        raise UsageError('--webhooks: a JSON list, e.g. [{"url": …, "secret": …}]')
+    return hooks
 
 
 def render_index_config(config: dict[str, Any]) -> list[str]:
@@ -56,12 +74,20 @@ def render_index_config(config: dict[str, Any]) -> list[str]:
         value = config[key]
         if key == "acl_upload" and not value:
             value = "(default: the index's user; root always)"
+        elif key == "webhooks" and isinstance(value, list):
+            value = "; ".join(_hook_line(h) for h in value) or "(none)"
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value) or "(none)"
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         lines.append(f"{key}: {value}")
     return lines
+
+
+def _hook_line(hook: Any) -> str:
+    if not isinstance(hook, dict):
+        return str(hook)
+    return f"{hook.get('url')} ({', '.join(hook.get('events') or [])})"
 
 
 def _config_of(answer: Any) -> dict[str, Any]:
@@ -85,7 +111,7 @@ def run_index_modify(session: Session) -> int:
     index = session.index(session.args.name)
     body = render_index_body(session.args)
     if not body:
-        raise UsageError("nothing to change; pass --bases, --whitelist, --volatile, …")
+        raise UsageError("nothing to change; pass --bases, --whitelist, --volatile, --webhooks, …")
     answer = session.api().fetch_json("PATCH", index_path(index), body)
     session.print(f"changed index {index}", *render_index_config(_config_of(answer)))
     return 0
@@ -105,6 +131,37 @@ def run_index_show(session: Session) -> int:
     index = session.index(session.args.name)
     answer = session.api().fetch_json("GET", index_path(index))
     session.print(*render_index_config(_config_of(answer)))
+    return 0
+
+
+def render_hooks(status: dict[str, Any]) -> list[str]:
+    """`index hooks`: each hook, its queue, and its last attempts (newest first)."""
+    hooks = [("webhook", h) for h in status.get("webhooks") or []]
+    if status.get("jenkins"):
+        hooks.append(("jenkins", status["jenkins"]))
+    if not hooks:
+        return [f"{status.get('index')}: no hooks"]
+    lines = []
+    for kind, hook in hooks:
+        events = ", ".join(hook.get("events") or ["upload"])
+        lines.append(f"{kind} {hook.get('url')} ({events})")
+        lines.append(
+            f"  pending {hook.get('pending', 0)}, delivered {hook.get('delivered', 0)}, "
+            f"failed {hook.get('failed', 0)}"
+        )
+        for attempt in hook.get("attempts") or []:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(attempt.get("at", 0))))
+            answer = attempt.get("status") or "-"
+            error = attempt.get("error") or "ok"
+            lines.append(f"  {when} event {attempt.get('event_id')}: {answer} {error}")
+    return lines
+
+
+def run_index_hooks(session: Session) -> int:
+    """Show an index's hooks, what is queued and how the last attempts went."""
+    index = session.index(session.args.name)
+    status = session.api().fetch_json("GET", index_path(index, "+hooks"))
+    session.print(*render_hooks(status if isinstance(status, dict) else {}))
     return 0
 
 

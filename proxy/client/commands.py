@@ -127,12 +127,22 @@ def _index_settings(parser: argparse.ArgumentParser, create: bool) -> None:
         action=argparse.BooleanOptionalAction,
         help="mirror: serve PEP 658 metadata for wheels the upstream gives none for",
     )
+    parser.add_argument(
+        "--webhooks",
+        metavar="JSON|@FILE",
+        help='private: the hooks, a JSON list of {"url", "secret", "events"}; [] for none',
+    )
+    parser.add_argument(
+        "--uploadtrigger-jenkins",
+        metavar="URL",
+        help="private: Jenkins buildWithParameters URL with {pkgname}, {pkgversion}; '' for none",
+    )
 
 
 def _add_index(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     index = commands.add_parser("index", help="create, change, delete or show indexes")
     sub = index.add_subparsers(
-        dest="index_command", required=True, metavar="{create,modify,delete,show}"
+        dest="index_command", required=True, metavar="{create,modify,delete,show,hooks}"
     )
     create = _leaf(sub, "create", catalog.run_index_create, "create an index", _common())
     create.add_argument("name", metavar="USER/INDEX")
@@ -145,6 +155,10 @@ def _add_index(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _yes(delete)
     show = _leaf(sub, "show", catalog.run_index_show, "show an index's config", _common())
     show.add_argument("name", metavar="USER/INDEX", nargs="?")
+    hooks = _leaf(
+        sub, "hooks", catalog.run_index_hooks, "show an index's hooks and last attempts", _common()
+    )
+    hooks.add_argument("name", metavar="USER/INDEX", nargs="?")
 
 
 def _add_releases(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

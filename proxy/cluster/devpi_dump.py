@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from proxy.cluster.export import MAX_JSON, ExportError, build_into, write_database
-from proxy.config import ANONYMOUS, AUTHENTICATED, IndexConfig, IndexKind, check_indexes
+from proxy.config import (
+    ANONYMOUS,
+    AUTHENTICATED,
+    IndexConfig,
+    IndexKind,
+    check_indexes,
+    hook_problems,
+)
 from proxy.errors import InvalidInputError, InvalidNameError, WheelwellError
 from proxy.hosted.auth import TOKEN_USER
 from proxy.hosted.toxresults import parse_report, render_report, render_summary
@@ -81,6 +89,7 @@ _MAPPED_OPTIONS = {
     "acl_toxresult_upload",
     "mirror_whitelist",
     "mirror_url",
+    "uploadtrigger_jenkins",  # devpi-jenkins's: the same option here (docs/hooks.md)
 }
 
 
@@ -296,7 +305,7 @@ class _Build:
             why = _SKIPPED_OPTIONS.get(key, "no wheelwell equivalent")
             self.report.skip(f"index option: {why}", f"{name}.{key}")
         self.report.mapped["mirror indexes" if mirror else "private indexes"] += 1
-        return IndexConfig(
+        cfg = IndexConfig(
             name=name,
             kind=IndexKind.MIRROR if mirror else IndexKind.PRIVATE,
             bases=() if mirror else tuple(bases),
@@ -306,6 +315,22 @@ class _Build:
             acl_upload=tuple(acl_upload),
             acl_toxresult_upload=tuple(acl_toxresult_upload),
         )
+        return self._jenkins(cfg, ixconfig.get("uploadtrigger_jenkins"))
+
+    def _jenkins(self, cfg: IndexConfig, trigger: Any) -> IndexConfig:
+        """devpi-jenkins's trigger URL carries over when wheelwell can call it the same way."""
+        if not trigger:
+            return cfg
+        with_trigger = dataclasses.replace(
+            cfg, uploadtrigger_jenkins=trigger if isinstance(trigger, str) else ""
+        )
+        problems = hook_problems(with_trigger) if with_trigger.uploadtrigger_jenkins else [("", "")]
+        if problems:
+            self.report.changed.append(
+                f"{cfg.name}: uploadtrigger_jenkins dropped ({problems[0][1] or 'not a string'})"
+            )
+            return cfg
+        return with_trigger
 
     def _acl(self, name: str, value: Any, key: str, users: Collection[str]) -> list[str]:
         """An acl's users of the dump and specials; the rest dropped, each reported."""

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.config import ANONYMOUS, IndexConfig, IndexKind, IndexProblem, IndexRule, check_indexes
+from proxy.config import (
+    ANONYMOUS,
+    HookEvent,
+    IndexConfig,
+    IndexKind,
+    IndexProblem,
+    IndexRule,
+    WebhookConfig,
+    check_indexes,
+)
 from proxy.errors import ConflictError, InvalidInputError, InvalidNameError
 from proxy.indexes.registry import IndexRegistry
 from proxy.model import mask_url, normalize
@@ -23,7 +32,7 @@ from proxy.storage.db import Database
 
 log = logging.getLogger(__name__)
 
-#: raises InvalidInputError when a mirror's upstream address is denied
+#: raises InvalidInputError when a mirror's upstream address, or a hook's, is denied
 MirrorCheck = Callable[[IndexConfig], Awaitable[None]]
 
 _API_KEYS = {
@@ -36,6 +45,8 @@ _API_KEYS = {
     "acl_toxresult_upload",
     "mirror_url",
     "generate_metadata",
+    "webhooks",
+    "uploadtrigger_jenkins",
 }
 
 
@@ -60,7 +71,26 @@ def from_record(data: Mapping[str, Any]) -> IndexConfig:
         acl_read=tuple(data.get("acl_read", (ANONYMOUS,))),
         acl_toxresult_upload=tuple(data.get("acl_toxresult_upload", (ANONYMOUS,))),
         generate_metadata=bool(data.get("generate_metadata", True)),
+        webhooks=tuple(_webhook_record(h) for h in data.get("webhooks", ())),
+        uploadtrigger_jenkins=data.get("uploadtrigger_jenkins", ""),
     )
+
+
+def _webhook_record(data: Mapping[str, Any]) -> WebhookConfig:
+    return WebhookConfig(
+        url=data["url"],
+        secret=data["secret"],
+        events=tuple(HookEvent(e) for e in data.get("events", tuple(HookEvent))),
+    )
+
+
+#: what GET shows instead of a hook's secret; sent back in a PATCH, it keeps the stored one
+MASK = "***"
+
+
+def show_webhook(hook: WebhookConfig) -> dict[str, Any]:
+    """A webhook as responses show it: the secret masked, credentials in the URL too."""
+    return {"url": mask_url(hook.url), "secret": MASK, "events": [e.value for e in hook.events]}
 
 
 def to_api(cfg: IndexConfig, default_upstream: str) -> dict[str, Any]:
@@ -79,6 +109,9 @@ def to_api(cfg: IndexConfig, default_upstream: str) -> dict[str, Any]:
     if cfg.kind is IndexKind.MIRROR:
         data["mirror_url"] = mask_url(cfg.upstream or default_upstream)
         data["generate_metadata"] = cfg.generate_metadata
+    else:
+        data["webhooks"] = [show_webhook(h) for h in cfg.webhooks]
+        data["uploadtrigger_jenkins"] = mask_url(cfg.uploadtrigger_jenkins)
     return data
 
 
@@ -132,11 +165,73 @@ def from_api(name: str, data: Any, current: IndexConfig | None) -> IndexConfig:
         if not isinstance(url, str) or urlsplit(url).scheme not in {"http", "https"}:
             raise InvalidInputError("'mirror_url' must be an http(s) URL")
         changes["upstream"] = url
+    if "webhooks" in data:
+        changes["webhooks"] = _webhooks(data["webhooks"], cfg.webhooks)
+    if "uploadtrigger_jenkins" in data:
+        changes["uploadtrigger_jenkins"] = _jenkins(data["uploadtrigger_jenkins"], cfg)
     cfg = dataclasses.replace(cfg, **changes)
     for problem in check_indexes([cfg]):
         if problem.rule in _OWN_FIELD_RULES:  # the bases are checked against the rest on save
             raise _api_error(problem)
     return cfg
+
+
+def _webhooks(value: Any, current: tuple[WebhookConfig, ...]) -> tuple[WebhookConfig, ...]:
+    """`webhooks`: a list of {url, secret, events} (devpi-client sends it as JSON text).
+
+    A secret sent back masked (as GET shows it) keeps the stored secret of the hook with that
+    URL, so a GET edited and PATCHed back never loses or leaks one.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError as exc:
+            raise InvalidInputError("'webhooks' must be a JSON list of objects") from exc
+    if not isinstance(value, list):
+        raise InvalidInputError("'webhooks' must be a list of {url, secret, events} objects")
+    kept = {mask_url(h.url): h for h in current}
+    hooks = []
+    for n, item in enumerate(value):
+        where = f"webhooks[{n}]"
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"'{where}' must be an object with url, secret, events")
+        unknown = set(item) - {"url", "secret", "events"}
+        if unknown:
+            raise InvalidInputError(f"'{where}': unknown keys: {', '.join(sorted(unknown))}")
+        url, secret = item.get("url"), item.get("secret")
+        if not isinstance(url, str) or urlsplit(url).scheme not in {"http", "https"}:
+            raise InvalidInputError(f"'{where}.url' must be an http(s) URL")
+        stored = kept.get(url)
+        if stored is not None:  # as GET showed it: a masked URL or secret stays as stored
+            url, secret = stored.url, stored.secret if secret == MASK else secret
+        if not isinstance(secret, str) or not secret or secret == MASK:
+            raise InvalidInputError(f"'{where}.secret' is required (the HMAC-SHA256 key)")
+        hooks.append(WebhookConfig(url=url, secret=secret, events=_events(item, where)))
+    if len({h.url for h in hooks}) != len(hooks):
+        raise InvalidInputError("'webhooks': each url once")
+    return tuple(hooks)
+
+
+def _events(item: dict[str, Any], where: str) -> tuple[HookEvent, ...]:
+    events = item.get("events")
+    if events is None:
+        return tuple(HookEvent)
+    known = ", ".join(e.value for e in HookEvent)
+    if not isinstance(events, list) or not events:
+        raise InvalidInputError(f"'{where}.events' must be a non-empty list of: {known}")
+    try:
+        return tuple(dict.fromkeys(HookEvent(e) for e in events))
+    except ValueError as exc:
+        raise InvalidInputError(f"'{where}.events': {exc}; known: {known}") from exc
+
+
+def _jenkins(value: Any, current: IndexConfig) -> str:
+    """`uploadtrigger_jenkins`: a URL; its masked form (as GET shows it) keeps the stored one."""
+    if not isinstance(value, str):
+        raise InvalidInputError("'uploadtrigger_jenkins' must be a URL string (empty: none)")
+    if value and value == mask_url(current.uploadtrigger_jenkins):
+        return current.uploadtrigger_jenkins
+    return value
 
 
 #: the rules of config.check_indexes a PUT/PATCH body is checked for before any other index
@@ -145,6 +240,7 @@ _OWN_FIELD_RULES = {
     IndexRule.PRIVATE_UPSTREAM,
     IndexRule.BAD_UPSTREAM,
     IndexRule.BAD_ACL,
+    IndexRule.BAD_HOOK,
 }
 
 
@@ -171,6 +267,8 @@ def _api_error(problem: IndexProblem) -> InvalidInputError:
             return InvalidInputError(
                 f"'{key}': '{problem.subject}' is not a user name, :ANONYMOUS: or :AUTHENTICATED:"
             )
+        case IndexRule.BAD_HOOK:
+            return InvalidInputError(problem.message)
         case IndexRule.DUPLICATE:
             return InvalidInputError(f"index '{problem.subject}' exists; change it with PATCH")
 
@@ -214,9 +312,9 @@ class IndexStore:
         return [cfg.name for cfg in changed]
 
     async def save(self, cfg: IndexConfig) -> None:
-        """An API save: the index rules, then the mirror's address (400 when denied)."""
+        """An API save: the index rules, then its mirror or hook addresses (400 when denied)."""
         self.check(cfg)
-        if self.check_mirror is not None and cfg.kind is IndexKind.MIRROR:
+        if self.check_mirror is not None:
             await self.check_mirror(cfg)
         await self._save(cfg)
 

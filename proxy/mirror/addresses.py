@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_middlewares import ClientHandlerType
 
-from proxy.config import IndexConfig, UpstreamConfig
+from proxy.config import IndexConfig, IndexKind, UpstreamConfig
 from proxy.errors import InvalidInputError, UpstreamAddressError
 from proxy.model import mask_url
 
@@ -159,3 +159,24 @@ async def check_mirror_url(cfg: UpstreamConfig, index: IndexConfig) -> None:
         raise InvalidInputError(
             f"'mirror_url' of index '{index.name}': address {denied} is denied by {policy.source}"
         )
+
+
+async def check_index_urls(cfg: UpstreamConfig, index: IndexConfig) -> None:
+    """At save time: a mirror's URL, or a private index's hook URLs, obey the address rules.
+
+    Hooks go out on behalf of the index's owner exactly as a mirror's requests do, so the same
+    lists apply (checked again at every delivery, when the connection is made).
+    """
+    if index.kind is IndexKind.MIRROR:
+        await check_mirror_url(cfg, index)
+        return
+    policy = AddressPolicy.for_mirrors(cfg, root=scope_of(index.name) == "root")
+    keyed = [(f"webhooks[{n}].url", h.url) for n, h in enumerate(index.webhooks)]
+    if index.uploadtrigger_jenkins:
+        keyed.append(("uploadtrigger_jenkins", index.uploadtrigger_jenkins))
+    for key, url in keyed:
+        denied = await resolve_denied(policy, urlsplit(url).hostname or "")
+        if denied is not None:
+            raise InvalidInputError(
+                f"'{key}' of index '{index.name}': address {denied} is denied by {policy.source}"
+            )

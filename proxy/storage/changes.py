@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from proxy.errors import ConflictError, NotFoundError, StorageError
+from proxy.model import mask_url
 
 #: the serialization version written into every new changelog entry; 0 marks entries written
 #: before the change model existed (kept for history, not replayable)
@@ -304,7 +305,24 @@ def render_public(change: Change) -> dict[str, Any]:
     data = dataclasses.asdict(change)
     for name in change.secrets:
         data.pop(name, None)
+    if isinstance(change, IndexSaved):
+        data["config"] = _public_index_config(change.config)
     return data
+
+
+def _public_index_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An index's stored config without its secrets: hook secrets, credentials in URLs."""
+    shown = dict(config)
+    for key in ("upstream", "uploadtrigger_jenkins"):
+        if isinstance(shown.get(key), str):
+            shown[key] = mask_url(shown[key])
+    if isinstance(shown.get("webhooks"), list):
+        shown["webhooks"] = [
+            {**h, "url": mask_url(str(h.get("url", ""))), "secret": "***"}
+            for h in shown["webhooks"]
+            if isinstance(h, dict)
+        ]
+    return shown
 
 
 # ---- apply: the only writer of hosted tables ---------------------------------------------------

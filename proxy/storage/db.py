@@ -87,6 +87,21 @@ CREATE INDEX IF NOT EXISTS toxresults_by_project ON toxresults (idx, project);
 CREATE TABLE IF NOT EXISTS blob_aliases (alias TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: this server's own hook queue (proxy/hosted/outbox.py): written in a change's transaction
+#: on a primary only, never in the changelog, replicated or exported
+HOOK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hook_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, idx TEXT NOT NULL, hook TEXT NOT NULL,
+    serial INTEGER NOT NULL, event TEXT NOT NULL, body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hook_events_queue ON hook_events (state, idx, hook, id);
+CREATE TABLE IF NOT EXISTS hook_attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, idx TEXT NOT NULL, hook TEXT NOT NULL,
+    event_id INTEGER NOT NULL, at REAL NOT NULL, status INTEGER, error TEXT NOT NULL,
+    excerpt TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS hook_attempts_by_hook ON hook_attempts (idx, hook, id);
+"""
 #: PRAGMA user_version: 1 is milestone 1's layout; 2 adds changelog.format and blob_aliases;
 #: 3 adds tokens.scopes (JSON list; tokens made before it are upload tokens); 4 adds toxresults
 SCHEMA_VERSION = 4
@@ -136,6 +151,10 @@ class ChangelogEntry:
 Deriver = Callable[[sqlite3.Connection, Change], None]
 #: told of every committed change, on the event loop, after the commit
 Listener = Callable[[int, Change], None]
+#: a primary's step inside `commit`'s transaction (never `replay`'s): called before `apply`, so
+#: it sees what the change removes; the writer it returns gets the new serial and time after the
+#: changelog insert (hooks queue their events so)
+Outbox = Callable[[sqlite3.Connection, Change], Callable[[sqlite3.Connection, int, float], None]]
 
 
 class Database:
@@ -148,6 +167,7 @@ class Database:
         self.serial = 0  #: the latest changelog serial
         self._derivers: list[Deriver] = []
         self._listeners: list[Listener] = []
+        self._outboxes: list[Outbox] = []
         #: set on a read replica (the primary's URL): only `replay` may change hosted state
         self.replica_of: str | None = None
         self._changed: asyncio.Event | None = None  #: set, then replaced, at every commit
@@ -164,6 +184,7 @@ class Database:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
+        conn.executescript(HOOK_SCHEMA)
         migrate(conn)
         self.serial = latest_serial(conn)
         self.identity = identity.settle(conn, self.serial, replica=self.replica_of is not None)
@@ -204,10 +225,17 @@ class Database:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def add_outbox(self, outbox: Outbox) -> None:
+        self._outboxes.append(outbox)
+
     def _commit(self, change: Change, at: float, serial: int | None) -> int:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # a replayed entry (serial given: replicas, import) was announced where it was made
+            writers = (
+                [prepare(conn, change) for prepare in self._outboxes] if serial is None else []
+            )
             apply(conn, change)
             for derive in self._derivers:
                 derive(conn, change)
@@ -216,6 +244,8 @@ class Database:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (serial, at, change.kind.value, change.index, render_change(change), FORMAT),
             )
+            for write in writers:
+                write(conn, int(cursor.lastrowid or 0), at)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
@@ -284,6 +314,9 @@ class Database:
             target = sqlite3.connect(path)
             try:
                 conn.backup(target)
+                with target:  # the hook queue is this server's own, never a replica's
+                    target.execute("DELETE FROM hook_events")
+                    target.execute("DELETE FROM hook_attempts")
             finally:
                 target.close()
             return serial

@@ -17,6 +17,7 @@ from proxy.model import check_file_key, check_filename, normalize, parse_index_n
 from proxy.web import authz, devpi, keys, ui
 from proxy.web.authz import caller
 from proxy.web.common import index_name, read_json
+from proxy.web.hooks import visible_hooks
 from proxy.web.toxresults import file_json
 
 _MAX_SECONDS = 10 * 365 * 86400  #: ten years: longer lifetimes are a mistake, or Infinity
@@ -187,7 +188,7 @@ async def get_index(request: web.Request) -> web.Response:
     if ui.wants_html(request):
         cfg = request.app[keys.INDEXES].config(name)
         data = to_api(cfg, request.app[keys.CONFIG].upstream.url)
-        return await ui.render_index(request, name, data)
+        return await ui.render_index(request, name, data, await visible_hooks(request, cfg))
     if "no_projects" in request.query:  # devpi's double negation
         return _index_response(request, name)
     return _index_response(request, name, projects=await devpi.project_names(request, name))

@@ -72,6 +72,7 @@ ROUTE_OPERATIONS: dict[str, Operation] = {
     "index-put": Op.INDEX_CREATE,
     "index-patch": Op.INDEX_CHANGE,
     "index-delete": Op.INDEX_DELETE,
+    "index-hooks": Op.INDEX_CHANGE,  # the hooks' queues and last attempts; secrets masked
     "explain": Op.READ,
     "file-delete": Op.DELETE_FILES,
     "project": Op.READ,

@@ -158,8 +158,11 @@ def render_search(
 # ---- index and project pages ---------------------------------------------------------------
 
 
-async def render_index(request: web.Request, name: str, data: dict[str, Any]) -> web.Response:
-    """An index: private projects first, then the mirror pages recently asked for."""
+async def render_index(
+    request: web.Request, name: str, data: dict[str, Any], hooks: dict[str, Any] | None = None
+) -> web.Response:
+    """An index: private projects first, then the mirror pages recently asked for; its hooks'
+    queues and last attempts for whom may change it (`hooks`, from web/hooks.py)."""
     listed = await request.app[keys.INDEXES].listing(name, _RECENT_MIRROR_PROJECTS)
     private = [(p.project, p.index) for p in listed if p.kind is IndexKind.PRIVATE]
     mirrored = [(p.project, p.index) for p in listed if p.kind is IndexKind.MIRROR]
@@ -172,7 +175,18 @@ async def render_index(request: web.Request, name: str, data: dict[str, Any]) ->
         private=private,
         mirrored=mirrored,
         snippets=snippets,
+        hooks=_hook_rows(hooks),
     )
+
+
+def _hook_rows(hooks: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Webhooks and the Jenkins trigger as one list of rows for the page."""
+    if hooks is None:
+        return []
+    rows = [{**h, "kind": "webhook"} for h in hooks["webhooks"]]
+    if hooks["jenkins"] is not None:
+        rows.append({**hooks["jenkins"], "kind": "Jenkins", "events": ["upload (sdists)"]})
+    return rows
 
 
 def _sort_key(version: str) -> tuple[int, Version | str]:

@@ -215,3 +215,22 @@ def test_mirrored_files_go_into_the_cache(tmp_path: Path) -> None:
         cached.path.read_bytes()
     )
     assert [r[0] for r in _rows(new, "SELECT filename FROM files")] == ["ours-1.0-py3-none-any.whl"]
+
+
+def test_devpi_jenkins_trigger_carries_over(tmp_path: Path) -> None:
+    """devpi-jenkins's `uploadtrigger_jenkins` is the same option here; a bad one is dropped."""
+    dump = _dump(tmp_path)
+    trigger = "http://127.0.0.1:8080/job/{pkgname}/build"
+
+    def add(data: dict[str, Any]) -> None:
+        data["indexes"]["alice/dev"]["indexconfig"]["uploadtrigger_jenkins"] = trigger
+        data["indexes"]["alice/feature"]["indexconfig"]["uploadtrigger_jenkins"] = "http://h/{x}"
+
+    _edit(dump, add)
+    new = tmp_path / "new"
+    text = "\n".join(import_devpi(dump, new).lines(new))
+    configs = {n: json.loads(c) for n, c in _rows(new, "SELECT name, config FROM indexes")}
+    assert configs["alice/dev"]["uploadtrigger_jenkins"] == trigger
+    assert configs["alice/feature"]["uploadtrigger_jenkins"] == ""
+    assert "alice/feature: uploadtrigger_jenkins dropped" in text
+    assert "alice/dev.uploadtrigger_jenkins" not in text

@@ -462,3 +462,15 @@ async def test_token_scopes_are_validated_and_shown(mirror: Mirror) -> None:
     assert (await made.json())["scopes"] == ["upload"]
     listed = await (await c.get("/+tokens", headers=ROOT)).json()
     assert [t["scopes"] for t in listed["tokens"]] == [["upload"]]
+
+
+async def test_hook_status_takes_index_change(mirror: Mirror, tmp_path: Path) -> None:
+    """`GET /{user}/{index}/+hooks` (receivers' answers) shows to whom may change the index."""
+    world = await make_world(mirror, tmp_path)
+    got = {}
+    for principal in PRINCIPALS:
+        resp = await world.c.get("/alice/dev/+hooks", headers=world.headers[principal])
+        got[principal] = await _status(resp)
+    allowed = EXPECTED[Operation.INDEX_CHANGE]
+    want = {p: 200 if p in allowed else (401 if p == "anon" else 403) for p in PRINCIPALS}
+    assert got == want
