@@ -105,6 +105,10 @@ class RemoteObject:
 
     key: str  #: what the store that answered names it by (a bucket's key; a primary's sha256)
     size: int
+    #: the store can stream a part of it: `first`..`last` (inclusive) asks for that part only
+    ranged: bool = False
+    first: int | None = None
+    last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

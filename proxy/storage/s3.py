@@ -128,11 +128,25 @@ class S3BlobStore:
             return None
         if self.cfg.redirect:
             return Redirect(await self.presign(sha), size)
-        return RemoteObject(self.key_for(sha), size)
+        return RemoteObject(self.key_for(sha), size, ranged=True)
 
     def open_stream(self, blob: RemoteObject) -> AsyncIterator[bytes]:
-        """`blob.key` is the object's key in the bucket: its last part is the sha256."""
+        """`blob.key` is the object's key in the bucket: its last part is the sha256. A part
+        (`first`..`last`) is read as it is, not kept: only whole files go to the disk."""
+        if blob.first is not None and blob.last is not None:
+            return self.stream_part(blob.key, blob.first, blob.last)
         return self.stream(blob.key.rsplit("/", 1)[-1])
+
+    async def stream_part(self, key: str, first: int, last: int) -> AsyncGenerator[bytes, None]:
+        try:
+            got = await self._client.get_object(
+                Bucket=self.cfg.bucket, Key=key, Range=f"bytes={first}-{last}"
+            )
+            async with got["Body"] as body:
+                while chunk := await body.read(CHUNK):
+                    yield chunk
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "get") from exc
 
     # ---- object operations -----------------------------------------------------------------
 

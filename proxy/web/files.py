@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -136,6 +137,18 @@ async def _blob(
         case RemoteObject():
             response = web.StreamResponse(headers=_file_headers())
             response.content_length = blob.size
+            part = parse_range(request.headers["Range"]) if "Range" in request.headers else None
+            if blob.ranged and part is not None:
+                bounds = part.resolve(blob.size)
+                if bounds is None:
+                    raise web.HTTPRequestRangeNotSatisfiable(
+                        headers={"Content-Range": f"bytes */{blob.size}"}
+                    )
+                first, last = bounds
+                blob = dataclasses.replace(blob, first=first, last=last)
+                response.set_status(206)
+                response.headers["Content-Range"] = f"bytes {first}-{last}/{blob.size}"
+                response.content_length = last - first + 1
             await response.prepare(request)
             if request.method != "HEAD":
                 chunks = stream(blob)

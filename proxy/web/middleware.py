@@ -152,8 +152,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if status < 400:
             raise
         response = error_response(request, status, exc.reason)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
+        for header in ("Allow", "Content-Range"):  # a 405's methods, a 416's length
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
         return response
     except WheelwellError as exc:
         status = status_for(exc)

@@ -98,15 +98,22 @@ def test_uploads_and_mirror_files_live_in_the_bucket(
     daemon.stop()
     _wipe_disk(daemon)
     daemon = _start(daemon_factory, fake_index_server, store, again=daemon)
+    url = f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}"
+    body = ours.path.read_bytes()
+    ranged = http_get(url, {"Range": "bytes=10-19"})  # from the bucket: just those bytes
+    assert ranged.status == 206 and ranged.body == body[10:20]
+    assert ranged.headers["Content-Range"] == f"bytes 10-19/{len(body)}"
+    assert http_get(url, {"Range": "bytes=-5"}).body == body[-5:]
+    beyond = http_get(url, {"Range": f"bytes={len(body)}-"})
+    assert beyond.status == 416 and beyond.headers["Content-Range"] == f"bytes */{len(body)}"
+    local = daemon.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
+    assert not local.exists()  # a part is not a copy
     warm = tmp_path / "warm"
     pip_install(clients, daemon, "root/public", warm, "ours", "alpha")
     assert installed_versions(clients, warm, "ours", "alpha") == ["1.0", "1.0"]
-    local = daemon.data_dir / "blobs" / ours.sha256[:2] / ours.sha256
-    assert local.read_bytes() == ours.path.read_bytes()  # streamed through, cached on the way
-    ranged = http_get(
-        f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}", {"Range": "bytes=0-9"}
-    )
-    assert ranged.status == 206 and ranged.body == ours.path.read_bytes()[:10]
+    assert local.read_bytes() == body  # streamed through, kept on the way
+    ranged = http_get(url, {"Range": "bytes=0-9"})  # now from the disk copy
+    assert ranged.status == 206 and ranged.body == body[:10]
 
 
 def test_presigned_redirects_are_followed_by_pip_and_uv(
