@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,20 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: another writer created the key first (412), or is completing it right now (409, AWS)
+_TAKEN = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
+#: a store that does not know conditional writes: put as before, content-addressed anyway
+_NO_CONDITIONS = frozenset({"501", "NotImplemented"})
+_DELETE_BATCH = 1000  #: the most keys one DeleteObjects takes
+
+
+@dataclass(frozen=True, slots=True)
+class BucketObject:
+    """One blob in the bucket, as a listing gives it."""
+
+    sha256: str
+    size: int
+    modified: float  #: epoch seconds of its put
 
 
 class S3BlobStore:
@@ -56,6 +71,10 @@ class S3BlobStore:
         self._session: AioSession = get_session()
         self._exit: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        self._conditional = True  #: cleared when the store refuses If-None-Match
+        #: who keeps the bucket's accounting (bucket eviction): told of every put and read
+        self.on_put: Callable[[str, int, bool], None] | None = None
+        self.on_read: Callable[[str], None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -92,6 +111,13 @@ class S3BlobStore:
     def key_for(self, sha256: str) -> str:
         return f"{self.cfg.prefix}blobs/{sha256[:2]}/{sha256}"
 
+    @property
+    def blob_prefix(self) -> str:
+        return f"{self.cfg.prefix}blobs/"
+
+    def quarantine_key(self, sha256: str) -> str:
+        return f"{self.cfg.prefix}quarantine/{sha256}"
+
     def _error(self, exc: BaseException, what: str) -> ObjectStoreError:
         if self.metrics is not None:
             self.metrics.object_store_errors.labels(what).inc()
@@ -105,17 +131,20 @@ class S3BlobStore:
     async def commit(self, temp: TempBlob, aliases: tuple[str, ...] = ()) -> BlobLocation:
         """Verified on disk first (the local commit), then put into the bucket."""
         stored = await self.local.commit(temp, aliases)
-        await self.put(stored)
+        await self.put(stored, hosted=True)
         return stored
 
     async def store_bytes(self, data: bytes, aliases: tuple[str, ...] = ()) -> BlobLocation:
         stored = await self.local.store_bytes(data, aliases)
-        await self.put(stored)
+        await self.put(stored, hosted=True)
         return stored
 
     async def locate(self, key: str) -> BlobLocation | None:
         """On this disk: sendfile. Else the bucket's object, streamed or redirected to."""
         stored = await self.local.locate(key)
+        if isinstance(stored, LocalFile):
+            self._read(stored.path.name)
+            return stored
         if stored is not None:
             return stored
         sha = key if is_sha256(key) else None
@@ -126,6 +155,7 @@ class S3BlobStore:
         size = await self.size_of(sha)
         if size is None:
             return None
+        self._read(sha)
         if self.cfg.redirect:
             return Redirect(await self.presign(sha), size)
         return RemoteObject(self.key_for(sha), size, ranged=True)
@@ -170,33 +200,65 @@ class S3BlobStore:
         )
         return url
 
-    async def put(self, stored: LocalFile) -> None:
-        """Put a verified local file under its sha256, unless the bucket has it already."""
-        sha = stored.path.name
-        if await self.size_of(sha) == stored.size:
-            return  # content-addressed: the same bytes (another replica, an earlier put)
-        key = self.key_for(sha)
-        try:
-            if stored.size <= self.cfg.part_size:
-                body = await asyncio.get_running_loop().run_in_executor(
-                    None, stored.path.read_bytes
-                )
-                await self._client.put_object(Bucket=self.cfg.bucket, Key=key, Body=body)
-            else:
-                await self._put_multipart(stored.path, key)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "put") from exc
-        if self.metrics is not None:
-            self.metrics.object_store_bytes_put.inc(stored.size)
+    def _read(self, sha256: str) -> None:
+        if self.on_read is not None:
+            self.on_read(sha256)
 
-    async def _put_multipart(self, path: Path, key: str) -> None:
+    async def put(self, stored: LocalFile, *, hosted: bool = False) -> bool:
+        """Put a verified local file under its sha256, unless the bucket has it already.
+
+        The put is a conditional create (If-None-Match: *), so of two servers putting the
+        same blob at once (a primary and a replica on one bucket) one uploads and the other
+        learns it lost; True when this call created the object.
+        """
+        sha = stored.path.name
+        created = False
+        if await self.size_of(sha) != stored.size:
+            created = await self._create(stored, self.key_for(sha))
+        if self.on_put is not None:
+            self.on_put(sha, stored.size, hosted)
+        if created and self.metrics is not None:
+            self.metrics.object_store_bytes_put.inc(stored.size)
+        return created
+
+    async def _create(self, stored: LocalFile, key: str) -> bool:
+        try:
+            try:
+                await self._upload(stored, key, self._conditions())
+            except ClientError as exc:
+                if self._conditional and _code(exc) in _NO_CONDITIONS:
+                    self._conditional = False
+                    log.info("object store %s takes no conditional puts", self.where)
+                    await self._upload(stored, key, {})
+                else:
+                    raise
+        except ClientError as exc:
+            if _code(exc) in _TAKEN:
+                return False  # another writer made it (or is making it): same bytes
+            raise self._error(exc, "put") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "put") from exc
+        return True
+
+    def _conditions(self) -> dict[str, str]:
+        return {"IfNoneMatch": "*"} if self._conditional else {}
+
+    async def _upload(self, stored: LocalFile, key: str, conditions: dict[str, str]) -> None:
+        if stored.size <= self.cfg.part_size:
+            body = await asyncio.get_running_loop().run_in_executor(None, stored.path.read_bytes)
+            await self._client.put_object(Bucket=self.cfg.bucket, Key=key, Body=body, **conditions)
+        else:
+            await self._put_multipart(stored.path, key, conditions)
+
+    async def _put_multipart(self, path: Path, key: str, conditions: dict[str, str]) -> None:
         """Parts of `part_size`; the object appears only at completion, aborted otherwise."""
         made = await self._client.create_multipart_upload(Bucket=self.cfg.bucket, Key=key)
         upload_id = made["UploadId"]
         loop = asyncio.get_running_loop()
         try:
             parts = []
-            with path.open("rb") as fh:
+            fh = await loop.run_in_executor(None, path.open, "rb")
+            try:
                 number = 1
                 while data := await loop.run_in_executor(None, fh.read, self.cfg.part_size):
                     done = await self._client.upload_part(
@@ -208,11 +270,14 @@ class S3BlobStore:
                     )
                     parts.append({"ETag": done["ETag"], "PartNumber": number})
                     number += 1
+            finally:
+                await loop.run_in_executor(None, fh.close)
             await self._client.complete_multipart_upload(
                 Bucket=self.cfg.bucket,
                 Key=key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                **conditions,
             )
         except BaseException:
             with contextlib.suppress(ClientError, BotoCoreError):
@@ -247,6 +312,88 @@ class S3BlobStore:
             raise
         if held:
             yield held
+
+    # ---- the bucket as a whole: eviction, verify, scrubbing, cleanup ----------------------
+
+    async def objects(self) -> AsyncGenerator[BucketObject, None]:
+        """Every blob in the bucket, in key order (pages of 1,000 keys)."""
+        try:
+            pages = self._client.get_paginator("list_objects_v2")
+            async for page in pages.paginate(Bucket=self.cfg.bucket, Prefix=self.blob_prefix):
+                for item in page.get("Contents", ()):
+                    sha = str(item["Key"]).rsplit("/", 1)[-1]
+                    if is_sha256(sha):
+                        yield BucketObject(sha, int(item["Size"]), item["LastModified"].timestamp())
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "list") from exc
+
+    async def delete(self, shas: list[str]) -> None:
+        """Remove these blobs from the bucket (not from this disk), 1,000 keys a request."""
+        try:
+            for start in range(0, len(shas), _DELETE_BATCH):
+                batch = shas[start : start + _DELETE_BATCH]
+                keys = [{"Key": self.key_for(sha)} for sha in batch]
+                await self._client.delete_objects(
+                    Bucket=self.cfg.bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "delete") from exc
+
+    async def quarantine(self, sha256: str) -> str:
+        """Move a corrupt blob to `{prefix}quarantine/`, where no read finds it; its new key."""
+        target = self.quarantine_key(sha256)
+        try:
+            await self._client.copy_object(
+                Bucket=self.cfg.bucket,
+                Key=target,
+                CopySource={"Bucket": self.cfg.bucket, "Key": self.key_for(sha256)},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "copy") from exc
+        await self.delete([sha256])
+        return target
+
+    async def digest(
+        self, sha256: str, pace: Callable[[int], Awaitable[None]] | None = None
+    ) -> str | None:
+        """The sha256 of the object's bytes as the bucket returns them; None if it is gone.
+
+        `pace(n)` is awaited after each chunk of n bytes (the scrubber's rate limit).
+        """
+        digest = hashlib.sha256()
+        try:
+            got = await self._client.get_object(Bucket=self.cfg.bucket, Key=self.key_for(sha256))
+            async with got["Body"] as body:
+                while chunk := await body.read(CHUNK):
+                    digest.update(chunk)
+                    if pace is not None:
+                        await pace(len(chunk))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise self._error(exc, "get") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "get") from exc
+        return digest.hexdigest()
+
+    async def abort_stale_uploads(self, older_than: float) -> int:
+        """Abort multipart uploads under our prefix started more than `older_than` seconds
+        ago (a server killed mid-put leaves its parts behind, billed); how many."""
+        cutoff = time.time() - older_than
+        aborted = 0
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads")
+            async for page in pages.paginate(Bucket=self.cfg.bucket, Prefix=self.blob_prefix):
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"].timestamp() > cutoff:
+                        continue
+                    await self._client.abort_multipart_upload(
+                        Bucket=self.cfg.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "abort uploads") from exc
+        return aborted
 
 
 def _code(exc: ClientError) -> str:
@@ -338,7 +485,10 @@ async def migrate(store: S3BlobStore, *, parallel: int = 4) -> Migration:
             path = local.find(sha)
             if path is None:
                 return  # evicted meanwhile
-            size = path.stat().st_size
+            try:
+                size = (await loop.run_in_executor(None, path.stat)).st_size
+            except FileNotFoundError:
+                return  # evicted meanwhile
             if await store.size_of(sha) == size:
                 done.present += 1
                 return
