@@ -53,6 +53,7 @@ from proxy.mirror.ranges import RangeCache
 from proxy.mirror.upstream import UpstreamClient, new_session
 from proxy.model import IndexName, mask_url
 from proxy.storage.blobs import BlobAliases, BlobStore, LocalBlobStore
+from proxy.storage.bucketkeeper import BucketKeeper
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
@@ -166,6 +167,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache
+    keeper = None
+    store = app[keys.STORE]
+    if isinstance(store, S3BlobStore) and cfg.replication.role is not Role.REPLICA:
+        keeper = BucketKeeper(
+            store,
+            db.path,
+            app[keys.METRICS],
+            cfg.storage.max_size,
+            stale_uploads=cfg.storage.s3.stale_uploads,
+        )
+        keeper.start()
+        app[keys.BUCKET] = keeper
     scrubber = None
     if cfg.storage.scrub and cfg.storage.scrub_rate > 0:
         scrubber = Scrubber(
@@ -183,6 +196,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     renderer.close()
     if scrubber is not None:
         await scrubber.close()
+    if keeper is not None:
+        await keeper.close()
     await app[keys.SEARCH].close()
     await cache.close()
     await app[keys.AUTH].close()

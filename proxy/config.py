@@ -98,12 +98,15 @@ class S3Config:
     cache_size: ByteSize = 0
     connect_timeout: Seconds = 10.0
     read_timeout: Seconds = 60.0
+    #: the primary aborts multipart uploads older than this (cut off by a crash); 0: never
+    stale_uploads: Seconds = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     data_dir: Path = Path("data")
-    #: upper bound for cached mirror files (e.g. 50GB); 0 means unbounded. Hosted files never count
+    #: upper bound for cached mirror files (e.g. 50GB); 0 means unbounded. Hosted files never count.
+    #: With backend s3 it bounds the bucket (the primary evicts), s3.cache_size this disk
     max_size: ByteSize = 0
     wheelhouse_poll: Seconds = 2.0  #: how often wheelhouse directories are looked at
     #: /+ready answers 503 while the data dir's file system has less free space; 0 disables

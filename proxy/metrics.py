@@ -134,6 +134,21 @@ class Metrics:
             "Bytes of verified blobs put into the object store",
             registry=r,
         )
+        self.object_store_bytes = Gauge(
+            "wheelwell_object_store_bytes",
+            "Bytes of the blobs in the object store, as the primary accounts them",
+            registry=r,
+        )
+        self.object_store_files = Gauge(
+            "wheelwell_object_store_files",
+            "Blobs in the object store, as the primary accounts them",
+            registry=r,
+        )
+        self.object_store_evictions = Counter(
+            "wheelwell_object_store_evictions_total",
+            "Mirror files deleted from the object store to honour storage.max_size",
+            registry=r,
+        )
         self.damaged_served = Counter(
             "wheelwell_blob_damaged_total",
             "Stored files refused at serve time because their size is wrong, by index kind",

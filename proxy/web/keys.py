@@ -23,6 +23,7 @@ from proxy.metrics import Metrics
 from proxy.mirror.fetch import Fetcher
 from proxy.mirror.upstream import UpstreamClient
 from proxy.storage.blobs import BlobStore, LocalBlobStore
+from proxy.storage.bucketkeeper import BucketKeeper
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 
@@ -41,6 +42,8 @@ UPLOADS = web.AppKey("wheelwell.uploads", Uploads)
 TOXRESULTS = web.AppKey("wheelwell.toxresults", ToxResults)
 SEARCH = web.AppKey("wheelwell.search", SearchIndex)
 CACHE = web.AppKey("wheelwell.cache", CacheManager)
+#: with backend s3 on a primary or standalone server: the bucket's accounting
+BUCKET = web.AppKey("wheelwell.bucket", BucketKeeper)
 STARTED_AT = web.AppKey("wheelwell.started_at", float)
 TEMPLATES = web.AppKey("wheelwell.templates", jinja2.Environment)
 DESCRIPTIONS = web.AppKey("wheelwell.descriptions", DescriptionRenderer)

@@ -92,6 +92,8 @@ async def status(request: web.Request) -> web.Response:
             "keep_free": app[keys.CONFIG].storage.keep_free,
         },
     }
+    if keys.BUCKET in app:
+        data["bucket"] = app[keys.BUCKET].report()
     if keys.REPLICAS in app:
         data["replicas"] = app[keys.REPLICAS].report()
         data["snapshots"] = app[keys.SNAPSHOTS].report()

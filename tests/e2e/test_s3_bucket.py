@@ -5,9 +5,12 @@ mirror objects to honour `storage.max_size`, and abandoned multipart uploads cle
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,13 @@ from proxy.config import S3Addressing, S3Config
 from proxy.metrics import Metrics
 from proxy.storage.blobs import LocalBlobStore, LocalFile
 from proxy.storage.s3 import S3BlobStore
+from tests.conftest import Clients, Daemon, DaemonFactory, http_get
+from tests.e2e.conftest import ROOT, twine_upload
+from tests.e2e.test_disk_faults import metric
+from tests.e2e.test_upstream_failures import file_url
+from tests.fakes.dists import build_wheel
+from tests.fakes.index import FakeIndex, ThreadedServer
+from tests.polling import wait_until
 from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, seaweedfs
 
 
@@ -71,3 +81,74 @@ async def test_two_servers_putting_one_blob_at_once_upload_it_once(
     assert _put_bytes(one) + _put_bytes(two) == size
     assert await one.size_of(first.path.name) == size
     assert await one.digest(first.path.name) == first.path.name
+
+
+def _start(
+    factory: DaemonFactory, upstream: ThreadedServer, store: SeaweedFS, **storage: Any
+) -> Daemon:
+    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
+    s3.update(storage.pop("s3", {}))
+    return factory(
+        upstream.url, {"storage": {"backend": "s3", "s3": s3, **storage}}, env=CREDENTIALS
+    )
+
+
+def _bucket(store: SeaweedFS) -> set[str]:
+    return {key.rsplit("/", 1)[1] for key in store.keys("ww/blobs/")}
+
+
+def test_max_size_evicts_the_least_recently_used_mirror_objects_from_the_bucket(
+    store: SeaweedFS,
+    daemon_factory: DaemonFactory,
+    clients: Clients,
+    tmp_path: Path,
+) -> None:
+    fake = FakeIndex(tmp_path / "upstream")
+    mirrored = [build_wheel(tmp_path / "d", f"m{n}", "1.0", payload_size=60_000) for n in range(5)]
+    for wheel in mirrored:
+        fake.add(wheel)
+    with ThreadedServer(fake.app) as upstream:
+        daemon = _start(daemon_factory, upstream, store, max_size="200KB")
+        ours = build_wheel(tmp_path / "ours", "ours", "1.0", payload_size=60_000)
+        twine_upload(clients, f"{daemon.url}/root/public/", ROOT, ours.path)
+        for wheel in mirrored:  # m0 first: the least recently used
+            assert http_get(file_url(daemon, wheel.name, wheel.filename)).status == 200
+
+        def evicted() -> bool:
+            held = _bucket(store)
+            return mirrored[0].sha256 not in held and mirrored[-1].sha256 in held
+
+        wait_until(evicted, timeout=30, message="the oldest mirror object evicted")
+        held = _bucket(store)
+        assert ours.sha256 in held  # an upload never goes
+        assert sum(len(store.get(f"ww/blobs/{sha[:2]}/{sha}")) for sha in held) <= 200_000
+        assert not (
+            daemon.data_dir / "blobs" / mirrored[0].sha256[:2] / mirrored[0].sha256
+        ).exists()
+        assert metric(daemon, "wheelwell_object_store_evictions_total") >= 1
+        status = json.loads(http_get(daemon.url + "/+status", {"Accept": "application/json"}).body)
+        assert status["bucket"]["listed"] and status["bucket"]["bytes"] <= 200_000
+
+        path = f"/files/{mirrored[0].filename}"
+        assert fake.hits(path) == 1
+        again = http_get(file_url(daemon, mirrored[0].name, mirrored[0].filename))
+        assert again.status == 200 and again.body == mirrored[0].path.read_bytes()
+        assert fake.hits(path) == 2  # evicted everywhere: fetched from upstream again
+        hosted = http_get(f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}")
+        assert hosted.status == 200 and hosted.body == ours.path.read_bytes()
+
+
+def test_abandoned_multipart_uploads_are_aborted_at_start(
+    store: SeaweedFS, daemon_factory: DaemonFactory, fake_index_server: ThreadedServer
+) -> None:
+    store.request("POST", f"/{BUCKET}/ww/blobs/ab/{'ab' * 32}?uploads")  # a put cut off
+    store.request("POST", f"/{BUCKET}/elsewhere/x?uploads")  # not ours: left alone
+    assert store.request("GET", f"/{BUCKET}?uploads").decode().count("<Upload>") == 2
+    time.sleep(1.5)
+    _start(daemon_factory, fake_index_server, store, s3={"stale_uploads": "1s"})
+
+    def left() -> str:
+        return store.request("GET", f"/{BUCKET}?uploads").decode()
+
+    wait_until(lambda: left().count("<Upload>") == 1, timeout=30, message="ours aborted")
+    assert "elsewhere/x" in left()
