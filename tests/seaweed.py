@@ -14,8 +14,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import free_port, terminate
+from tests.conftest import Daemon, DaemonFactory, free_port, terminate
+from tests.fakes.index import ThreadedServer
 from tests.polling import wait_until
 
 WEED = Path(sys.executable).with_name("weed")
@@ -114,3 +116,29 @@ def seaweedfs(workdir: Path) -> SeaweedFS:
     for name in _PORTS:
         ports[name], ports[name + ".grpc"] = free_port(), free_port()
     return SeaweedFS(workdir, ports)
+
+
+PREFIX = "ww/"
+
+
+def on_bucket(
+    factory: DaemonFactory,
+    upstream: ThreadedServer,
+    store: SeaweedFS,
+    *,
+    again: Daemon | None = None,
+    storage: dict[str, Any] | None = None,
+    **s3: Any,
+) -> Daemon:
+    """A daemon on the bucket (`s3`: more storage.s3 keys, `storage`: more storage keys);
+    `again`: on that daemon's data dir (stopped before)."""
+    keys = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": PREFIX, "addressing": "path"}
+    section: dict[str, Any] = {"backend": "s3", "s3": {**keys, **s3}, **(storage or {})}
+    if again is not None:
+        section["data_dir"] = str(again.data_dir)
+    return factory(upstream.url, {"storage": section}, env=CREDENTIALS)
+
+
+def blob_keys(store: SeaweedFS) -> set[str]:
+    """The sha256s the bucket holds."""
+    return {key.rsplit("/", 1)[1] for key in store.keys(PREFIX + "blobs/")}

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tests.conftest import ROOT_PASSWORD as ROOT_PASSWORD
 from tests.fakes.dists import Built
 from tests.fakes.index import JSON_TYPE
 from tests.polling import wait_until
+from tests.seaweed import SeaweedFS, seaweedfs
 
 ROOT = ("root", ROOT_PASSWORD)
 Credentials = tuple[str, str]
@@ -289,3 +290,12 @@ def devpi(daemon: Daemon, tmp_path: Path) -> Devpi:
     home = tmp_path / "devpi-home"
     home.mkdir()
     return Devpi(home, daemon)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) on 127.0.0.1, its bucket made."""
+    server = seaweedfs(tmp_path / "seaweedfs")
+    server.start()  # before any AWS_* reaches an environment: SeaweedFS given them checks them
+    yield server
+    server.stop()

@@ -14,11 +14,8 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
 import yaml
 
 from tests.conftest import Clients, Daemon, DaemonFactory, Dists, clean_env, http_get
@@ -27,34 +24,7 @@ from tests.e2e.test_replication import SECRET, _status, _wait_caught_up
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
 from tests.polling import wait_until
-from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, seaweedfs
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SeaweedFS]:
-    server = seaweedfs(tmp_path / "seaweedfs")
-    server.start()
-    yield server
-    server.stop()
-
-
-def _start(
-    factory: DaemonFactory,
-    upstream: ThreadedServer,
-    store: SeaweedFS,
-    again: Daemon | None = None,
-    **extra: Any,
-) -> Daemon:
-    """A daemon on the bucket; `again`: on that daemon's data dir (stopped before)."""
-    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
-    storage: dict[str, Any] = {"backend": "s3", "s3": {**s3, **extra}}
-    if again is not None:
-        storage["data_dir"] = str(again.data_dir)
-    return factory(upstream.url, {"storage": storage}, env=CREDENTIALS)
-
-
-def _blob_keys(store: SeaweedFS) -> set[str]:
-    return {key.rsplit("/", 1)[1] for key in store.keys("ww/blobs/")}
+from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, blob_keys, on_bucket
 
 
 def _redirect_of(url: str) -> tuple[int, str]:
@@ -83,13 +53,13 @@ def test_uploads_and_mirror_files_live_in_the_bucket(
     dists: Dists,
     tmp_path: Path,
 ) -> None:
-    daemon = _start(daemon_factory, fake_index_server, store)
+    daemon = on_bucket(daemon_factory, fake_index_server, store)
     ours = build_wheel(tmp_path / "dists", "ours", "1.0")
     twine_upload(clients, f"{daemon.url}/root/public/", ROOT, ours.path)
     cold = tmp_path / "cold"
     pip_install(clients, daemon, "root/public", cold, "ours", "alpha")  # alpha: from the mirror
     assert installed_versions(clients, cold, "ours", "alpha") == ["1.0", "1.0"]
-    keys = _blob_keys(store)
+    keys = blob_keys(store)
     assert {ours.sha256, dists.alpha.sha256, dists.beta2.sha256} <= keys
     assert store.get(f"ww/blobs/{ours.sha256[:2]}/{ours.sha256}") == ours.path.read_bytes()
     for key in keys:  # every object is the verified bytes of its name
@@ -97,12 +67,13 @@ def test_uploads_and_mirror_files_live_in_the_bucket(
 
     daemon.stop()
     _wipe_disk(daemon)
-    daemon = _start(daemon_factory, fake_index_server, store, again=daemon)
+    daemon = on_bucket(daemon_factory, fake_index_server, store, again=daemon)
     url = f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}"
     body = ours.path.read_bytes()
     ranged = http_get(url, {"Range": "bytes=10-19"})  # from the bucket: just those bytes
     assert ranged.status == 206 and ranged.body == body[10:20]
     assert ranged.headers["Content-Range"] == f"bytes 10-19/{len(body)}"
+    assert ranged.headers["Accept-Ranges"] == "bytes"
     assert http_get(url, {"Range": "bytes=-5"}).body == body[-5:]
     beyond = http_get(url, {"Range": f"bytes={len(body)}-"})
     assert beyond.status == 416 and beyond.headers["Content-Range"] == f"bytes */{len(body)}"
@@ -123,12 +94,12 @@ def test_presigned_redirects_are_followed_by_pip_and_uv(
     clients: Clients,
     tmp_path: Path,
 ) -> None:
-    first = _start(daemon_factory, fake_index_server, store, redirect=True)
+    first = on_bucket(daemon_factory, fake_index_server, store, redirect=True)
     ours = build_wheel(tmp_path / "dists", "ours", "2.0")
     twine_upload(clients, f"{first.url}/root/public/", ROOT, ours.path)
     first.stop()
     _wipe_disk(first)
-    daemon = _start(daemon_factory, fake_index_server, store, again=first, redirect=True)
+    daemon = on_bucket(daemon_factory, fake_index_server, store, again=first, redirect=True)
     url = f"{daemon.url}/root/public/+f/{ours.sha256}/{ours.filename}"
     status, location = _redirect_of(url)
     assert status == 302
@@ -149,7 +120,7 @@ def test_a_store_that_is_down(
     clients: Clients,
     tmp_path: Path,
 ) -> None:
-    daemon = _start(daemon_factory, fake_index_server, store, read_timeout="1s")
+    daemon = on_bucket(daemon_factory, fake_index_server, store, read_timeout="1s")
     store.pause()
     refused = post_upload(f"{daemon.url}/root/public/", build_wheel(tmp_path / "d", "down", "1.0"))
     assert refused.status == 503, refused.body
@@ -161,7 +132,7 @@ def test_a_store_that_is_down(
     store.resume()  # back: the upload now lands, in the bucket too
     later = build_wheel(tmp_path / "d2", "down", "1.0")
     assert post_upload(f"{daemon.url}/root/public/", later).status == 200
-    assert later.sha256 in _blob_keys(store)
+    assert later.sha256 in blob_keys(store)
 
 
 def test_migrate_a_local_store_then_switch(
@@ -185,14 +156,14 @@ def test_migrate_a_local_store_then_switch(
     moved = _wheelwell(*argv, "--data-dir", str(local.data_dir))  # while it runs
     assert moved.returncode == 1, moved.stderr  # one file failed its hash
     assert f"not copied, fails its sha256: {dists.beta2.sha256}" in moved.stdout
-    keys = _blob_keys(store)
+    keys = blob_keys(store)
     assert {ours.sha256, dists.alpha.sha256} <= keys and dists.beta2.sha256 not in keys
     again = _wheelwell(*argv, "--data-dir", str(local.data_dir))
     assert "copied 0 files" in again.stdout  # idempotent
 
     local.stop()
     _wipe_disk(local)
-    daemon = _start(daemon_factory, fake_index_server, store, again=local)
+    daemon = on_bucket(daemon_factory, fake_index_server, store, again=local)
     target = tmp_path / "t2"
     pip_install(clients, daemon, "root/public", target, "ours", "alpha")  # beta: from upstream
     assert installed_versions(clients, target, "ours", "alpha") == ["3.0", "1.0"]
@@ -254,7 +225,7 @@ def test_the_disk_copies_are_bounded_and_read_back_from_the_bucket(
     clients: Clients,
     tmp_path: Path,
 ) -> None:
-    daemon = _start(daemon_factory, fake_index_server, store, cache_size="100KB")
+    daemon = on_bucket(daemon_factory, fake_index_server, store, cache_size="100KB")
     built = [
         build_wheel(tmp_path / f"d{n}", f"big{n}", "1.0", payload_size=40_000) for n in range(4)
     ]
@@ -266,7 +237,7 @@ def test_the_disk_copies_are_bounded_and_read_back_from_the_bucket(
         return sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
 
     wait_until(lambda: on_disk() <= 100_000, timeout=30, message="the disk copies evicted")
-    assert {w.sha256 for w in built} <= _blob_keys(store)  # the bucket keeps every one
+    assert {w.sha256 for w in built} <= blob_keys(store)  # the bucket keeps every one
     target = tmp_path / "target"
     names = [w.name for w in built]
     pip_install(clients, daemon, "root/public", target, *names)
@@ -280,7 +251,7 @@ def test_a_file_larger_than_a_part_goes_up_in_parts(
     clients: Clients,
     tmp_path: Path,
 ) -> None:
-    daemon = _start(daemon_factory, fake_index_server, store, part_size="5MiB")
+    daemon = on_bucket(daemon_factory, fake_index_server, store, part_size="5MiB")
     large = build_wheel(tmp_path / "dists", "large", "1.0", payload_size=12_000_000)
     twine_upload(clients, f"{daemon.url}/root/public/", ROOT, large.path)
     key = f"ww/blobs/{large.sha256[:2]}/{large.sha256}"

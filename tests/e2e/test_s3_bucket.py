@@ -8,9 +8,8 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,22 +17,14 @@ from proxy.config import S3Addressing, S3Config
 from proxy.metrics import Metrics
 from proxy.storage.blobs import LocalBlobStore, LocalFile
 from proxy.storage.s3 import S3BlobStore
-from tests.conftest import Clients, Daemon, DaemonFactory, http_get
+from tests.conftest import Clients, DaemonFactory, http_get
 from tests.e2e.conftest import ROOT, twine_upload
 from tests.e2e.test_disk_faults import metric
 from tests.e2e.test_upstream_failures import file_url
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import FakeIndex, ThreadedServer
 from tests.polling import wait_until
-from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, seaweedfs
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SeaweedFS]:
-    server = seaweedfs(tmp_path / "seaweedfs")
-    server.start()  # before the credentials: SeaweedFS given AWS_* in its environment checks them
-    yield server
-    server.stop()
+from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, blob_keys, on_bucket
 
 
 @pytest.fixture
@@ -83,20 +74,6 @@ async def test_two_servers_putting_one_blob_at_once_upload_it_once(
     assert await one.digest(first.path.name) == first.path.name
 
 
-def _start(
-    factory: DaemonFactory, upstream: ThreadedServer, store: SeaweedFS, **storage: Any
-) -> Daemon:
-    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
-    s3.update(storage.pop("s3", {}))
-    return factory(
-        upstream.url, {"storage": {"backend": "s3", "s3": s3, **storage}}, env=CREDENTIALS
-    )
-
-
-def _bucket(store: SeaweedFS) -> set[str]:
-    return {key.rsplit("/", 1)[1] for key in store.keys("ww/blobs/")}
-
-
 def test_max_size_evicts_the_least_recently_used_mirror_objects_from_the_bucket(
     store: SeaweedFS,
     daemon_factory: DaemonFactory,
@@ -108,18 +85,18 @@ def test_max_size_evicts_the_least_recently_used_mirror_objects_from_the_bucket(
     for wheel in mirrored:
         fake.add(wheel)
     with ThreadedServer(fake.app) as upstream:
-        daemon = _start(daemon_factory, upstream, store, max_size="200KB")
+        daemon = on_bucket(daemon_factory, upstream, store, storage={"max_size": "200KB"})
         ours = build_wheel(tmp_path / "ours", "ours", "1.0", payload_size=60_000)
         twine_upload(clients, f"{daemon.url}/root/public/", ROOT, ours.path)
         for wheel in mirrored:  # m0 first: the least recently used
             assert http_get(file_url(daemon, wheel.name, wheel.filename)).status == 200
 
         def evicted() -> bool:
-            held = _bucket(store)
+            held = blob_keys(store)
             return mirrored[0].sha256 not in held and mirrored[-1].sha256 in held
 
         wait_until(evicted, timeout=30, message="the oldest mirror object evicted")
-        held = _bucket(store)
+        held = blob_keys(store)
         assert ours.sha256 in held  # an upload never goes
         assert sum(len(store.get(f"ww/blobs/{sha[:2]}/{sha}")) for sha in held) <= 200_000
         assert not (
@@ -145,7 +122,7 @@ def test_abandoned_multipart_uploads_are_aborted_at_start(
     store.request("POST", f"/{BUCKET}/elsewhere/x?uploads")  # not ours: left alone
     assert store.request("GET", f"/{BUCKET}?uploads").decode().count("<Upload>") == 2
     time.sleep(1.5)
-    _start(daemon_factory, fake_index_server, store, s3={"stale_uploads": "1s"})
+    on_bucket(daemon_factory, fake_index_server, store, stale_uploads="1s")
 
     def left() -> str:
         return store.request("GET", f"/{BUCKET}?uploads").decode()
