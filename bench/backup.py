@@ -8,9 +8,7 @@ peak RSS read from the kernel (`wait4`'s ru_maxrss).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import BenchError
-from bench.replication import RELEASES, Daemon, Uploader, _clean_env, _wheels, encode_upload
+from bench.replication import RELEASES, Uploader, _clean_env, fresh_work, standalone
 from bench.report import Check, splice, table
-from bench.servers import REPO, WORK
+from bench.servers import REPO
 
 HEADING = "## 11. Export and import of the whole server"
 RSS_LIMIT_MB = 150.0
@@ -67,16 +65,9 @@ def _run(argv: Sequence[str | Path]) -> Step:
 
 
 def measure_backup(say: Callable[[str], None] = lambda _: None) -> BackupResult:
-    work = WORK / "servers" / "backup"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    bodies = [encode_upload(w) for w in _wheels(work / "wheels", 0, RELEASES)]
-    daemon = Daemon("server", work, {})
+    work, bodies = fresh_work("backup", RELEASES)
     archive = work / "export.tar.zst"
-    with contextlib.ExitStack() as stack:
-        stack.callback(daemon.stop)
-        daemon.start()
-        daemon.wait_healthy()
+    with standalone(work) as daemon:
         say(f"backup: {RELEASES:,} releases into the server")
         Uploader(daemon.base).send(bodies, 1)
         say("backup: export while it runs")

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import http.client
 import json
-import shutil
 import socket
 import statistics
 import threading
@@ -22,9 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from bench.procs import BenchError
-from bench.replication import ROOT_PASSWORD, Daemon, _wheels, encode_upload
+from bench.replication import ROOT_PASSWORD, fresh_work, standalone
 from bench.report import Check, splice, table
-from bench.servers import WORK
 
 HEADING = "## 12. Upload latency with hung webhooks"
 HOOKS = 5
@@ -98,18 +96,12 @@ class Client:
 
 
 def measure_hooks(say: Callable[[str], None] = lambda _: None) -> HooksResult:
-    work = WORK / "servers" / "hooks"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    bodies = [encode_upload(w) for w in _wheels(work / "wheels", 0, UPLOADS)]
-    daemon = Daemon("server", work, {})
+    work, bodies = fresh_work("hooks", UPLOADS)
     plain: list[float] = []
     hooked: list[float] = []
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(hung_receiver())
-        stack.callback(daemon.stop)
-        daemon.start()
-        daemon.wait_healthy()
+        daemon = stack.enter_context(standalone(work))
         client = Client(daemon.port)
         stack.callback(client.close)
         hooks = [{"url": f"{url}/hook{n}", "secret": f"bench-{n}"} for n in range(HOOKS)]

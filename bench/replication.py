@@ -421,6 +421,26 @@ def _wheels(dest: Path, start: int, count: int) -> list[Built]:
     ]
 
 
+def fresh_work(name: str, uploads: int) -> tuple[Path, list[tuple[bytes, str]]]:
+    """An emptied `servers/<name>` work dir and the bodies of `uploads` distinct wheels."""
+    work = WORK / "servers" / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work, [encode_upload(w) for w in _wheels(work / "wheels", 0, uploads)]
+
+
+@contextlib.contextmanager
+def standalone(work: Path) -> Iterator[Daemon]:
+    """A standalone daemon on `work`, healthy; stopped on the way out whatever happens."""
+    daemon = Daemon("server", work, {})
+    try:
+        daemon.start()
+        daemon.wait_healthy()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 def _wait_caught_up(replica: Daemon, serial: int) -> None:
     """Until the replica is at `serial` with every file copied (nothing left in the background)."""
     deadline = time.monotonic() + WAIT

@@ -58,36 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.scenarios import Settings
     from bench.servers import PROXIES
-    from bench.suite import (
-        run_backup_only,
-        run_hooks_only,
-        run_objectstore_only,
-        run_realistic_only,
-        run_replication_only,
-        run_security_only,
-        run_suite,
-        run_wheelhouse_only,
-    )
+    from bench.suite import run_alone, run_security_only, run_suite, run_wheelhouse_only
 
+    settings = Settings(runs=args.runs, duration=args.duration)
     if args.only == "security":
         return run_security_only()
-    if args.only == "backup":
-        return run_backup_only()
-    if args.only == "hooks":
-        return run_hooks_only()
-    if args.only == "s3":
-        return run_objectstore_only(args.runs)
-    if args.only == "replication":
-        return run_replication_only(Settings(runs=args.runs, duration=args.duration))
     if args.only == "wheelhouse":
-        return run_wheelhouse_only(Settings(runs=args.runs, duration=args.duration))
+        return run_wheelhouse_only(settings)
     proxies = [p for p in args.proxies.split(",") if p]
+    if args.only is not None and args.only != "realistic":  # only realistic runs the peers
+        return run_alone(args.only, proxies, settings)
     unknown = set(proxies) - set(PROXIES)
     if unknown:
         parser.error(f"unknown proxies: {', '.join(sorted(unknown))}")
     if args.only == "realistic":
-        return run_realistic_only(proxies, Settings(runs=args.runs, duration=args.duration))
-    return run_suite(proxies, Settings(runs=args.runs, duration=args.duration))
+        return run_alone(args.only, proxies, settings)
+    return run_suite(proxies, settings)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -92,7 +93,9 @@ def _measure_security(results: scenarios.Results) -> None:
     _attempt(results, "login flood and random names", step)
 
 
-def _measure_wheelhouse(results: scenarios.Results, cfg: scenarios.Settings, upstream: str) -> None:
+def _measure_wheelhouse(
+    results: scenarios.Results, cfg: scenarios.Settings, upstream: str | None
+) -> None:
     """Scenario 7; nothing is fetched from `upstream` (the wheelhouse hides the mirror)."""
     _say(f"wheelhouse start-up: {wheelhouse.FILES:,} files, 1 + {cfg.runs} + 1 starts")
 
@@ -129,12 +132,7 @@ def run_wheelhouse_only(cfg: scenarios.Settings) -> int:
     are replaced (no nginx needed: the mirror's upstream is a loopback port nobody uses)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     results = scenarios.Results()
-    _say(f"wheelhouse start-up: {wheelhouse.FILES:,} files, 1 + {cfg.runs} + 1 starts")
-
-    def step() -> None:
-        results.wheelhouse = wheelhouse.measure_wheelhouse(cfg.runs)
-
-    _attempt(results, "wheelhouse start-up", step)
+    _measure_wheelhouse(results, cfg, None)
     path = REPO / "BENCHMARKS.md"
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
     path.write_text(report.splice_wheelhouse(existing, results))
@@ -150,175 +148,142 @@ def run_security_only() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     results = scenarios.Results()
     _measure_security(results)
-    path = REPO / "BENCHMARKS.md"
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(security_report.splice_security(existing, results))
-    print(security_report.security_section(results))
-    checks = security_report.security_checks(results)
-    for check in checks:
-        _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
-    return 0 if all(c.passed for c in checks) and not results.errors else 1
+    return _write_only(
+        lambda existing: security_report.splice_security(existing, results),
+        security_report.security_section(results),
+        security_report.security_checks(results),
+        results.errors,
+    )
 
 
-def _measure_realistic(
-    proxies: Sequence[str],
-    cfg: scenarios.Settings,
-    source: Callable[[], Path],
-    errors: list[str],
-) -> realistic.RealisticResult | None:
+@dataclass(frozen=True, slots=True)
+class Alone:
+    """What a scenario with servers of its own (9 to 13) is run with."""
+
+    proxies: Sequence[str]
+    cfg: scenarios.Settings
+    source: Callable[[], Path]  #: the loopback dataset's root (realistic's no-metadata variant)
+    errors: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One of scenarios 9 to 13: run after the loopback ones, or alone by `--only NAME`."""
+
+    label: str  #: names it in progress lines and errors
+    measure: Callable[[Alone], Any]
+    checks: Callable[[Any], list[report.Check]]
+    section: Callable[[Any, list[str]], str]
+    splice: Callable[[str, Any, list[str]], str]
+    fails: tuple[type[Exception], ...] = (BenchError, OSError)  #: recorded, the run goes on
+    tools: bool = False  #: alone, it needs nginx and the peers' venv
+
+
+def _realistic(run: Alone) -> realistic.RealisticResult:
     """Scenario 9; its own nginx and delaying proxy, after the loopback upstream is stopped."""
-    _say(f"realistic upstream: {cfg.runs} run(s) x {1 + len(proxies)} targets")
+    _say(f"realistic upstream: {run.cfg.runs} run(s) x {1 + len(run.proxies)} targets")
+    return realistic.measure_realistic(run.source, run.proxies, run.cfg.runs, _say, run.errors)
+
+
+def _replication(run: Alone) -> replication.ReplicationResult:
+    """Scenario 10; its own primary and replica, with nothing else running."""
+    _say(f"replication: {replication.RELEASES:,} releases, then {run.cfg.runs} run(s) of bursts")
+    return replication.measure_replication(run.cfg.runs, _say)
+
+
+#: by their `--only` names, in the order the suite runs them and BENCHMARKS.md shows them
+ALONE = {
+    "realistic": Scenario(
+        "realistic upstream",
+        _realistic,
+        realistic_report.realistic_checks,
+        realistic_report.realistic_section,
+        realistic_report.splice_realistic,
+        tools=True,
+    ),
+    "replication": Scenario(
+        "replication",
+        _replication,
+        replication_report.replication_checks,
+        replication_report.replication_section,
+        replication_report.splice_replication,
+    ),
+    # 11: export and import of a filled server
+    "backup": Scenario(
+        "backup",
+        lambda _: backup.measure_backup(_say),
+        backup.backup_checks,
+        backup.backup_section,
+        backup.splice_backup,
+    ),
+    # 12: upload latency with hung webhooks vs none
+    "hooks": Scenario(
+        "hooks",
+        lambda _: hooks.measure_hooks(_say),
+        hooks.hooks_checks,
+        hooks.hooks_section,
+        hooks.splice_hooks,
+    ),
+    # 13: a 200 MB file through the s3 backend vs the local one
+    "s3": Scenario(
+        "s3",
+        lambda run: objectstore.measure_objectstore(run.cfg.runs, _say),
+        objectstore.objectstore_checks,
+        objectstore.objectstore_section,
+        objectstore.splice_objectstore,
+        fails=(BenchError, OSError, AssertionError),
+    ),
+}
+
+
+def _measure_alone(scenario: Scenario, run: Alone) -> Any:
+    """The scenario's result, or None with its failure recorded in `run.errors`."""
     started = time.perf_counter()
     try:
-        result = realistic.measure_realistic(source, proxies, cfg.runs, _say, errors)
-    except (BenchError, OSError) as exc:
-        _say(f"realistic upstream: FAILED: {exc}")
-        errors.append(f"realistic upstream: {exc}")
+        result = scenario.measure(run)
+    except scenario.fails as exc:
+        _say(f"{scenario.label}: FAILED: {exc}")
+        run.errors.append(f"{scenario.label}: {exc}")
         return None
-    _say(f"realistic upstream: done in {time.perf_counter() - started:.1f}s")
+    _say(f"{scenario.label}: done in {time.perf_counter() - started:.1f}s")
     return result
 
 
-def run_realistic_only(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
-    """`run.py --only realistic`: scenario 9 alone; only its rows and section are replaced (the
-    loopback dataset is generated only when the no-metadata variant has to be)."""
+def run_alone(name: str, proxies: Sequence[str], cfg: scenarios.Settings) -> int:
+    """`run.py --only NAME` for the scenarios of ALONE: only its rows and section are replaced
+    in BENCHMARKS.md (the loopback dataset is generated only when realistic's no-metadata
+    variant has to be)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    provision.ensure_tools()
-    provision.ensure_bench_venv()
-    errors: list[str] = []
+    scenario = ALONE[name]
+    if scenario.tools:
+        provision.ensure_tools()
+        provision.ensure_bench_venv()
 
     def source() -> Path:
         _say("generating the upstream's data (for the no-metadata variant)")
         return build_dataset(WORK / "upstream").root
 
-    result = _measure_realistic(proxies, cfg, source, errors)
+    errors: list[str] = []
+    result = _measure_alone(scenario, Alone(proxies, cfg, source, errors))
     return _write_only(
-        realistic_report.splice_realistic,
-        realistic_report.realistic_section,
-        realistic_report.realistic_checks(result),
-        result,
+        lambda existing: scenario.splice(existing, result, errors),
+        scenario.section(result, errors),
+        scenario.checks(result),
         errors,
     )
 
 
 def _write_only(
-    splice: Callable[[str, Any, list[str]], str],
-    section: Callable[[Any, list[str]], str],
-    checks: Sequence[report.Check],
-    result: object,
-    errors: list[str],
+    splice: Callable[[str], str], section: str, checks: Sequence[report.Check], errors: list[str]
 ) -> int:
-    """An `--only` run's end: its row and section spliced into BENCHMARKS.md, PASS/FAIL said."""
+    """An `--only` run's end: its rows and section spliced into BENCHMARKS.md, PASS/FAIL said."""
     path = REPO / "BENCHMARKS.md"
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(splice(existing, result, errors))
-    print(section(result, errors))
+    path.write_text(splice(existing))
+    print(section)
     for check in checks:
         _say(f"{check.what}: {check.measured} ({check.goal}): {'PASS' if check.passed else 'FAIL'}")
     return 0 if all(c.passed for c in checks) and not errors else 1
-
-
-def _measure_replication(
-    cfg: scenarios.Settings, errors: list[str]
-) -> replication.ReplicationResult | None:
-    """Scenario 10; its own primary and replica, with nothing else running."""
-    _say(f"replication: {replication.RELEASES:,} releases, then {cfg.runs} run(s) of bursts")
-    started = time.perf_counter()
-    try:
-        result = replication.measure_replication(cfg.runs, _say)
-    except (BenchError, OSError) as exc:
-        _say(f"replication: FAILED: {exc}")
-        errors.append(f"replication: {exc}")
-        return None
-    _say(f"replication: done in {time.perf_counter() - started:.1f}s")
-    return result
-
-
-def _measure_backup(errors: list[str]) -> backup.BackupResult | None:
-    """Scenario 11: export and import of a filled server."""
-    started = time.perf_counter()
-    try:
-        result = backup.measure_backup(_say)
-    except (BenchError, OSError) as exc:
-        _say(f"backup: FAILED: {exc}")
-        errors.append(f"backup: {exc}")
-        return None
-    _say(f"backup: done in {time.perf_counter() - started:.1f}s")
-    return result
-
-
-def _measure_hooks(errors: list[str]) -> hooks.HooksResult | None:
-    """Scenario 12: upload latency with hung webhooks vs none."""
-    started = time.perf_counter()
-    try:
-        result = hooks.measure_hooks(_say)
-    except (BenchError, OSError) as exc:
-        _say(f"hooks: FAILED: {exc}")
-        errors.append(f"hooks: {exc}")
-        return None
-    _say(f"hooks: done in {time.perf_counter() - started:.1f}s")
-    return result
-
-
-def run_hooks_only() -> int:
-    """`run.py --only hooks`: scenario 12 alone; only its row and section are replaced."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    errors: list[str] = []
-    result = _measure_hooks(errors)
-    return _write_only(
-        hooks.splice_hooks, hooks.hooks_section, hooks.hooks_checks(result), result, errors
-    )
-
-
-def _measure_objectstore(runs: int, errors: list[str]) -> objectstore.ObjectStoreResult | None:
-    """Scenario 13: a 200 MB file through the s3 backend vs the local one."""
-    started = time.perf_counter()
-    try:
-        result = objectstore.measure_objectstore(runs, _say)
-    except (BenchError, OSError, AssertionError) as exc:
-        _say(f"s3: FAILED: {exc}")
-        errors.append(f"s3: {exc}")
-        return None
-    _say(f"s3: done in {time.perf_counter() - started:.1f}s")
-    return result
-
-
-def run_objectstore_only(runs: int) -> int:
-    """`run.py --only s3`: scenario 13 alone; only its row and section are replaced."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    errors: list[str] = []
-    result = _measure_objectstore(runs, errors)
-    return _write_only(
-        objectstore.splice_objectstore,
-        objectstore.objectstore_section,
-        objectstore.objectstore_checks(result),
-        result,
-        errors,
-    )
-
-
-def run_backup_only() -> int:
-    """`run.py --only backup`: scenario 11 alone; only its row and section are replaced."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    errors: list[str] = []
-    result = _measure_backup(errors)
-    return _write_only(
-        backup.splice_backup, backup.backup_section, backup.backup_checks(result), result, errors
-    )
-
-
-def run_replication_only(cfg: scenarios.Settings) -> int:
-    """`run.py --only replication`: scenario 10 alone; only its row and section are replaced."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    errors: list[str] = []
-    result = _measure_replication(cfg, errors)
-    return _write_only(
-        replication_report.splice_replication,
-        replication_report.replication_section,
-        replication_report.replication_checks(result),
-        result,
-        errors,
-    )
 
 
 def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
@@ -337,28 +302,17 @@ def run_suite(proxies: Sequence[str], cfg: scenarios.Settings) -> int:
             stack.callback(target.stop)
         upstream.start()
         results = _measure(targets, upstream, ds, cfg)
-    real = _measure_realistic(proxies, cfg, lambda: ds.root, results.errors)
-    cluster = _measure_replication(cfg, results.errors)
-    saved = _measure_backup(results.errors)
-    hooked = _measure_hooks(results.errors)
-    stored = _measure_objectstore(cfg.runs, results.errors)
+    run = Alone(proxies, cfg, lambda: ds.root, results.errors)
+    alone = [(scenario, _measure_alone(scenario, run)) for scenario in ALONE.values()]
     rss = {t.name: t.peak_rss_kib for t in targets if t.is_proxy}
     checks = [
         *report.build_checks(results, rss.get("wheelwell", 0)),
         *security_report.security_checks(results),
-        *realistic_report.realistic_checks(real),
-        *replication_report.replication_checks(cluster),
-        *backup.backup_checks(saved),
-        *hooks.hooks_checks(hooked),
-        *objectstore.objectstore_checks(stored),
+        *(check for scenario, result in alone for check in scenario.checks(result)),
     ]
     sections = [
         security_report.security_section(results),
-        realistic_report.realistic_section(real, results.errors),
-        replication_report.replication_section(cluster, results.errors),
-        backup.backup_section(saved, results.errors),
-        hooks.hooks_section(hooked, results.errors),
-        objectstore.objectstore_section(stored, results.errors),
+        *(scenario.section(result, results.errors) for scenario, result in alone),
     ]
     text = report.render(results, machine, cfg, rss, checks, sections)
     (REPO / "BENCHMARKS.md").write_text(text)

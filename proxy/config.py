@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import os
 import re
 import socket
 import string
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -484,14 +485,24 @@ def is_acl_entry(entry: str) -> bool:
     return True
 
 
-def validate(cfg: Config, marks: Mapping[str, yaml.Mark] | None = None) -> list[str]:
-    """Cross-field checks; every problem is reported, each with its location when known."""
+def validate(
+    cfg: Config,
+    marks: Mapping[str, yaml.Mark] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Cross-field checks; every problem is reported, each with its location when known.
+
+    `variables` maps a key to the environment variable that set it, which is then its location.
+    """
     marks = marks or {}
+    variables = variables or {}
     problems: list[str] = []
 
     def report(path: str, message: str) -> None:
         mark = marks.get(path)
         where = cfg.source if mark is None else f"{cfg.source}:{mark.line + 1}:{mark.column + 1}"
+        if path in variables:
+            where = f"environment: {variables[path]}"
         problems.append(f"{where}: {path}: {message}")
 
     for problem in check_indexes(cfg.indexes):
@@ -722,7 +733,7 @@ def pip_index_url(env: Mapping[str, str]) -> str:
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Defaults < YAML (arg, else WHEELWELL_CONFIG) < WHEELWELL_<SECTION>_<KEY>; settle upstream.
+    """Defaults < YAML (arg, else WHEELWELL_CONFIG) < WHEELWELL_<SECTION>_…_<KEY>; settle upstream.
 
     The CLI's --host/--port/--data-dir/--upstream are applied after this, so they win.
     """
@@ -770,31 +781,55 @@ def env_proxy(url: str, env: Mapping[str, str]) -> str:
     return lowered.get(f"{parts.scheme}_proxy", "") or lowered.get("all_proxy", "")
 
 
+@functools.cache
+def env_settings() -> tuple[tuple[str, tuple[str, ...], Any], ...]:
+    """(variable, key path, type hint) of every setting the environment may set.
+
+    Sections nest: storage.s3.bucket is WHEELWELL_STORAGE_S3_BUCKET. The table is walked from
+    the types, so a new field or section gets its variable without anything to remember.
+    """
+
+    def walk(cls: type, path: tuple[str, ...]) -> Iterator[tuple[str, tuple[str, ...], Any]]:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for item in dataclasses.fields(cls):
+            key, hint = (*path, item.name), hints[item.name]
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+                yield from walk(hint, key)
+            elif path:  # the top level holds sections only (not indexes, not source)
+                yield "_".join(("WHEELWELL", *key)).upper(), key, hint
+
+    return tuple(s for s in walk(Config, ()) if s[0] != "WHEELWELL_AUTH_ROOT_PASSWORD")
+
+
+def _replace_at(value: Any, path: tuple[str, ...], new: object) -> Any:
+    """`value` with the setting at `path` (a key path into nested dataclasses) set to `new`."""
+    if not path:
+        return new
+    inner = _replace_at(getattr(value, path[0]), path[1:], new)
+    return dataclasses.replace(value, **{path[0]: inner})
+
+
 def _env_overrides(cfg: Config, env: Mapping[str, str]) -> Config:
-    """WHEELWELL_<SECTION>_<KEY> sets any scalar setting (containers); errors name the variable."""
+    """WHEELWELL_<SECTION>_[<SUBSECTION>_]<KEY> sets any scalar setting (containers).
+
+    The result is validated as a file would be; every error names the variable.
+    """
     problems: list[str] = []
-    sections: dict[str, Any] = {}
-    for section in dataclasses.fields(Config):
-        value = getattr(cfg, section.name)
-        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+    variables: dict[str, str] = {}
+    for var, path, hint in env_settings():
+        if var not in env:
             continue
-        hints = typing.get_type_hints(type(value), include_extras=True)
-        changes: dict[str, Any] = {}
-        for item in dataclasses.fields(value):
-            var = f"WHEELWELL_{section.name}_{item.name}".upper()
-            if var not in env or var == "WHEELWELL_AUTH_ROOT_PASSWORD":
-                continue
-            hint = hints[item.name]
-            kind = None
-            if typing.get_origin(hint) is Annotated:
-                hint, kind = typing.get_args(hint)[0], typing.get_args(hint)[1]
-            try:
-                raw = yaml.safe_load(env[var]) if hint is not str else env[var]
-                changes[item.name] = coerce(raw, hint, kind)
-            except (TypeError, ValueError, yaml.YAMLError) as exc:
-                problems.append(f"environment: {var}: {exc}")
-        if changes:
-            sections[section.name] = dataclasses.replace(value, **changes)
+        kind = None
+        if typing.get_origin(hint) is Annotated:
+            hint, kind = typing.get_args(hint)[0], typing.get_args(hint)[1]
+        try:
+            raw = yaml.safe_load(env[var]) if hint is not str else env[var]
+            cfg = _replace_at(cfg, path, coerce(raw, hint, kind))
+        except (TypeError, ValueError, yaml.YAMLError) as exc:
+            problems.append(f"environment: {var}: {exc}")
+        variables[".".join(path)] = var
+    if not problems and variables:
+        problems = validate(cfg, variables=variables)
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(cfg, **sections) if sections else cfg
+    return cfg

@@ -163,26 +163,18 @@ class Api:
             raise UnreachableError(self.server, _describe_unreachable(exc)) from None
         return response
 
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
+    def _read(self, response: http.client.HTTPResponse, size: int | None = _CHUNK) -> bytes:
+        """The next `size` bytes (None: all the rest); a broken connection is a ClientError."""
         try:
-            return response.read(_CHUNK)
+            return response.read(size)
         except (OSError, http.client.HTTPException) as exc:
             raise UnreachableError(self.server, _describe_unreachable(exc)) from None
 
     def _send(
         self, method: str, path: str, data: bytes | Iterable[bytes] | None, headers: dict[str, str]
     ) -> bytes:
-        request = self._request(method, path, data, headers)
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                body: bytes = response.read()
-                return body
-        except urllib.error.HTTPError as exc:
-            raise self._server_error(exc) from None
-        except urllib.error.URLError as exc:
-            raise UnreachableError(self.server, _describe_unreachable(exc.reason)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise UnreachableError(self.server, _describe_unreachable(exc)) from None
+        with self._open(self._request(method, path, data, headers)) as response:
+            return self._read(response, None)
 
     def _server_error(self, exc: urllib.error.HTTPError) -> ServerError:
         with exc:
