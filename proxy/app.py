@@ -53,6 +53,7 @@ from proxy.mirror.ranges import RangeCache
 from proxy.mirror.upstream import UpstreamClient, new_session
 from proxy.model import IndexName, mask_url
 from proxy.storage.blobs import BlobAliases, BlobStore, LocalBlobStore
+from proxy.storage.bucketscrub import BucketScrubber
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
@@ -176,16 +177,39 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             interval=cfg.storage.scrub_interval,
         )
         scrubber.start()
+    bucket = _bucket_scrubber(app)
+    if bucket is not None:
+        bucket.start()
     limits = cfg.limits
     renderer = DescriptionRenderer(limits.max_description_size, limits.description_render_timeout)
     app[keys.DESCRIPTIONS] = renderer
     yield
     renderer.close()
+    if bucket is not None:
+        await bucket.close()
     if scrubber is not None:
         await scrubber.close()
     await app[keys.SEARCH].close()
     await cache.close()
     await app[keys.AUTH].close()
+
+
+def _bucket_scrubber(app: web.Application) -> BucketScrubber | None:
+    """The bucket's scrubber: by its primary (or a standalone server), never by replicas."""
+    cfg = app[keys.CONFIG]
+    store = app[keys.STORE]
+    if not (cfg.storage.scrub and cfg.storage.scrub_rate > 0 and isinstance(store, S3BlobStore)):
+        return None
+    if cfg.replication.role is Role.REPLICA:
+        return None
+    return BucketScrubber(
+        store,
+        app[keys.DB].path,
+        app[keys.METRICS],
+        rate=cfg.storage.scrub_rate,
+        interval=cfg.storage.scrub_interval,
+        state_path=cfg.storage.data_dir / "scrub-s3.json",
+    )
 
 
 def _index_builder(app: web.Application) -> Callable[[IndexConfig], Index]:

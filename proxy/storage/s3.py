@@ -315,11 +315,14 @@ class S3BlobStore:
 
     # ---- the bucket as a whole: eviction, verify, scrubbing, cleanup ----------------------
 
-    async def objects(self) -> AsyncGenerator[BucketObject, None]:
-        """Every blob in the bucket, in key order (pages of 1,000 keys)."""
+    async def objects(self, after: str = "") -> AsyncGenerator[BucketObject, None]:
+        """Every blob in the bucket, in key order (pages of 1,000 keys); `after`: only those
+        whose sha256 sorts after it (a resumed scrub pass lists from there)."""
+        start = {"StartAfter": self.key_for(after)} if after else {}
         try:
             pages = self._client.get_paginator("list_objects_v2")
-            async for page in pages.paginate(Bucket=self.cfg.bucket, Prefix=self.blob_prefix):
+            listing = pages.paginate(Bucket=self.cfg.bucket, Prefix=self.blob_prefix, **start)
+            async for page in listing:
                 for item in page.get("Contents", ()):
                     sha = str(item["Key"]).rsplit("/", 1)[-1]
                     if is_sha256(sha):
