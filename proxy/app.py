@@ -54,6 +54,7 @@ from proxy.mirror.upstream import UpstreamClient, new_session
 from proxy.model import IndexName, mask_url
 from proxy.storage.blobs import BlobAliases, BlobStore, LocalBlobStore
 from proxy.storage.bucketkeeper import BucketKeeper
+from proxy.storage.bucketscrub import BucketScrubber
 from proxy.storage.db import Database
 from proxy.storage.eviction import CacheManager
 from proxy.storage.pagecache import PageCache
@@ -167,9 +168,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.BLOBS].on_commit = cache.committed
     cache.update_gauges()
     app[keys.CACHE] = cache
-    keeper = None
+    keeper = scrub_bucket = None
     store = app[keys.STORE]
     if isinstance(store, S3BlobStore) and cfg.replication.role is not Role.REPLICA:
+        # the bucket is kept by its primary (or a standalone server), never by replicas
         keeper = BucketKeeper(
             store,
             db.path,
@@ -179,6 +181,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
         keeper.start()
         app[keys.BUCKET] = keeper
+        if cfg.storage.scrub and cfg.storage.scrub_rate > 0:
+            scrub_bucket = BucketScrubber(
+                store,
+                db.path,
+                app[keys.METRICS],
+                rate=cfg.storage.scrub_rate,
+                interval=cfg.storage.scrub_interval,
+                state_path=cfg.storage.data_dir / "scrub-s3.json",
+            )
+            scrub_bucket.start()
     scrubber = None
     if cfg.storage.scrub and cfg.storage.scrub_rate > 0:
         scrubber = Scrubber(
@@ -194,6 +206,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.DESCRIPTIONS] = renderer
     yield
     renderer.close()
+    if scrub_bucket is not None:
+        await scrub_bucket.close()
     if scrubber is not None:
         await scrubber.close()
     if keeper is not None:

@@ -39,9 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="look after the file cache (daemon may be running)")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     for name, text in (
-        ("stats", "files and bytes in the store"),
+        ("stats", "files and bytes in the store (and the bucket, with s3)"),
         ("prune", "evict least recently used mirror files down to storage.max_size"),
-        ("verify", "re-hash every stored file; move corrupt ones to quarantine/"),
+        (
+            "verify",
+            "re-hash every stored file (and object, with s3); move corrupt ones to quarantine/",
+        ),
     ):
         sub = cache_commands.add_parser(name, help=text)
         _config_arg(sub)

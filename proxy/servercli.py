@@ -12,8 +12,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,17 +22,27 @@ from proxy import __version__, logs
 from proxy.app import SHUTDOWN, TLS, create_app
 from proxy.cluster import devpi_dump
 from proxy.cluster import export as exporting
-from proxy.config import Config, Role, check_s3, load, parse_size, settle_replication
+from proxy.config import (
+    Config,
+    Role,
+    StorageBackend,
+    check_s3,
+    load,
+    parse_size,
+    settle_replication,
+)
 from proxy.errors import ConfigError, StorageError
 from proxy.healthcheck import local_url
 from proxy.model import mask_url
 from proxy.storage import eviction as cache
 from proxy.storage import s3
 from proxy.storage.blobs import LocalBlobStore
+from proxy.storage.bucketscrub import verify_bucket
 from proxy.storage.datadir import DataDirError, DataDirLock
 from proxy.web.pushmethod import PushAwareRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
@@ -219,9 +230,18 @@ def cache_command(cfg: Config, args: argparse.Namespace) -> int:
         return 1
     blobs.scan()
     protected = cache.protected_blobs(data_dir / "wheelwell.sqlite3")
+    in_bucket = cfg.storage.backend is StorageBackend.S3
     if args.cache_command == "stats":
-        stats = cache.stats(blobs, protected, cfg.storage.max_size)
-        print(json.dumps(stats.as_json(), indent=2))  # noqa: T201
+        stats: dict[str, object] = dict(
+            cache.stats(blobs, protected, cfg.storage.max_size).as_json()
+        )
+        if in_bucket:
+            try:
+                stats["bucket"] = asyncio.run(_in_bucket(cfg, blobs, _count))
+            except StorageError as exc:
+                print(f"wheelwell cache stats: {exc}", file=sys.stderr)  # noqa: T201
+                return 1
+        print(json.dumps(stats, indent=2))  # noqa: T201
         return 0
     if args.cache_command == "prune":
         limit = parse_size(args.max_size) if args.max_size else cfg.storage.max_size
@@ -235,7 +255,43 @@ def cache_command(cfg: Config, args: argparse.Namespace) -> int:
     for sha in corrupt:
         print(f"corrupt: {sha} (moved to {blobs.quarantine_dir})")  # noqa: T201
     print(f"verified {len(blobs.entries)} files, {len(corrupt)} corrupt")  # noqa: T201
-    return 1 if corrupt else 0
+    if not in_bucket:
+        return 1 if corrupt else 0
+    try:
+        found = asyncio.run(_in_bucket(cfg, blobs, lambda store: verify_bucket(store, protected)))
+    except StorageError as exc:
+        print(f"wheelwell cache verify: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    for line in found.lines(_where(cfg)):
+        print(line)  # noqa: T201
+    return 1 if corrupt or found.corrupt else 0
+
+
+def _where(cfg: Config) -> str:
+    return f"s3://{cfg.storage.s3.bucket}/{cfg.storage.s3.prefix}"
+
+
+async def _in_bucket(
+    cfg: Config, blobs: LocalBlobStore, work: Callable[[s3.S3BlobStore], Awaitable[T]]
+) -> T:
+    """`work` on the configured bucket. The command tells a store it cannot reach itself, in
+    one line, so the store's own start-up warning is not printed as well."""
+    logging.getLogger(s3.__name__).setLevel(logging.ERROR)
+    store = s3.S3BlobStore(cfg.storage.s3, blobs)
+    await store.start()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+async def _count(store: s3.S3BlobStore) -> dict[str, object]:
+    """The bucket's blobs, listed (one request per 1,000 objects; nothing is read)."""
+    files = size = 0
+    async for item in store.objects():
+        files += 1
+        size += item.size
+    return {"store": store.where, "files": files, "bytes": size}
 
 
 def export_command(cfg: Config, args: argparse.Namespace) -> int:

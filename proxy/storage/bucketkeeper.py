@@ -67,6 +67,7 @@ class BucketKeeper:
         if max_size > 0:
             store.on_put = self.noted
             store.on_read = self.touched
+            store.on_gone = self.forget
 
     def start(self) -> None:
         self._spawn(self._begin(), "bucket keeper")
@@ -96,6 +97,12 @@ class BucketKeeper:
             entry.last_access = time.time()
             entry.hosted = entry.hosted or hosted
         self._changed()
+
+    def forget(self, sha: str) -> None:
+        """Deleted from the bucket (evicted, or quarantined by a verify or the scrubber)."""
+        entry = self.objects.pop(sha, None)
+        if entry is not None:
+            self.total_bytes -= entry.size
 
     def touched(self, sha: str) -> None:
         entry = self.objects.get(sha)
@@ -180,17 +187,12 @@ class BucketKeeper:
                 self.max_size,
             )
             return
+        freed = self.total_bytes - left
         try:
-            await self.store.delete(chosen)
+            await self.store.delete(chosen)  # each one forgotten as its batch goes
         except ObjectStoreError as exc:
             log.warning("bucket eviction failed, tried again at the next put: %s", exc)
             return
-        freed = 0
-        for sha in chosen:
-            entry = self.objects.pop(sha, None)
-            if entry is not None:
-                self.total_bytes -= entry.size
-                freed += entry.size
         await loop.run_in_executor(None, self._drop_copies, chosen)
         self.metrics.object_store_evictions.inc(len(chosen))
         self.metrics.object_store_bytes.set(self.total_bytes)

@@ -75,6 +75,7 @@ class S3BlobStore:
         #: who keeps the bucket's accounting (bucket eviction): told of every put and read
         self.on_put: Callable[[str, int, bool], None] | None = None
         self.on_read: Callable[[str], None] | None = None
+        self.on_gone: Callable[[str], None] | None = None  #: deleted or quarantined
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -315,11 +316,14 @@ class S3BlobStore:
 
     # ---- the bucket as a whole: eviction, verify, scrubbing, cleanup ----------------------
 
-    async def objects(self) -> AsyncGenerator[BucketObject, None]:
-        """Every blob in the bucket, in key order (pages of 1,000 keys)."""
+    async def objects(self, after: str = "") -> AsyncGenerator[BucketObject, None]:
+        """Every blob in the bucket, in key order (pages of 1,000 keys); `after`: only those
+        whose sha256 sorts after it (a resumed scrub pass lists from there)."""
+        start = {"StartAfter": self.key_for(after)} if after else {}
         try:
             pages = self._client.get_paginator("list_objects_v2")
-            async for page in pages.paginate(Bucket=self.cfg.bucket, Prefix=self.blob_prefix):
+            listing = pages.paginate(Bucket=self.cfg.bucket, Prefix=self.blob_prefix, **start)
+            async for page in listing:
                 for item in page.get("Contents", ()):
                     sha = str(item["Key"]).rsplit("/", 1)[-1]
                     if is_sha256(sha):
@@ -336,6 +340,9 @@ class S3BlobStore:
                 await self._client.delete_objects(
                     Bucket=self.cfg.bucket, Delete={"Objects": keys, "Quiet": True}
                 )
+                if self.on_gone is not None:
+                    for sha in batch:
+                        self.on_gone(sha)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "delete") from exc
 
