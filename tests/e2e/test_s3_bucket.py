@@ -4,7 +4,6 @@ mirror objects to honour `storage.max_size`, and abandoned multipart uploads cle
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -61,17 +60,28 @@ def _put_bytes(store: S3BlobStore) -> float:
 
 
 @pytest.mark.parametrize("size", [300 * 1024, 11 * 1024**2], ids=["one put", "multipart"])
-async def test_two_servers_putting_one_blob_at_once_upload_it_once(
-    s3: tuple[S3BlobStore, S3BlobStore], size: int
+async def test_a_put_that_finds_the_blob_created_meanwhile_uploads_nothing(
+    s3: tuple[S3BlobStore, S3BlobStore], size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two servers putting one blob: the second looked (HEAD: missing) before the first's
+    put landed. Its conditional create is refused (412), so it uploads nothing more. The race
+    is laid out in order rather than left to timing: SeaweedFS checks If-None-Match on a
+    multipart completion without a lock, so two completions in the same instant both land,
+    where AWS answers one of them 409."""
     one, two = s3
     data = os.urandom(size)
     first, second = await _on_disk(one, data), await _on_disk(two, data)
-    created = await asyncio.gather(one.put(first), two.put(second))
-    assert sorted(created) == [False, True]  # the conditional create decided who uploads
-    assert _put_bytes(one) + _put_bytes(two) == size
-    assert await one.size_of(first.path.name) == size
+    assert await one.put(first) is True
+
+    async def missed(sha256: str) -> None:
+        return None  # what two's HEAD said, before one's put landed
+
+    monkeypatch.setattr(two, "size_of", missed)
+    assert await two.put(second) is False
+    assert _put_bytes(one) == size and _put_bytes(two) == 0
     assert await one.digest(first.path.name) == first.path.name
+    listed = await two._client.list_multipart_uploads(Bucket=BUCKET)
+    assert not listed.get("Uploads")  # a refused multipart upload is aborted, not left behind
 
 
 def test_max_size_evicts_the_least_recently_used_mirror_objects_from_the_bucket(
