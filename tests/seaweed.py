@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Daemon, DaemonFactory, free_port, terminate
+from tests.conftest import Daemon, DaemonFactory, clean_env, free_port, terminate
 from tests.fakes.index import ThreadedServer
 from tests.polling import wait_until
 
@@ -161,3 +161,15 @@ def on_bucket(
 def blob_keys(store: SeaweedFS) -> set[str]:
     """The sha256s the bucket holds."""
     return {key.rsplit("/", 1)[1] for key in store.keys(PREFIX + "blobs/")}
+
+
+def wheelwell_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`wheelwell ARGV` with the credentials SeaweedFS takes, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(**CREDENTIALS),
+        check=False,
+    )

@@ -11,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import http.client
 import shutil
-import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import Clients, Daemon, DaemonFactory, Dists, clean_env, http_get
+from tests.conftest import Clients, Daemon, DaemonFactory, Dists, http_get
 from tests.e2e.conftest import ROOT, installed_versions, pip_install, post_upload, twine_upload
 from tests.e2e.test_replication import SECRET, _status, _wait_caught_up
 from tests.fakes.dists import build_wheel
 from tests.fakes.index import ThreadedServer
 from tests.polling import wait_until
-from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, blob_keys, on_bucket
+from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, blob_keys, on_bucket, wheelwell_cli
 
 
 def _redirect_of(url: str) -> tuple[int, str]:
@@ -153,12 +152,12 @@ def test_migrate_a_local_store_then_switch(
     corrupt = local.data_dir / "blobs" / dists.beta2.sha256[:2] / dists.beta2.sha256
     corrupt.write_bytes(b"rotten" + corrupt.read_bytes()[6:])  # never copied as it is
     argv = ["storage", "migrate", "--to", "s3", "--config", str(config)]
-    moved = _wheelwell(*argv, "--data-dir", str(local.data_dir))  # while it runs
+    moved = wheelwell_cli(*argv, "--data-dir", str(local.data_dir))  # while it runs
     assert moved.returncode == 1, moved.stderr  # one file failed its hash
     assert f"not copied, fails its sha256: {dists.beta2.sha256}" in moved.stdout
     keys = blob_keys(store)
     assert {ours.sha256, dists.alpha.sha256} <= keys and dists.beta2.sha256 not in keys
-    again = _wheelwell(*argv, "--data-dir", str(local.data_dir))
+    again = wheelwell_cli(*argv, "--data-dir", str(local.data_dir))
     assert "copied 0 files" in again.stdout  # idempotent
 
     local.stop()
@@ -167,19 +166,8 @@ def test_migrate_a_local_store_then_switch(
     target = tmp_path / "t2"
     pip_install(clients, daemon, "root/public", target, "ours", "alpha")  # beta: from upstream
     assert installed_versions(clients, target, "ours", "alpha") == ["3.0", "1.0"]
-    missing = _wheelwell("storage", "migrate", "--to", "s3", "--data-dir", str(tmp_path))
+    missing = wheelwell_cli("storage", "migrate", "--to", "s3", "--data-dir", str(tmp_path))
     assert missing.returncode == 2 and "storage.s3.bucket" in missing.stderr
-
-
-def _wheelwell(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(**CREDENTIALS),
-        check=False,
-    )
 
 
 def test_a_replica_sharing_the_bucket_copies_nothing_from_its_primary(

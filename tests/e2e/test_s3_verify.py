@@ -8,43 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from tests.conftest import Daemon, DaemonFactory, Dists, clean_env, free_port
+from tests.conftest import Daemon, DaemonFactory, Dists, free_port
 from tests.e2e.test_disk_faults import hosted_file_url, metric, upload_hosted
 from tests.e2e.test_upstream_failures import download, file_url
 from tests.fakes.index import FakeIndex, ThreadedServer
 from tests.polling import wait_until
-from tests.seaweed import BUCKET, CREDENTIALS, SeaweedFS, seaweedfs
+from tests.seaweed import BUCKET, SeaweedFS, on_bucket, wheelwell_cli
 
 ROTTEN = b"these bytes do not hash to their name"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SeaweedFS]:
-    server = seaweedfs(tmp_path / "seaweedfs")
-    server.start()  # before any credentials: the daemon and the CLI get them, SeaweedFS not
-    yield server
-    server.stop()
-
-
-def _start(
-    factory: DaemonFactory,
-    upstream: ThreadedServer,
-    store: SeaweedFS,
-    again: Daemon | None = None,
-    **storage: Any,
-) -> Daemon:
-    s3 = {"endpoint": store.endpoint, "bucket": BUCKET, "prefix": "ww/", "addressing": "path"}
-    storage = {"backend": "s3", "s3": s3, **storage}
-    if again is not None:
-        storage["data_dir"] = str(again.data_dir)
-    return factory(upstream.url, {"storage": storage}, env=CREDENTIALS)
 
 
 def _key(sha: str) -> str:
@@ -65,18 +38,7 @@ def _drop_disk_copy(daemon: Daemon, sha: str) -> None:
 
 
 def _verify(config: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return _wheelwell("cache", "verify", "--config", str(config), "--data-dir", str(data_dir))
-
-
-def _wheelwell(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(**CREDENTIALS),
-        check=False,
-    )
+    return wheelwell_cli("cache", "verify", "--config", str(config), "--data-dir", str(data_dir))
 
 
 def test_cache_verify_quarantines_corrupt_objects_in_the_bucket(
@@ -87,7 +49,7 @@ def test_cache_verify_quarantines_corrupt_objects_in_the_bucket(
     dists: Dists,
     tmp_path: Path,
 ) -> None:
-    daemon = _start(daemon_factory, fake_index_server, store)
+    daemon = on_bucket(daemon_factory, fake_index_server, store)
     lost = upload_hosted(daemon, tmp_path / "lost", "lost")  # no good copy anywhere
     kept = upload_hosted(daemon, tmp_path / "kept", "kept")  # a good copy on this disk
     mirror_url = file_url(daemon, "alpha", dists.alpha.filename)
@@ -113,7 +75,7 @@ def test_cache_verify_quarantines_corrupt_objects_in_the_bucket(
     again = _verify(daemon.config_path, daemon.data_dir)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"in s3://{BUCKET}/ww/, 0 corrupt" in again.stdout
-    stats = _wheelwell("cache", "stats", "--config", str(daemon.config_path))
+    stats = wheelwell_cli("cache", "stats", "--config", str(daemon.config_path))
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["bucket"] == {
         "store": f"s3://{BUCKET}/ww/",
@@ -121,7 +83,7 @@ def test_cache_verify_quarantines_corrupt_objects_in_the_bucket(
         "bytes": sum(len(store.get(key)) for key in keys),
     }
 
-    daemon = _start(daemon_factory, fake_index_server, store, again=daemon)
+    daemon = on_bucket(daemon_factory, fake_index_server, store, again=daemon)
     before = fake_index.hits(f"/files/{dists.alpha.filename}")
     assert (
         download(file_url(daemon, "alpha", dists.alpha.filename)) == dists.alpha.path.read_bytes()
@@ -153,9 +115,8 @@ def test_the_scrubber_quarantines_corrupt_objects_in_the_bucket(
     dists: Dists,
     tmp_path: Path,
 ) -> None:
-    daemon = _start(
-        daemon_factory, fake_index_server, store, scrub_rate="1GB", scrub_interval="200ms"
-    )
+    scrub = {"scrub_rate": "1GB", "scrub_interval": "200ms"}
+    daemon = on_bucket(daemon_factory, fake_index_server, store, storage=scrub)
     hosted = upload_hosted(daemon, tmp_path, "rotten")
     url = file_url(daemon, "bulky", dists.bulky.filename)
     assert download(url) == dists.bulky.path.read_bytes()
