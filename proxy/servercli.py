@@ -262,13 +262,9 @@ def cache_command(cfg: Config, args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"wheelwell cache verify: {exc}", file=sys.stderr)  # noqa: T201
         return 1
-    for line in found.lines(_where(cfg)):
+    for line in found.lines(s3.where(cfg.storage.s3)):
         print(line)  # noqa: T201
     return 1 if corrupt or found.corrupt else 0
-
-
-def _where(cfg: Config) -> str:
-    return f"s3://{cfg.storage.s3.bucket}/{cfg.storage.s3.prefix}"
 
 
 async def _in_bucket(
@@ -347,7 +343,7 @@ def storage_command(cfg: Config, args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(f"wheelwell storage migrate: {exc}", file=sys.stderr)  # noqa: T201
         return 1
-    for line in done.lines(f"s3://{cfg.storage.s3.bucket}/{cfg.storage.s3.prefix}"):
+    for line in done.lines(s3.where(cfg.storage.s3)):
         print(line)  # noqa: T201
     return 1 if done.corrupt else 0
 

@@ -11,9 +11,6 @@ reads at most `scrub_rate` bytes per second and keeps its place in `scrub-s3.jso
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +21,8 @@ from proxy.errors import ObjectStoreError
 from proxy.metrics import Metrics
 from proxy.storage.blobs import LocalFile
 from proxy.storage.eviction import protected_blobs
-from proxy.storage.s3 import CHUNK, S3BlobStore
+from proxy.storage.s3 import S3BlobStore, file_sha256
+from proxy.storage.scrubber import read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +71,12 @@ async def settle(store: S3BlobStore, sha: str, hosted: bool) -> Finding:
 
 def _verified_copy(store: S3BlobStore, sha: str) -> LocalFile | None:
     path = store.local.find(sha)
-    if path is None:
-        return None
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+        if path is None or file_sha256(path) != sha:
+            return None
+        return LocalFile(path, path.stat().st_size)
     except FileNotFoundError:  # evicted meanwhile
         return None
-    return LocalFile(path, size) if digest.hexdigest() == sha else None
 
 
 async def verify_bucket(store: S3BlobStore, protected: set[str]) -> BucketCheck:
@@ -152,11 +144,11 @@ class BucketScrubber:
 
     async def _load_state(self) -> dict[str, object]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _read_state, self.state_path)
+        return await loop.run_in_executor(None, read_state, self.state_path)
 
     async def _save_state(self, state: dict[str, object]) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _write_state, self.state_path, state)
+        await loop.run_in_executor(None, write_state, self.state_path, state)
 
     async def run_pass(self) -> None:
         """One full pass in sha256 order, resumed after the saved cursor."""
@@ -218,19 +210,3 @@ class BucketScrubber:
             )
         else:
             log.error("uploaded blob %s is corrupt: moved to %s", sha, found.moved_to)
-
-
-def _read_state(path: Path) -> dict[str, object]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_state(path: Path, state: dict[str, object]) -> None:
-    """Best effort: on a full disk the next start scrubs from the start again."""
-    temp = path.with_suffix(".tmp")
-    with contextlib.suppress(OSError):
-        temp.write_text(json.dumps(state))
-        temp.replace(path)

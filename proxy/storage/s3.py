@@ -67,7 +67,7 @@ class S3BlobStore:
         self.cfg = cfg
         self.local = local
         self.metrics = metrics
-        self.where = f"s3://{cfg.bucket}/{cfg.prefix}"  #: names the store in errors and logs
+        self.where = where(cfg)  #: names the store in errors and logs
         self._session: AioSession = get_session()
         self._exit: contextlib.AsyncExitStack | None = None
         self._client: Any = None
@@ -403,6 +403,11 @@ class S3BlobStore:
         return aborted
 
 
+def where(cfg: S3Config) -> str:
+    """The store as errors, logs and reports name it."""
+    return f"s3://{cfg.bucket}/{cfg.prefix}"
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -499,7 +504,7 @@ async def migrate(store: S3BlobStore, *, parallel: int = 4) -> Migration:
             if await store.size_of(sha) == size:
                 done.present += 1
                 return
-            if await loop.run_in_executor(None, _file_sha256, path) != sha:
+            if await loop.run_in_executor(None, file_sha256, path) != sha:
                 done.corrupt.append(sha)
                 return
             await store.put(LocalFile(path, size))
@@ -510,7 +515,7 @@ async def migrate(store: S3BlobStore, *, parallel: int = 4) -> Migration:
     return done
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):

@@ -78,18 +78,10 @@ class Scrubber:
         return max(0.0, finished + self.interval - time.time())
 
     def _load_state(self) -> dict[str, object]:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_state(self.state_path)
 
     def _save_state(self, state: dict[str, object]) -> None:
-        """Best effort: on a full disk the next start scrubs from the start again."""
-        temp = self.state_path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):
-            temp.write_text(json.dumps(state))
-            temp.replace(self.state_path)
+        write_state(self.state_path, state)
 
     def run_pass(self) -> None:
         """One full pass in sha256 order, resumed after `cursor` (blocking)."""
@@ -149,3 +141,20 @@ class Scrubber:
             log.error("uploaded blob %s is corrupt: moved to quarantine/", sha)
         else:
             log.warning("mirror blob %s is corrupt: quarantined, it is fetched again", sha)
+
+
+def read_state(path: Path) -> dict[str, object]:
+    """A pass's saved place; {} when there is none (or it cannot be read)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_state(path: Path, state: dict[str, object]) -> None:
+    """Best effort: on a full disk the next start scrubs from the start again."""
+    temp = path.with_suffix(".tmp")
+    with contextlib.suppress(OSError):
+        temp.write_text(json.dumps(state))
+        temp.replace(path)
