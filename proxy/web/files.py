@@ -137,8 +137,6 @@ async def _blob(
         case RemoteObject():
             response = web.StreamResponse(headers=_file_headers())
             response.content_length = blob.size
-            if blob.ranged:
-                response.headers["Accept-Ranges"] = "bytes"
             part = parse_range(request.headers["Range"]) if "Range" in request.headers else None
             if blob.ranged and part is not None:
                 bounds = part.resolve(blob.size)
